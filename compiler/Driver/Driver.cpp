@@ -1,0 +1,517 @@
+//===- Driver.cpp - The library behind moec
+//--------------------------------===//
+//
+// `moec compile` in order (DESIGN.md §3):
+//   1. load and recognise the model (frontends), import it as moe IR;
+//   2. moe-model-pipeline              -> --emit=moe
+//   3. moe-lower-pipeline              -> --emit=lowered
+//   4. moe-cpu-kernel-pipeline         -> --emit=kernels
+//   5. compile every kernel with Halide -> --emit=stmt|asm
+//   6. write the weight file, emit host code (moe-cpu-host-pipeline)
+//                                      -> --emit=c
+//   7. compile the host code           -> --emit=obj
+//   8. link the executable.
+// Outputs are written under temporary names and renamed at the very end,
+// so a failure at any stage leaves no half-written executable or weights.
+//
+//===----------------------------------------------------------------------===//
+
+#include "compiler/Driver/Driver.h"
+
+#include "compiler/Driver/DriverConfig.h"
+#include "compiler/Driver/Toolchain.h"
+#include "compiler/Driver/WeightWriter.h"
+#include "compiler/Pipelines/Pipelines.h"
+#include "compiler/Pipelines/Registration.h"
+#include "frontends/family/LoadModel.h"
+#include "frontends/import/ImportModel.h"
+#include "targets/cpu/CpuTargets.h"
+#include "targets/cpu/kernels/KernelCompiler.h"
+
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/Diagnostics.h"
+#include "mlir/IR/MLIRContext.h"
+#include "mlir/Pass/PassManager.h"
+#include "mlir/Target/Cpp/CppEmitter.h"
+
+#include "llvm/ADT/StringExtras.h"
+#include "llvm/ADT/StringSwitch.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/FormatVariadic.h"
+#include "llvm/Support/JSON.h"
+#include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/Path.h"
+#include "llvm/Support/Process.h"
+#include "llvm/Support/Threading.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include <chrono>
+#include <unistd.h>
+
+namespace mlir::moe {
+
+namespace fe = ::moe::frontend;
+
+std::optional<EmitStage> parseEmitStage(llvm::StringRef text) {
+  return llvm::StringSwitch<std::optional<EmitStage>>(text)
+      .Case("moe", EmitStage::Moe)
+      .Case("lowered", EmitStage::Lowered)
+      .Case("kernels", EmitStage::Kernels)
+      .Case("c", EmitStage::C)
+      .Case("stmt", EmitStage::Stmt)
+      .Case("asm", EmitStage::Asm)
+      .Case("obj", EmitStage::Obj)
+      .Case("exe", EmitStage::Exe)
+      .Default(std::nullopt);
+}
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double secondsSince(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+/// Prints every diagnostic as `moec: <severity>: <where>: <message>`.
+class DiagnosticPrinter {
+public:
+  explicit DiagnosticPrinter(MLIRContext &context)
+      : handler(&context, [](Diagnostic &diag) {
+          print(diag);
+          return success();
+        }) {
+    // Users read messages, not whole kernels in generic form.
+    context.printOpOnDiagnostic(false);
+  }
+
+private:
+  static void print(Diagnostic &diag) {
+    llvm::errs() << "moec: ";
+    switch (diag.getSeverity()) {
+    case DiagnosticSeverity::Error:
+      llvm::errs() << "error: ";
+      break;
+    case DiagnosticSeverity::Warning:
+      llvm::errs() << "warning: ";
+      break;
+    default:
+      llvm::errs() << "note: ";
+      break;
+    }
+    Location loc = diag.getLocation();
+    if (auto name = dyn_cast<NameLoc>(loc)) {
+      llvm::errs() << name.getName().getValue() << ": ";
+    } else if (auto file = dyn_cast<FileLineColLoc>(loc)) {
+      llvm::errs() << file.getFilename().getValue() << ": ";
+    }
+    llvm::errs() << diag.str() << "\n";
+    for (Diagnostic &note : diag.getNotes()) {
+      print(note);
+    }
+  }
+
+  ScopedDiagnosticHandler handler;
+};
+
+/// A file written under a temporary name and renamed when committed;
+/// removed if never committed.
+class PendingFile {
+public:
+  explicit PendingFile(std::string path)
+      : final(std::move(path)),
+        temp(final + ".tmp" + std::to_string(::getpid())) {}
+  ~PendingFile() {
+    if (!committed) {
+      llvm::sys::fs::remove(temp);
+    }
+  }
+  const std::string &tempPath() const { return temp; }
+  LogicalResult commit() {
+    if (std::error_code ec = llvm::sys::fs::rename(temp, final)) {
+      llvm::errs() << "moec: error: cannot write " << final << ": "
+                   << ec.message() << "\n";
+      return failure();
+    }
+    committed = true;
+    return success();
+  }
+
+private:
+  std::string final, temp;
+  bool committed = false;
+};
+
+/// Writes text to `path` ("" or "-": stdout) through a temporary file.
+LogicalResult writeText(llvm::StringRef path,
+                        llvm::function_ref<void(llvm::raw_ostream &)> write) {
+  if (path.empty() || path == "-") {
+    write(llvm::outs());
+    llvm::outs().flush();
+    return success();
+  }
+  PendingFile file(path.str());
+  {
+    std::error_code ec;
+    llvm::raw_fd_ostream os(file.tempPath(), ec);
+    if (ec) {
+      llvm::errs() << "moec: error: cannot write " << path << ": "
+                   << ec.message() << "\n";
+      return failure();
+    }
+    write(os);
+    os.close();
+    if (os.has_error()) {
+      os.clear_error();
+      llvm::errs() << "moec: error: cannot write " << path << "\n";
+      return failure();
+    }
+  }
+  return file.commit();
+}
+
+/// A temporary directory, removed on destruction unless MOEC_KEEP_TEMPS.
+class WorkDir {
+public:
+  LogicalResult create() {
+    llvm::SmallString<128> dir;
+    if (std::error_code ec =
+            llvm::sys::fs::createUniqueDirectory("moec-build", dir)) {
+      llvm::errs() << "moec: error: cannot create a temporary directory: "
+                   << ec.message() << "\n";
+      return failure();
+    }
+    path = dir.str().str();
+    return success();
+  }
+  ~WorkDir() {
+    if (!path.empty() && !llvm::sys::Process::GetEnv("MOEC_KEEP_TEMPS")) {
+      llvm::sys::fs::remove_directories(path);
+    }
+  }
+  std::string path;
+};
+
+std::string defaultKernelCache() {
+  if (auto dir = llvm::sys::Process::GetEnv("MOEC_CACHE_DIR")) {
+    return *dir;
+  }
+  if (auto xdg = llvm::sys::Process::GetEnv("XDG_CACHE_HOME")) {
+    return *xdg + "/moec/kernels";
+  }
+  if (auto home = llvm::sys::Process::GetEnv("HOME")) {
+    return *home + "/.cache/moec/kernels";
+  }
+  return "";
+}
+
+LogicalResult runPipeline(ModuleOp module,
+                          llvm::function_ref<void(OpPassManager &)> build) {
+  PassManager pm(module.getContext());
+  if (failed(applyPassManagerCLOptions(pm))) {
+    return failure();
+  }
+  build(pm);
+  return pm.run(module);
+}
+
+/// Loads, recognises and imports the model; prints the recogniser's notes.
+FailureOr<std::pair<fe::LoadedModel, OwningOpRef<ModuleOp>>>
+loadAndImport(MLIRContext &context, const DriverOptions &options) {
+  fe::LoadOptions loadOptions;
+  loadOptions.family = options.family;
+  llvm::Expected<fe::LoadedModel> loaded =
+      fe::loadModel(options.modelPath, loadOptions);
+  if (!loaded) {
+    llvm::errs() << "moec: error: " << llvm::toString(loaded.takeError())
+                 << "\n";
+    return failure();
+  }
+  const fe::ModelDescription &model = loaded->description;
+  if (options.verbose) {
+    llvm::errs() << llvm::formatv(
+        "moec: {0}: family {1}, {2} layers, d_model {3}, vocab {4}, "
+        "{5:f1}M parameters ({6:f1}M active)\n",
+        model.checkpointPath, model.family, model.layers.size(), model.dModel,
+        model.vocab, model.totalParams / 1e6, model.activeParams / 1e6);
+    for (const std::string &note : model.notes) {
+      llvm::errs() << "moec: note: " << note << "\n";
+    }
+  }
+  ImportOptions importOptions;
+  importOptions.prefillChunk = options.prefillChunk;
+  FailureOr<OwningOpRef<ModuleOp>> module =
+      importModel(context, model, importOptions);
+  if (failed(module)) {
+    return failure();
+  }
+  return std::make_pair(std::move(*loaded), std::move(*module));
+}
+
+std::string manifest(ModuleOp module, const fe::ModelDescription &model,
+                     const TargetDescription &target,
+                     const std::string &halideTarget, int kernels,
+                     uint64_t weightsHash) {
+  llvm::json::Array notes;
+  for (const std::string &note : model.notes) {
+    notes.push_back(note);
+  }
+  llvm::json::Object checkpoint{{"path", model.checkpointPath}};
+  llvm::sys::fs::file_status status;
+  if (!llvm::sys::fs::status(model.checkpointPath, status)) {
+    checkpoint["bytes"] = static_cast<int64_t>(status.getSize());
+    checkpoint["modified"] = static_cast<int64_t>(
+        llvm::sys::toTimeT(status.getLastModificationTime()));
+  }
+  llvm::json::Object root{
+      {"moec", MOEC_VERSION},
+      {"llvm", MOEC_LLVM_VERSION},
+      {"halide", "14"},
+      {"family", model.family},
+      {"family_source", model.descriptionSource},
+      {"checkpoint", std::move(checkpoint)},
+      {"target", target.name},
+      {"halide_target", halideTarget},
+      {"total_params", model.totalParams},
+      {"active_params", model.activeParams},
+      {"kernels", kernels},
+      {"prefill_chunk",
+       module->getAttrOfType<IntegerAttr>("moe.prefill_chunk").getInt()},
+      {"weights_hash", "0x" + llvm::utohexstr(weightsHash, /*LowerCase=*/true,
+                                              /*Width=*/16)},
+      {"notes", std::move(notes)}};
+  std::string text;
+  llvm::raw_string_ostream os(text);
+  os << llvm::json::Value(std::move(root));
+  return text;
+}
+
+LogicalResult translateHost(ModuleOp module, std::string &source) {
+  if (failed(runPipeline(module, buildMoECpuHostPipeline))) {
+    return failure();
+  }
+  llvm::raw_string_ostream os(source);
+  os << "// Generated by moec " << MOEC_VERSION
+     << ": host code of a compiled model. Do not edit.\n";
+  return emitc::translateToCpp(module, os, /*declareVariablesAtTop=*/false);
+}
+
+} // namespace
+
+LogicalResult runImport(const DriverOptions &options) {
+  DialectRegistry registry;
+  registerAllDialects(registry);
+  MLIRContext context(registry, MLIRContext::Threading::DISABLED);
+  DiagnosticPrinter printer(context);
+  auto imported = loadAndImport(context, options);
+  if (failed(imported)) {
+    return failure();
+  }
+  ModuleOp module = *imported->second;
+  if (failed(runPipeline(module, buildMoEModelPipeline))) {
+    return failure();
+  }
+  return writeText(options.outputPath,
+                   [&](llvm::raw_ostream &os) { module.print(os); });
+}
+
+LogicalResult runCompile(const DriverOptions &options) {
+  Clock::time_point start = Clock::now();
+  DialectRegistry registry;
+  registerAllDialects(registry);
+  // Single-threaded: the kernel compiler forks workers, which is only safe
+  // without other threads.
+  MLIRContext context(registry, MLIRContext::Threading::DISABLED);
+  DiagnosticPrinter printer(context);
+
+  llvm::Expected<TargetDescription> target =
+      cpu::lookupCpuTarget(options.target);
+  if (!target) {
+    llvm::errs() << "moec: error: " << llvm::toString(target.takeError())
+                 << "\n";
+    return failure();
+  }
+  if (options.emit == EmitStage::Exe && options.outputPath.empty()) {
+    llvm::errs() << "moec: error: compile needs -o <executable>\n";
+    return failure();
+  }
+  if (options.prefillChunk < 1 || options.prefillChunk > 65536) {
+    llvm::errs() << "moec: error: --prefill-chunk=" << options.prefillChunk
+                 << ": expected a value in [1, 65536]\n";
+    return failure();
+  }
+
+  auto imported = loadAndImport(context, options);
+  if (failed(imported)) {
+    return failure();
+  }
+  fe::LoadedModel &loaded = imported->first;
+  ModuleOp module = *imported->second;
+  auto emitIR = [&]() {
+    return writeText(options.outputPath,
+                     [&](llvm::raw_ostream &os) { module.print(os); });
+  };
+
+  if (failed(runPipeline(module, buildMoEModelPipeline))) {
+    return failure();
+  }
+  if (options.emit == EmitStage::Moe) {
+    return emitIR();
+  }
+  MoELowerPipelineOptions lowerOptions;
+  lowerOptions.prefillStrategy = options.prefillStrategy;
+  if (failed(runPipeline(module, [&](OpPassManager &pm) {
+        buildMoELowerPipeline(pm, lowerOptions);
+      }))) {
+    return failure();
+  }
+  if (options.emit == EmitStage::Lowered) {
+    return emitIR();
+  }
+  if (failed(runPipeline(module, buildMoECpuKernelPipeline))) {
+    return failure();
+  }
+  if (options.emit == EmitStage::Kernels) {
+    return emitIR();
+  }
+  std::string halideTarget = cpu::kernelHalideTarget(*target);
+  module->setAttr("moe.target", StringAttr::get(&context, halideTarget));
+  if (options.emit == EmitStage::C) {
+    std::string source;
+    if (failed(translateHost(module, source))) {
+      return failure();
+    }
+    return writeText(options.outputPath,
+                     [&](llvm::raw_ostream &os) { os << source; });
+  }
+
+  // Kernels.
+  WorkDir work;
+  if (failed(work.create())) {
+    return failure();
+  }
+  cpu::KernelCompileOptions kernelOptions;
+  kernelOptions.target = *target;
+  kernelOptions.workDir = work.path;
+  kernelOptions.cacheDir = options.noKernelCache         ? ""
+                           : options.kernelCache.empty() ? defaultKernelCache()
+                                                         : options.kernelCache;
+  kernelOptions.emitStmt = options.emit == EmitStage::Stmt;
+  kernelOptions.emitAssembly = options.emit == EmitStage::Asm;
+  kernelOptions.jobs = options.jobs > 0
+                           ? options.jobs
+                           : static_cast<int>(llvm::get_physical_cores() > 0
+                                                  ? llvm::get_physical_cores()
+                                                  : 1);
+  Clock::time_point kernelStart = Clock::now();
+  FailureOr<cpu::CompiledKernels> kernels =
+      cpu::compileKernels(module, kernelOptions);
+  if (failed(kernels)) {
+    return failure();
+  }
+  int numKernels = static_cast<int>(kernels->objects.size()) - 1;
+  if (options.verbose) {
+    llvm::errs() << llvm::formatv(
+        "moec: {0} kernels for {1} ({2} compiled, {3} from the cache) in "
+        "{4:f1} s\n",
+        numKernels, halideTarget, kernels->compiled, kernels->fromCache,
+        secondsSince(kernelStart));
+  }
+  if (options.emit == EmitStage::Stmt || options.emit == EmitStage::Asm) {
+    return writeText(options.outputPath, [&](llvm::raw_ostream &os) {
+      for (const std::string &listing : kernels->listings) {
+        os << "//===--- " << llvm::sys::path::stem(listing) << " ---===//\n";
+        if (auto buffer = llvm::MemoryBuffer::getFile(listing)) {
+          os << (*buffer)->getBuffer() << "\n";
+        }
+      }
+    });
+  }
+
+  // Weights (their hash goes into the host code).
+  std::string exePath = options.outputPath;
+  PendingFile weightsFile(exePath + ".weights");
+  uint64_t weightsHash = 0;
+  if (options.emit == EmitStage::Exe) {
+    Clock::time_point weightStart = Clock::now();
+    FailureOr<WeightFileInfo> info =
+        writeWeightFile(module, *loaded.tensors, loaded.description.family,
+                        weightsFile.tempPath());
+    if (failed(info)) {
+      return failure();
+    }
+    weightsHash = info->hash;
+    if (options.verbose) {
+      llvm::errs() << llvm::formatv(
+          "moec: wrote {0:f1} MB of weights in {1:f1} s\n",
+          info->dataBytes / 1e6, secondsSince(weightStart));
+    }
+  }
+  Builder b(&context);
+  module->setAttr("moe.weights_hash",
+                  b.getI64IntegerAttr(static_cast<int64_t>(weightsHash)));
+  module->setAttr("moe.manifest", b.getStringAttr(manifest(
+                                      module, loaded.description, *target,
+                                      halideTarget, numKernels, weightsHash)));
+
+  // Host code.
+  std::string source;
+  if (failed(translateHost(module, source))) {
+    return failure();
+  }
+  std::string hostC = work.path + "/host.c", hostO = work.path + "/host.o";
+  if (failed(writeText(hostC, [&](llvm::raw_ostream &os) { os << source; }))) {
+    return failure();
+  }
+  llvm::Expected<RuntimeLocation> runtime = findRuntime(options.argv0);
+  if (!runtime) {
+    llvm::errs() << "moec: error: " << llvm::toString(runtime.takeError())
+                 << "\n";
+    return failure();
+  }
+  if (llvm::Error err = compileHostCode(*target, *runtime, hostC, hostO)) {
+    llvm::errs() << "moec: error: " << llvm::toString(std::move(err)) << "\n";
+    return failure();
+  }
+  std::vector<std::string> objects{hostO};
+  objects.insert(objects.end(), kernels->objects.begin(),
+                 kernels->objects.end());
+  if (options.emit == EmitStage::Obj) {
+    if (std::error_code ec =
+            llvm::sys::fs::create_directories(options.outputPath)) {
+      llvm::errs() << "moec: error: cannot create " << options.outputPath
+                   << ": " << ec.message() << "\n";
+      return failure();
+    }
+    for (const std::string &object : objects) {
+      std::string to =
+          options.outputPath + "/" + llvm::sys::path::filename(object).str();
+      if (llvm::sys::fs::copy_file(object, to)) {
+        llvm::errs() << "moec: error: cannot write " << to << "\n";
+        return failure();
+      }
+    }
+    return success();
+  }
+
+  // Link, then publish both files.
+  PendingFile exeFile(exePath);
+  if (llvm::Error err =
+          linkExecutable(*target, *runtime, objects, exeFile.tempPath())) {
+    llvm::errs() << "moec: error: " << llvm::toString(std::move(err)) << "\n";
+    return failure();
+  }
+  if (failed(weightsFile.commit()) || failed(exeFile.commit())) {
+    return failure();
+  }
+  if (options.verbose) {
+    uint64_t exeBytes = 0;
+    llvm::sys::fs::file_size(exePath, exeBytes);
+    llvm::errs() << llvm::formatv(
+        "moec: wrote {0} ({1:f2} MB) and {0}.weights in {2:f1} s\n", exePath,
+        exeBytes / 1e6, secondsSince(start));
+  }
+  return success();
+}
+
+} // namespace mlir::moe

@@ -1,0 +1,66 @@
+//===- Driver.h - The library behind moec -----------------------*- C++ -*-===//
+//
+// Everything `moec` does, as functions a test can call: load a model, run
+// the pipeline stage by stage, compile kernels, write the weight file and
+// link the executable. Tool mains only parse flags.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOE_COMPILER_DRIVER_DRIVER_H
+#define MOE_COMPILER_DRIVER_DRIVER_H
+
+#include "mlir/Support/LogicalResult.h"
+
+#include "llvm/ADT/StringRef.h"
+
+#include <optional>
+
+#include <string>
+
+namespace mlir::moe {
+
+/// The stages `--emit` can stop after.
+enum class EmitStage {
+  Moe,     // model-level moe IR
+  Lowered, // attention split, dispatch chosen, fused groups
+  Kernels, // outlined kernels, arena and weight plans
+  C,       // the host code, as C
+  Stmt,    // Halide's lowered statement of every kernel
+  Asm,     // assembly of every kernel
+  Obj,     // kernel and host objects, in a directory
+  Exe,     // the executable and its weight file (the default)
+};
+
+struct DriverOptions {
+  std::string modelPath;
+  std::string outputPath;
+  /// Built-in family name or description file; empty to detect.
+  std::string family;
+  std::string target = "host";
+  EmitStage emit = EmitStage::Exe;
+  int64_t prefillChunk = 256;
+  std::string prefillStrategy = "gather";
+  /// Parallel kernel compiles; 0 = one per core.
+  int jobs = 0;
+  /// Where compiled kernels are cached across runs; empty = default
+  /// ($MOEC_CACHE_DIR, else $XDG_CACHE_HOME/moec, else ~/.cache/moec).
+  std::string kernelCache;
+  bool noKernelCache = false;
+  /// Print the recogniser's notes and progress.
+  bool verbose = true;
+  /// argv[0] of moec, to find the runtime next to it.
+  const char *argv0 = "moec";
+};
+
+/// `moec import`: prints the model-level IR (after the model pipeline).
+LogicalResult runImport(const DriverOptions &options);
+
+/// `moec compile`: runs to `options.emit` and writes the output.
+LogicalResult runCompile(const DriverOptions &options);
+
+/// Parses an --emit value.
+std::optional<EmitStage> parseEmitStage(llvm::StringRef text);
+
+} // namespace mlir::moe
+
+#endif // MOE_COMPILER_DRIVER_DRIVER_H

@@ -1,0 +1,105 @@
+//===- Toolchain.cpp - Compiling host code and linking executables
+//---------===//
+
+#include "compiler/Driver/Toolchain.h"
+
+#include "compiler/Driver/DriverConfig.h"
+
+#include "llvm/ADT/StringExtras.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/Path.h"
+#include "llvm/Support/Process.h"
+#include "llvm/Support/Program.h"
+
+namespace mlir::moe {
+
+namespace {
+
+/// Runs `argv`; on failure the error quotes the command and its stderr.
+llvm::Error run(const TargetDescription &target, std::vector<std::string> argv,
+                llvm::StringRef what) {
+  llvm::ErrorOr<std::string> program = llvm::sys::findProgramByName(argv[0]);
+  if (!program) {
+    return llvm::createStringError(
+        "cannot " + what + ": the C compiler '" + argv[0] + "' of target " +
+        target.name + " is not installed (Debian package: " + target.ccPackage +
+        ")");
+  }
+  llvm::SmallString<128> errors;
+  llvm::sys::fs::createTemporaryFile("moec-cc", "txt", errors);
+  std::optional<llvm::StringRef> redirects[] = {std::nullopt, std::nullopt,
+                                                llvm::StringRef(errors)};
+  std::vector<llvm::StringRef> args(argv.begin(), argv.end());
+  std::string message;
+  int rc = llvm::sys::ExecuteAndWait(*program, args, std::nullopt, redirects,
+                                     /*SecondsToWait=*/0, /*MemoryLimit=*/0,
+                                     &message);
+  std::string output;
+  if (auto buffer = llvm::MemoryBuffer::getFile(errors)) {
+    output = (*buffer)->getBuffer().str();
+  }
+  llvm::sys::fs::remove(errors);
+  if (rc != 0) {
+    return llvm::createStringError(
+        "cannot " + what + ": '" + llvm::join(argv, " ") + "' failed" +
+        (message.empty() ? "" : " (" + message + ")") +
+        (output.empty() ? "" : ":\n" + output));
+  }
+  return llvm::Error::success();
+}
+
+} // namespace
+
+llvm::Expected<RuntimeLocation> findRuntime(const char *argv0) {
+  RuntimeLocation location;
+  location.halideIncludeDir = MOEC_HALIDE_INCLUDE_DIR;
+  std::string root;
+  if (std::optional<std::string> env =
+          llvm::sys::Process::GetEnv("MOEC_RUNTIME_DIR")) {
+    root = *env;
+  } else {
+    static int anchor;
+    std::string exe = llvm::sys::fs::getMainExecutable(argv0, &anchor);
+    root =
+        llvm::sys::path::parent_path(llvm::sys::path::parent_path(exe)).str();
+  }
+  location.libDir = root + "/lib";
+  location.includeDir = root + "/include";
+  for (const std::string &file :
+       {location.libDir + "/libmoert.a", location.libDir + "/libmoert_main.a",
+        location.includeDir + "/moert/host_abi.h"}) {
+    if (!llvm::sys::fs::exists(file)) {
+      return llvm::createStringError(
+          "the moec runtime is missing: " + file +
+          " does not exist (set MOEC_RUNTIME_DIR to a directory with lib/ "
+          "and include/, or rebuild moec)");
+    }
+  }
+  return location;
+}
+
+llvm::Error compileHostCode(const TargetDescription &target,
+                            const RuntimeLocation &runtime,
+                            llvm::StringRef source, llvm::StringRef object) {
+  std::vector<std::string> argv{target.cc};
+  argv.insert(argv.end(), target.cflags.begin(), target.cflags.end());
+  argv.insert(argv.end(), {"-std=c11", "-fPIC", "-I" + runtime.includeDir,
+                           "-I" + runtime.halideIncludeDir, "-c", source.str(),
+                           "-o", object.str()});
+  return run(target, argv, "compile the host code");
+}
+
+llvm::Error linkExecutable(const TargetDescription &target,
+                           const RuntimeLocation &runtime,
+                           const std::vector<std::string> &objects,
+                           llvm::StringRef output) {
+  std::vector<std::string> argv{target.cc, "-o", output.str()};
+  argv.insert(argv.end(), objects.begin(), objects.end());
+  argv.insert(argv.end(), {runtime.libDir + "/libmoert_main.a",
+                           runtime.libDir + "/libmoert.a"});
+  argv.insert(argv.end(), target.ldflags.begin(), target.ldflags.end());
+  return run(target, argv, "link the executable");
+}
+
+} // namespace mlir::moe

@@ -1,0 +1,42 @@
+//===- Toolchain.h - Compiling host code and linking executables -*- C++
+//-*-===//
+
+#ifndef MOE_COMPILER_DRIVER_TOOLCHAIN_H
+#define MOE_COMPILER_DRIVER_TOOLCHAIN_H
+
+#include "targets/common/TargetDescription.h"
+
+#include "llvm/Support/Error.h"
+
+#include <string>
+#include <vector>
+
+namespace mlir::moe {
+
+/// Where the runtime moec links into executables lives: `lib/` holding
+/// libmoert.a and libmoert_main.a, `include/` holding moert/*.h.
+struct RuntimeLocation {
+  std::string libDir;
+  std::string includeDir;
+  std::string halideIncludeDir;
+};
+
+/// Finds the runtime: $MOEC_RUNTIME_DIR if set, else next to the moec
+/// executable (<bin>/../lib and <bin>/../include), as in the build tree
+/// and after installation.
+llvm::Expected<RuntimeLocation> findRuntime(const char *argv0);
+
+/// Compiles the host C file `source` to `object` for `target`.
+llvm::Error compileHostCode(const TargetDescription &target,
+                            const RuntimeLocation &runtime,
+                            llvm::StringRef source, llvm::StringRef object);
+
+/// Links `objects` with the runtime into the executable `output`.
+llvm::Error linkExecutable(const TargetDescription &target,
+                           const RuntimeLocation &runtime,
+                           const std::vector<std::string> &objects,
+                           llvm::StringRef output);
+
+} // namespace mlir::moe
+
+#endif // MOE_COMPILER_DRIVER_TOOLCHAIN_H

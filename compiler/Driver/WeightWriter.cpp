@@ -1,0 +1,196 @@
+//===- WeightWriter.cpp - Writing a compiled model's weight file
+//-----------===//
+//
+// Weights are produced one at a time in offset order (so peak memory is the
+// largest weight, not the model) and hashed as they are written; padding
+// between weights is zeros and part of the hash, exactly as the runtime
+// hashes the data region.
+//
+//===----------------------------------------------------------------------===//
+
+#include "compiler/Driver/WeightWriter.h"
+
+#include "dialects/MoE/IR/MoEOps.h"
+
+#include "llvm/Support/FormatVariadic.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include "moert/hash.h"
+#include "moert/weights_format.h"
+
+#include <cstring>
+#include <map>
+
+namespace mlir::moe {
+
+namespace fe = ::moe::frontend;
+
+namespace {
+
+std::string shapeText(ArrayRef<int64_t> shape) {
+  std::string text = "[";
+  for (size_t i = 0; i < shape.size(); ++i) {
+    text += (i ? ", " : "") + std::to_string(shape[i]);
+  }
+  return text + "]";
+}
+
+/// The weight `op` names, as f32 in its logical shape (row-major).
+FailureOr<std::vector<float>> logicalValues(WeightOp op,
+                                            const fe::TensorSource &tensors) {
+  auto type = op.getResult().getType();
+  ArrayRef<int64_t> shape = type.getShape();
+  bool stacked = op.getSources().size() > 1;
+  std::vector<int64_t> sliceShape(shape.begin() + (stacked ? 1 : 0),
+                                  shape.end());
+  std::optional<ArrayRef<int64_t>> rows = op.getRows();
+  std::vector<float> values;
+  values.reserve(type.getNumElements());
+  for (Attribute nameAttr : op.getSources()) {
+    StringRef name = cast<StringAttr>(nameAttr).getValue();
+    const fe::TensorInfo *tensor = tensors.find(name);
+    if (!tensor) {
+      return op.emitOpError("checkpoint tensor '")
+             << name << "' is missing from " << tensors.path();
+    }
+    if (!fe::isConvertibleToF32(tensor->dtype)) {
+      return op.emitOpError("checkpoint tensor '")
+             << name << "' has dtype " << fe::dtypeName(tensor->dtype)
+             << ", which is not a float type";
+    }
+    // The tensor holds sliceShape, or more rows of it when `rows` selects.
+    std::vector<int64_t> expected = sliceShape;
+    int64_t rowBegin = 0;
+    if (rows) {
+      rowBegin = (*rows)[0];
+      if (tensor->shape.empty() || tensor->shape[0] < (*rows)[1]) {
+        return op.emitOpError("checkpoint tensor '")
+               << name << "' of shape " << shapeText(tensor->shape)
+               << " has no rows [" << (*rows)[0] << ", " << (*rows)[1] << ")";
+      }
+      expected[0] = tensor->shape[0];
+    }
+    if (ArrayRef<int64_t>(tensor->shape) != ArrayRef<int64_t>(expected)) {
+      return op.emitOpError("checkpoint tensor '")
+             << name << "' has shape " << shapeText(tensor->shape)
+             << ", the model expects " << shapeText(expected);
+    }
+    int64_t rowElements = 1;
+    for (size_t i = 1; i < tensor->shape.size(); ++i) {
+      rowElements *= tensor->shape[i];
+    }
+    int64_t count = 1;
+    for (int64_t d : sliceShape) {
+      count *= d;
+    }
+    size_t elementBytes = fe::dtypeBits(tensor->dtype) / 8;
+    const uint8_t *src =
+        tensor->bytes.data() + rowBegin * rowElements * elementBytes;
+    size_t at = values.size();
+    values.resize(at + count);
+    fe::convertToF32(tensor->dtype, src, count, values.data() + at);
+  }
+  return values;
+}
+
+/// Swaps the last two dimensions of `values` (logical shape `shape`).
+std::vector<float> transposeLastTwo(const std::vector<float> &values,
+                                    ArrayRef<int64_t> shape) {
+  int64_t rows = shape[shape.size() - 2], cols = shape.back();
+  int64_t batch = static_cast<int64_t>(values.size()) / (rows * cols);
+  std::vector<float> out(values.size());
+  constexpr int64_t kBlock = 64; // cache-sized tiles
+  for (int64_t b = 0; b < batch; ++b) {
+    const float *src = values.data() + b * rows * cols;
+    float *dst = out.data() + b * rows * cols;
+    for (int64_t r0 = 0; r0 < rows; r0 += kBlock) {
+      for (int64_t c0 = 0; c0 < cols; c0 += kBlock) {
+        for (int64_t r = r0; r < std::min(rows, r0 + kBlock); ++r) {
+          for (int64_t c = c0; c < std::min(cols, c0 + kBlock); ++c) {
+            dst[c * rows + r] = src[r * cols + c];
+          }
+        }
+      }
+    }
+  }
+  return out;
+}
+
+} // namespace
+
+FailureOr<WeightFileInfo> writeWeightFile(ModuleOp module,
+                                          const fe::TensorSource &tensors,
+                                          StringRef family, StringRef path) {
+  auto bytesAttr = module->getAttrOfType<IntegerAttr>("moe.weights_bytes");
+  if (!bytesAttr) {
+    return module.emitError("no weight plan: run moe-plan-weights first");
+  }
+  std::map<int64_t, WeightOp> byOffset;
+  WalkResult walk = module.walk([&](WeightOp op) {
+    auto offset = op->getAttrOfType<IntegerAttr>("moe.offset");
+    if (!offset) {
+      op.emitOpError("has no moe.offset");
+      return WalkResult::interrupt();
+    }
+    byOffset.try_emplace(offset.getInt(), op);
+    return WalkResult::advance();
+  });
+  if (walk.wasInterrupted()) {
+    return failure();
+  }
+
+  std::error_code ec;
+  llvm::raw_fd_ostream os(path, ec);
+  if (ec) {
+    return module.emitError("cannot write ") << path << ": " << ec.message();
+  }
+  std::vector<char> zeros(MOERT_WEIGHTS_DATA_OFFSET, 0);
+  os.write(zeros.data(), zeros.size());
+
+  moert_hash_t hash;
+  moert_hash_init(&hash, 0);
+  uint64_t written = 0;
+  auto pad = [&](uint64_t to) {
+    while (written < to) {
+      uint64_t n = std::min<uint64_t>(to - written, zeros.size());
+      os.write(zeros.data(), n);
+      moert_hash_update(&hash, zeros.data(), n);
+      written += n;
+    }
+  };
+  for (auto &[offset, op] : byOffset) {
+    pad(static_cast<uint64_t>(offset));
+    FailureOr<std::vector<float>> values = logicalValues(op, tensors);
+    if (failed(values)) {
+      return failure();
+    }
+    if (op.getLayout() == WeightLayout::Transposed) {
+      *values = transposeLastTwo(*values, op.getResult().getType().getShape());
+    }
+    size_t bytes = values->size() * sizeof(float);
+    os.write(reinterpret_cast<const char *>(values->data()), bytes);
+    moert_hash_update(&hash, values->data(), bytes);
+    written += bytes;
+  }
+  uint64_t dataBytes = static_cast<uint64_t>(bytesAttr.getInt());
+  pad(dataBytes);
+
+  moert_weights_header_t header;
+  std::memset(&header, 0, sizeof(header));
+  std::memcpy(header.magic, MOERT_WEIGHTS_MAGIC, 8);
+  header.version = MOERT_WEIGHTS_VERSION;
+  header.data_offset = MOERT_WEIGHTS_DATA_OFFSET;
+  header.data_bytes = dataBytes;
+  header.data_hash = moert_hash_final(&hash);
+  std::strncpy(header.family, family.str().c_str(), sizeof(header.family) - 1);
+  os.seek(0);
+  os.write(reinterpret_cast<const char *>(&header), sizeof(header));
+  os.close();
+  if (os.has_error()) {
+    os.clear_error();
+    return module.emitError("cannot write ") << path;
+  }
+  return WeightFileInfo{dataBytes, header.data_hash};
+}
+
+} // namespace mlir::moe

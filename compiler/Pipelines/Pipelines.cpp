@@ -1,0 +1,73 @@
+//===- Pipelines.cpp - The named pass pipelines of moec
+//--------------------===//
+
+#include "compiler/Pipelines/Pipelines.h"
+
+#include "dialects/MoE/Transforms/Passes.h"
+#include "targets/cpu/Lowering/Passes.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Pass/PassRegistry.h"
+#include "mlir/Transforms/Passes.h"
+
+namespace mlir::moe {
+
+void buildMoEModelPipeline(OpPassManager &pm) {
+  // Weights and norms are pure: identical ones (a tied embedding read by
+  // the embedding and the logits) are merged, dead ones dropped.
+  pm.addPass(createCSEPass());
+  pm.addPass(createCanonicalizerPass());
+}
+
+void buildMoELowerPipeline(OpPassManager &pm,
+                           const MoELowerPipelineOptions &options) {
+  OpPassManager &func = pm.nest<func::FuncOp>();
+  // Decode and prefill visit experts differently; choose before fusing.
+  func.addPass(createMoESelectDispatchPass(
+      MoESelectDispatchPassOptions{options.prefillStrategy, 1}));
+  // The cache write must be its own op to fuse with the K/V producers.
+  func.addPass(createMoESplitAttentionPass());
+  func.addPass(createMoEFuseAttentionProloguePass());
+  // Gated FFNs first, so that the norm fusion below can absorb them whole.
+  func.addPass(createMoEFuseGatedFfnPass());
+  func.addPass(createMoEFuseNormProjectionPass());
+  func.addPass(createMoEFuseResidualAddPass());
+}
+
+void buildMoECpuKernelPipeline(OpPassManager &pm) {
+  // Layouts are chosen while the users of each weight are still visible.
+  pm.addPass(cpu::createMoECpuAssignWeightLayoutsPass());
+  pm.addPass(createMoEOutlineKernelsPass());
+  // The views outlining made for each call collapse to one per layer.
+  pm.addPass(createCSEPass());
+  pm.addPass(createMoEPlanArenaPass());
+  pm.addPass(createMoEPlanWeightsPass());
+}
+
+void buildMoECpuHostPipeline(OpPassManager &pm) {
+  pm.addPass(cpu::createMoECpuEmitHostPass());
+}
+
+void registerMoEPipelines() {
+  static bool registered = false;
+  if (registered) {
+    return;
+  }
+  registered = true;
+  PassPipelineRegistration<>("moe-model-pipeline",
+                             "Verifies and cleans imported moe IR",
+                             buildMoEModelPipeline);
+  PassPipelineRegistration<MoELowerPipelineOptions>(
+      "moe-lower-pipeline",
+      "Splits attention, chooses dispatch strategies, forms fused groups",
+      buildMoELowerPipeline);
+  PassPipelineRegistration<>(
+      "moe-cpu-kernel-pipeline",
+      "Assigns CPU weight layouts, outlines kernels, plans arena and weights",
+      buildMoECpuKernelPipeline);
+  PassPipelineRegistration<>("moe-cpu-host-pipeline",
+                             "Emits the CPU host code as EmitC",
+                             buildMoECpuHostPipeline);
+}
+
+} // namespace mlir::moe

@@ -1,0 +1,46 @@
+//===- Pipelines.h - The named pass pipelines of moec -----------*- C++ -*-===//
+//
+// Each stage of DESIGN.md §3 is a pipeline builder registered under a flag,
+// so `moe-opt --moe-lower-pipeline` runs exactly what `moec compile` runs at
+// that stage, and `--emit=<stage>` prints the IR after it.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOE_COMPILER_PIPELINES_PIPELINES_H
+#define MOE_COMPILER_PIPELINES_PIPELINES_H
+
+#include "mlir/Pass/PassManager.h"
+#include "mlir/Pass/PassOptions.h"
+
+namespace mlir::moe {
+
+/// Stage 2, model level: verification and clean-up of imported IR.
+/// Flag: --moe-model-pipeline.
+void buildMoEModelPipeline(OpPassManager &pm);
+
+struct MoELowerPipelineOptions
+    : public PassPipelineOptions<MoELowerPipelineOptions> {
+  Option<std::string> prefillStrategy{
+      *this, "prefill-strategy",
+      llvm::cl::desc("expert dispatch for prefill: gather|grouped"),
+      llvm::cl::init("gather")};
+};
+
+/// Stage 3, fusion and dispatch: attention split, dispatch strategies,
+/// fused groups. Flag: --moe-lower-pipeline.
+void buildMoELowerPipeline(OpPassManager &pm,
+                           const MoELowerPipelineOptions &options);
+
+/// Stage 4 for CPU targets: weight layouts, kernels, memory plans.
+/// Flag: --moe-cpu-kernel-pipeline.
+void buildMoECpuKernelPipeline(OpPassManager &pm);
+
+/// Stage 5 for CPU targets: host code as EmitC. Flag: --moe-cpu-host-pipeline.
+void buildMoECpuHostPipeline(OpPassManager &pm);
+
+/// Registers the pipelines above with the global registry. Idempotent.
+void registerMoEPipelines();
+
+} // namespace mlir::moe
+
+#endif // MOE_COMPILER_PIPELINES_PIPELINES_H

@@ -1,0 +1,150 @@
+//===- moec.cpp - The moec compiler driver
+//---------------------------------===//
+//
+//   moec import  <model> [-o model.mlir] [--family=NAME|FILE]
+//   moec compile <model> -o <exe> [--target=T] [--emit=STAGE] [options]
+//
+// Flags are parsed here; everything else is the driver library
+// (compiler/Driver). Exit code 0 on success, 1 on any error.
+//
+//===----------------------------------------------------------------------===//
+
+#include "compiler/Driver/Driver.h"
+#include "compiler/Pipelines/Registration.h"
+#include "targets/cpu/CpuTargets.h"
+
+#include "mlir/IR/AsmState.h"
+#include "mlir/IR/MLIRContext.h"
+#include "mlir/Pass/PassManager.h"
+
+#include "llvm/Support/CommandLine.h"
+#include "llvm/Support/FormatVariadic.h"
+#include "llvm/Support/InitLLVM.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include <cstring>
+
+using namespace llvm;
+
+namespace {
+
+cl::OptionCategory category("moec options");
+
+cl::opt<std::string> modelPath(cl::Positional, cl::desc("<model>"),
+                               cl::cat(category));
+cl::opt<std::string> outputPath("o", cl::desc("output file (- for stdout)"),
+                                cl::value_desc("path"), cl::cat(category));
+cl::opt<std::string>
+    family("family",
+           cl::desc("family name or description file (default: detect from the "
+                    "checkpoint's tensor names)"),
+           cl::value_desc("name|file.json"), cl::cat(category));
+cl::opt<std::string> target("target",
+                            cl::desc("target to compile for; 'help' lists "
+                                     "them (default: host)"),
+                            cl::init("host"), cl::cat(category));
+cl::opt<std::string> emit(
+    "emit",
+    cl::desc("stop after a stage and write it: moe | lowered | kernels | c | "
+             "stmt | asm | obj | exe (default)"),
+    cl::init("exe"), cl::cat(category));
+cl::opt<int64_t> prefillChunk(
+    "prefill-chunk",
+    cl::desc("most tokens one prefill call runs; longer prompts run in "
+             "chunks (default: 256)"),
+    cl::init(256), cl::cat(category));
+cl::opt<std::string> prefillStrategy(
+    "prefill-strategy",
+    cl::desc("expert dispatch in prefill: gather | grouped (default: gather)"),
+    cl::init("gather"), cl::cat(category));
+cl::opt<int> jobs("j",
+                  cl::desc("kernels compiled in parallel (default: "
+                           "one per core)"),
+                  cl::init(0), cl::cat(category));
+cl::opt<std::string> kernelCache(
+    "kernel-cache",
+    cl::desc("directory of compiled kernels reused across runs (default: "
+             "$MOEC_CACHE_DIR, else ~/.cache/moec/kernels)"),
+    cl::value_desc("dir"), cl::cat(category));
+cl::opt<bool> noKernelCache("no-kernel-cache",
+                            cl::desc("compile every kernel afresh"),
+                            cl::cat(category));
+cl::opt<bool> quiet("q", cl::desc("print errors only"), cl::cat(category));
+
+int usage() {
+  errs() << "usage: moec import <model> [-o model.mlir] [--family=NAME|FILE]\n"
+            "       moec compile <model> -o <exe> [--target=T] "
+            "[--emit=STAGE] [options]\n"
+            "       moec --help\n";
+  return 1;
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+  InitLLVM init(argc, argv);
+  mlir::registerAsmPrinterCLOptions();
+  mlir::registerMLIRContextCLOptions();
+  mlir::registerPassManagerCLOptions();
+  mlir::moe::registerAllPassesAndPipelines();
+
+  if (argc < 2) {
+    return usage();
+  }
+  std::string command = argv[1];
+  bool isHelp =
+      command == "--help" || command == "-h" || command == "--help-hidden";
+  if (!isHelp && command != "import" && command != "compile") {
+    errs() << "moec: error: unknown command '" << command
+           << "' (expected import or compile)\n";
+    return usage();
+  }
+  // The command is not a flag; hide it from the option parser.
+  std::vector<char *> args{argv[0]};
+  args.insert(args.end(), argv + (isHelp ? 1 : 2), argv + argc);
+  if (!cl::ParseCommandLineOptions(static_cast<int>(args.size()), args.data(),
+                                   "moec: compiles Mixture-of-Experts models "
+                                   "into native executables\n\n"
+                                   "  moec import  <model> [-o model.mlir]\n"
+                                   "  moec compile <model> -o <exe>\n",
+                                   &errs())) {
+    return 1;
+  }
+  if (target == "help") {
+    outs() << "targets (--target=NAME):\n";
+    for (const auto &t : mlir::moe::cpu::cpuTargets()) {
+      outs() << formatv("  {0,-14} {1}\n  {2,-14} halide: {3}; needs: {4}\n",
+                        t.name, t.summary, "", t.halideTarget, t.ccPackage);
+    }
+    return 0;
+  }
+  if (modelPath.empty()) {
+    errs() << "moec: error: " << command << " needs a <model> (a directory "
+           << "or a weights file)\n";
+    return 1;
+  }
+  std::optional<mlir::moe::EmitStage> stage = mlir::moe::parseEmitStage(emit);
+  if (!stage) {
+    errs() << "moec: error: --emit=" << emit
+           << ": expected moe, lowered, kernels, c, stmt, asm, obj or exe\n";
+    return 1;
+  }
+
+  mlir::moe::DriverOptions options;
+  options.argv0 = argv[0];
+  options.modelPath = modelPath;
+  options.outputPath = outputPath;
+  options.family = family;
+  options.target = target;
+  options.emit = *stage;
+  options.prefillChunk = prefillChunk;
+  options.prefillStrategy = prefillStrategy;
+  options.jobs = jobs;
+  options.kernelCache = kernelCache;
+  options.noKernelCache = noKernelCache;
+  options.verbose = !quiet;
+  mlir::LogicalResult result = command == "import"
+                                   ? mlir::moe::runImport(options)
+                                   : mlir::moe::runCompile(options);
+  return mlir::succeeded(result) ? 0 : 1;
+}

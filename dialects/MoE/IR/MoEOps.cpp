@@ -1,0 +1,722 @@
+//===- MoEOps.cpp - Operations of the moe dialect
+//--------------------------===//
+//
+// Verifiers for the rules ODS cannot state (shapes that relate several
+// operands and attributes), memory effects on session state, and the
+// function-like parsing of `moe.kernel`.
+//
+// Shape rules are checked on static dimensions only where a dimension may
+// legitimately be dynamic: the token dimension (dimension 0 of activations)
+// is `?` in prefill. Every other dimension of a model is static, and the
+// verifiers insist on it, because kernels are specialised on those sizes.
+//
+//===----------------------------------------------------------------------===//
+
+#include "dialects/MoE/IR/MoEOps.h"
+
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/ImplicitLocOpBuilder.h"
+#include "mlir/IR/TypeUtilities.h"
+#include "mlir/Interfaces/FunctionImplementation.h"
+
+using namespace mlir;
+using namespace mlir::moe;
+
+//===----------------------------------------------------------------------===//
+// Shape helpers
+//===----------------------------------------------------------------------===//
+
+static RankedTensorType tensorType(Value value) {
+  return cast<RankedTensorType>(value.getType());
+}
+
+/// Formats a shape the way MLIR prints it inside a tensor type (`?x640`).
+static std::string shapeString(ArrayRef<int64_t> shape) {
+  std::string result;
+  llvm::raw_string_ostream os(result);
+  llvm::interleave(
+      shape, os,
+      [&](int64_t d) {
+        if (ShapedType::isDynamic(d)) {
+          os << "?";
+        } else {
+          os << d;
+        }
+      },
+      "x");
+  return result;
+}
+
+/// Product of `shape[from:]`; all must be static.
+static int64_t trailingElements(ArrayRef<int64_t> shape, unsigned from) {
+  int64_t n = 1;
+  for (int64_t d : shape.drop_front(from)) {
+    n *= d;
+  }
+  return n;
+}
+
+/// Every dimension but the token dimension (0) of an activation is static.
+static LogicalResult verifyActivation(Operation *op, Value value,
+                                      StringRef name) {
+  auto type = tensorType(value);
+  if (type.getRank() < 1) {
+    return op->emitOpError("expects ")
+           << name << " to have a token dimension, got rank 0";
+  }
+  for (int64_t d : type.getShape().drop_front()) {
+    if (ShapedType::isDynamic(d)) {
+      return op->emitOpError("expects ")
+             << name << " to be static in every dimension but the first, got "
+             << type;
+    }
+  }
+  return success();
+}
+
+static LogicalResult verifyStaticWeight(Operation *op, Value value,
+                                        StringRef name) {
+  if (!tensorType(value).hasStaticShape()) {
+    return op->emitOpError("expects ")
+           << name << " to have a static shape, got " << value.getType();
+  }
+  return success();
+}
+
+/// The token dimensions of two activations must agree (both `?` or equal).
+static LogicalResult verifySameTokens(Operation *op, Value a, StringRef aName,
+                                      Value b, StringRef bName) {
+  int64_t ta = tensorType(a).getDimSize(0);
+  int64_t tb = tensorType(b).getDimSize(0);
+  if (ta != tb) {
+    return op->emitOpError("expects ")
+           << aName << " and " << bName
+           << " to have the same token dimension, got " << shapeString({ta})
+           << " and " << shapeString({tb});
+  }
+  return success();
+}
+
+static LogicalResult verifyShape(Operation *op, Value value, StringRef name,
+                                 ArrayRef<int64_t> expected) {
+  ArrayRef<int64_t> got = tensorType(value).getShape();
+  if (got != expected) {
+    return op->emitOpError("expects ")
+           << name << " of shape " << shapeString(expected) << ", got "
+           << shapeString(got);
+  }
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// custom<BareEnum>: enum attributes inside op syntax
+//===----------------------------------------------------------------------===//
+
+// Inside an op's own syntax the attribute kind is known, so an enum prints as
+// its bare keyword (`layout(interleaved)`) rather than as the full attribute
+// (`#moe.rope_layout<interleaved>`), which attr-dict still uses.
+
+template <typename AttrT>
+static ParseResult parseBareEnum(OpAsmParser &parser, AttrT &attr) {
+  using EnumT = decltype(std::declval<AttrT>().getValue());
+  SMLoc loc = parser.getCurrentLocation();
+  StringRef keyword;
+  if (failed(parser.parseOptionalKeyword(&keyword))) {
+    return failure();
+  }
+  std::optional<EnumT> value = symbolizeEnum<EnumT>(keyword);
+  if (!value) {
+    return parser.emitError(loc, "unknown ")
+           << AttrT::getMnemonic() << " '" << keyword << "'";
+  }
+  attr = AttrT::get(parser.getContext(), *value);
+  return success();
+}
+
+template <typename AttrT>
+static void printBareEnum(OpAsmPrinter &printer, Operation *, AttrT attr) {
+  printer << stringifyEnum(attr.getValue());
+}
+
+//===----------------------------------------------------------------------===//
+// WeightOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult WeightOp::verify() {
+  ArrayAttr sources = getSources();
+  if (sources.empty()) {
+    return emitOpError("expects at least one source tensor name");
+  }
+  for (Attribute name : sources) {
+    if (cast<StringAttr>(name).getValue().empty()) {
+      return emitOpError("expects non-empty source tensor names");
+    }
+  }
+  auto type = getResult().getType();
+  if (!type.hasStaticShape()) {
+    return emitOpError("expects a static shape, got ") << type;
+  }
+  bool stacked = sources.size() > 1;
+  if (stacked && (type.getRank() < 2 ||
+                  type.getDimSize(0) != static_cast<int64_t>(sources.size()))) {
+    return emitOpError("expects stacking ")
+           << sources.size()
+           << " tensors to give a leading dimension of that size, got " << type;
+  }
+  if (std::optional<ArrayRef<int64_t>> rows = getRows()) {
+    if (rows->size() != 2 || (*rows)[0] < 0 || (*rows)[0] >= (*rows)[1]) {
+      return emitOpError("expects rows [begin, end] with 0 <= begin < end");
+    }
+    unsigned rowDim = stacked ? 1 : 0;
+    if (type.getRank() <= rowDim ||
+        type.getDimSize(rowDim) != (*rows)[1] - (*rows)[0]) {
+      return emitOpError("expects rows [")
+             << (*rows)[0] << ", " << (*rows)[1] << "] to select "
+             << (*rows)[1] - (*rows)[0] << " rows, got " << type;
+    }
+  }
+  if (getLayout() == WeightLayout::Transposed && type.getRank() < 2) {
+    return emitOpError("expects a transposed layout only for rank >= 2, got ")
+           << type;
+  }
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// EmbedOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult EmbedOp::verify() {
+  if (failed(verifyStaticWeight(*this, getTable(), "table"))) {
+    return failure();
+  }
+  auto table = tensorType(getTable());
+  int64_t tokens = tensorType(getTokens()).getDimSize(0);
+  if (failed(verifyShape(*this, getResult(), "result",
+                         {tokens, table.getDimSize(1)}))) {
+    return failure();
+  }
+  if (table.getElementType() != tensorType(getResult()).getElementType()) {
+    return emitOpError("expects the result element type to match the table");
+  }
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// Norms
+//===----------------------------------------------------------------------===//
+
+LogicalResult RmsNormOp::verify() {
+  if (failed(verifyActivation(*this, getInput(), "input")) ||
+      failed(verifyStaticWeight(*this, getWeight(), "weight"))) {
+    return failure();
+  }
+  auto input = tensorType(getInput());
+  auto weight = tensorType(getWeight());
+  if (weight.getRank() >= input.getRank()) {
+    return emitOpError("expects the weight rank (")
+           << weight.getRank() << ") to be below the input rank ("
+           << input.getRank() << ")";
+  }
+  ArrayRef<int64_t> trailing = input.getShape().take_back(weight.getRank());
+  if (trailing != weight.getShape()) {
+    return emitOpError("expects the weight shape ")
+           << shapeString(weight.getShape())
+           << " to match the trailing input dimensions "
+           << shapeString(trailing);
+  }
+  if (getEps().convertToDouble() < 0) {
+    return emitOpError("expects a non-negative eps");
+  }
+  return success();
+}
+
+LogicalResult LayerNormOp::verify() {
+  if (failed(verifyActivation(*this, getInput(), "input"))) {
+    return failure();
+  }
+  if (getBias() && !getWeight()) {
+    return emitOpError("expects a weight when a bias is given");
+  }
+  int64_t width = tensorType(getInput()).getShape().back();
+  for (auto [value, name] :
+       {std::pair(getWeight(), "weight"), std::pair(getBias(), "bias")}) {
+    if (value && failed(verifyShape(*this, value, name, {width}))) {
+      return failure();
+    }
+  }
+  if (getEps().convertToDouble() < 0) {
+    return emitOpError("expects a non-negative eps");
+  }
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// LinearOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult LinearOp::verify() {
+  if (failed(verifyActivation(*this, getInput(), "input")) ||
+      failed(verifyActivation(*this, getResult(), "result")) ||
+      failed(verifyStaticWeight(*this, getWeight(), "weight")) ||
+      failed(verifySameTokens(*this, getInput(), "input", getResult(),
+                              "result"))) {
+    return failure();
+  }
+  auto input = tensorType(getInput());
+  auto result = tensorType(getResult());
+  auto weight = tensorType(getWeight());
+  if (input.getRank() < 2 || result.getRank() < 2) {
+    return emitOpError("expects input and result of rank >= 2 ([T, ...])");
+  }
+  int64_t n = weight.getDimSize(0), k = weight.getDimSize(1);
+  if (trailingElements(input.getShape(), 1) != k) {
+    return emitOpError("expects the input features (")
+           << shapeString(input.getShape().drop_front())
+           << ") to hold K = " << k << " elements of the weight [" << n << ", "
+           << k << "]";
+  }
+  if (trailingElements(result.getShape(), 1) != n) {
+    return emitOpError("expects the result features (")
+           << shapeString(result.getShape().drop_front())
+           << ") to hold N = " << n << " elements of the weight [" << n << ", "
+           << k << "]";
+  }
+  if (getBias() && failed(verifyShape(*this, getBias(), "bias", {n}))) {
+    return failure();
+  }
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// HeadScaleOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult HeadScaleOp::verify() {
+  if (failed(verifyActivation(*this, getInput(), "input"))) {
+    return failure();
+  }
+  auto input = tensorType(getInput());
+  if (input.getRank() != 3) {
+    return emitOpError("expects input [T, H, D], got ") << input;
+  }
+  int64_t heads = input.getDimSize(1);
+  ArrayRef<int64_t> scale = tensorType(getScale()).getShape();
+  bool perHead =
+      scale == ArrayRef<int64_t>{heads} || scale == ArrayRef<int64_t>{heads, 1};
+  if (!perHead) {
+    return emitOpError("expects one scale per head ([")
+           << heads << "] or [" << heads << ", 1]), got " << shapeString(scale);
+  }
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// RopeOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult RopeOp::verify() {
+  if (failed(verifyActivation(*this, getInput(), "input"))) {
+    return failure();
+  }
+  int64_t headDim = tensorType(getInput()).getDimSize(2);
+  int64_t dims = getRotaryDims();
+  if (dims <= 0 || dims % 2 != 0 || dims > headDim) {
+    return emitOpError("expects rotary dims to be even and in (0, ")
+           << headDim << "], got " << dims;
+  }
+  if (getTheta().convertToDouble() <= 0) {
+    return emitOpError("expects a positive theta");
+  }
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// Attention and its lowered halves
+//===----------------------------------------------------------------------===//
+
+/// Checks keys/values against each other and the cache layer they go to.
+static LogicalResult verifyCacheAccess(Operation *op, KVCacheType cache,
+                                       int64_t layer, int64_t kvHeads,
+                                       int64_t headDim) {
+  if (layer < 0 || layer >= cache.getLayers()) {
+    return op->emitOpError("expects layer in [0, ")
+           << cache.getLayers() << "), got " << layer;
+  }
+  if (cache.getKvHeads() != kvHeads || cache.getHeadDim() != headDim) {
+    return op->emitOpError("expects the cache to hold ")
+           << kvHeads << " KV heads of " << headDim << " dims, got " << cache;
+  }
+  return success();
+}
+
+static LogicalResult verifyKeysValues(Operation *op, Value key, Value value) {
+  if (failed(verifyActivation(op, key, "key")) ||
+      failed(verifyActivation(op, value, "value"))) {
+    return failure();
+  }
+  if (key.getType() != value.getType()) {
+    return op->emitOpError("expects key and value of the same type, got ")
+           << key.getType() << " and " << value.getType();
+  }
+  return success();
+}
+
+static LogicalResult verifyQueryHeads(Operation *op, Value query,
+                                      int64_t kvHeads, int64_t headDim) {
+  if (failed(verifyActivation(op, query, "query"))) {
+    return failure();
+  }
+  auto q = tensorType(query);
+  if (q.getDimSize(2) != headDim) {
+    return op->emitOpError("expects query heads of ")
+           << headDim << " dims, got " << q.getDimSize(2);
+  }
+  if (q.getDimSize(1) % kvHeads != 0) {
+    return op->emitOpError("expects the query heads (")
+           << q.getDimSize(1) << ") to be a multiple of the KV heads ("
+           << kvHeads << ")";
+  }
+  return success();
+}
+
+static LogicalResult verifyScale(Operation *op, APFloat scale) {
+  if (scale.convertToDouble() <= 0) {
+    return op->emitOpError("expects a positive scale");
+  }
+  return success();
+}
+
+LogicalResult AttentionOp::verify() {
+  if (failed(verifyKeysValues(*this, getKey(), getValue()))) {
+    return failure();
+  }
+  auto k = tensorType(getKey());
+  if (failed(verifyQueryHeads(*this, getQuery(), k.getDimSize(1),
+                              k.getDimSize(2))) ||
+      failed(verifySameTokens(*this, getQuery(), "query", getKey(), "key")) ||
+      failed(verifyCacheAccess(*this, getCache().getType(), getLayer(),
+                               k.getDimSize(1), k.getDimSize(2))) ||
+      failed(verifyScale(*this, getScale()))) {
+    return failure();
+  }
+  if (getResult().getType() != getQuery().getType()) {
+    return emitOpError("expects the result type to match the query, got ")
+           << getResult().getType();
+  }
+  return success();
+}
+
+void AttentionOp::getEffects(
+    SmallVectorImpl<SideEffects::EffectInstance<MemoryEffects::Effect>>
+        &effects) {
+  effects.emplace_back(MemoryEffects::Read::get(), &getCacheMutable());
+  effects.emplace_back(MemoryEffects::Write::get(), &getCacheMutable());
+}
+
+LogicalResult KVCacheWriteOp::verify() {
+  if (failed(verifyKeysValues(*this, getKey(), getValue()))) {
+    return failure();
+  }
+  auto k = tensorType(getKey());
+  return verifyCacheAccess(*this, getCache().getType(), getLayer(),
+                           k.getDimSize(1), k.getDimSize(2));
+}
+
+void KVCacheWriteOp::getEffects(
+    SmallVectorImpl<SideEffects::EffectInstance<MemoryEffects::Effect>>
+        &effects) {
+  effects.emplace_back(MemoryEffects::Write::get(), &getCacheMutable());
+}
+
+LogicalResult CachedAttentionOp::verify() {
+  KVCacheType cache = getCache().getType();
+  if (failed(verifyQueryHeads(*this, getQuery(), cache.getKvHeads(),
+                              cache.getHeadDim())) ||
+      failed(verifyCacheAccess(*this, cache, getLayer(), cache.getKvHeads(),
+                               cache.getHeadDim())) ||
+      failed(verifyScale(*this, getScale()))) {
+    return failure();
+  }
+  if (getResult().getType() != getQuery().getType()) {
+    return emitOpError("expects the result type to match the query, got ")
+           << getResult().getType();
+  }
+  return success();
+}
+
+void CachedAttentionOp::getEffects(
+    SmallVectorImpl<SideEffects::EffectInstance<MemoryEffects::Effect>>
+        &effects) {
+  effects.emplace_back(MemoryEffects::Read::get(), &getCacheMutable());
+}
+
+LogicalResult KVCacheLayerOp::verify() {
+  KVCacheType cache = getCache().getType();
+  KVCacheType view = getResult().getType();
+  // I64Attr getters return the bits unsigned; compare them signed.
+  int64_t layer = static_cast<int64_t>(getLayer());
+  if (layer < 0 || layer >= cache.getLayers()) {
+    return emitOpError("expects layer in [0, ")
+           << cache.getLayers() << "), got " << layer;
+  }
+  if (view.getLayers() != 1 || view.getKvHeads() != cache.getKvHeads() ||
+      view.getHeadDim() != cache.getHeadDim() ||
+      view.getElementType() != cache.getElementType()) {
+    return emitOpError("expects a one-layer view of the same heads and "
+                       "element type, got ")
+           << view;
+  }
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// CausalConv1dOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult CausalConv1dOp::verify() {
+  if (failed(verifyActivation(*this, getInput(), "input")) ||
+      failed(verifyStaticWeight(*this, getWeight(), "weight"))) {
+    return failure();
+  }
+  ConvStateType state = getState().getType();
+  int64_t channels = tensorType(getInput()).getDimSize(1);
+  if (failed(verifyShape(*this, getWeight(), "weight",
+                         {channels, 1, state.getWidth()}))) {
+    return failure();
+  }
+  if (state.getChannels() != channels) {
+    return emitOpError("expects the state to hold ")
+           << channels << " channels, got " << state;
+  }
+  int64_t layer = static_cast<int64_t>(getLayer());
+  if (layer < 0 || layer >= state.getLayers()) {
+    return emitOpError("expects layer in [0, ")
+           << state.getLayers() << "), got " << layer;
+  }
+  return success();
+}
+
+void CausalConv1dOp::getEffects(
+    SmallVectorImpl<SideEffects::EffectInstance<MemoryEffects::Effect>>
+        &effects) {
+  effects.emplace_back(MemoryEffects::Read::get(), &getStateMutable());
+  effects.emplace_back(MemoryEffects::Write::get(), &getStateMutable());
+}
+
+//===----------------------------------------------------------------------===//
+// RouteOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult RouteOp::verify() {
+  if (failed(verifyActivation(*this, getInput(), "input")) ||
+      failed(verifyStaticWeight(*this, getRouter(), "router"))) {
+    return failure();
+  }
+  auto input = tensorType(getInput());
+  auto router = tensorType(getRouter());
+  int64_t experts = router.getDimSize(0);
+  if (router.getDimSize(1) != input.getDimSize(1)) {
+    return emitOpError("expects router [E, ")
+           << input.getDimSize(1) << "], got "
+           << shapeString(router.getShape());
+  }
+  if (getBias() && failed(verifyShape(*this, getBias(), "bias", {experts}))) {
+    return failure();
+  }
+  int64_t k = getTopK();
+  if (k < 1 || k > experts) {
+    return emitOpError("expects top_k in [1, ") << experts << "], got " << k;
+  }
+  int64_t tokens = input.getDimSize(0);
+  if (failed(verifyShape(*this, getIndices(), "indices", {tokens, k})) ||
+      failed(verifyShape(*this, getWeights(), "weights", {tokens, k}))) {
+    return failure();
+  }
+  if (getRenormEps().convertToDouble() < 0) {
+    return emitOpError("expects a non-negative renorm_eps");
+  }
+  if (getCapacity() == CapacityRule::DropLowestGate &&
+      getCapacityFactor().convertToDouble() <= 0) {
+    return emitOpError(
+        "expects a positive capacity_factor with the drop_lowest_gate rule");
+  }
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// ExpertDispatchOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult ExpertDispatchOp::verify() {
+  if (failed(verifyActivation(*this, getInput(), "input")) ||
+      failed(verifyStaticWeight(*this, getUp(), "up")) ||
+      failed(verifyStaticWeight(*this, getDown(), "down"))) {
+    return failure();
+  }
+  auto input = tensorType(getInput());
+  auto up = tensorType(getUp());
+  int64_t experts = up.getDimSize(0), ffn = up.getDimSize(1);
+  int64_t model = input.getDimSize(1);
+  if (up.getDimSize(2) != model) {
+    return emitOpError("expects up [E, F, ")
+           << model << "], got " << shapeString(up.getShape());
+  }
+  if (getGate() &&
+      failed(verifyShape(*this, getGate(), "gate", up.getShape()))) {
+    return failure();
+  }
+  if (failed(verifyShape(*this, getDown(), "down", {experts, model, ffn}))) {
+    return failure();
+  }
+  auto indices = tensorType(getIndices());
+  if (failed(verifyShape(*this, getWeights(), "weights", indices.getShape())) ||
+      failed(verifySameTokens(*this, getInput(), "input", getIndices(),
+                              "indices"))) {
+    return failure();
+  }
+  if (getResult().getType() != getInput().getType()) {
+    return emitOpError("expects the result type to match the input, got ")
+           << getResult().getType();
+  }
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// LogitsOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult LogitsOp::verify() {
+  if (failed(verifyActivation(*this, getInput(), "input")) ||
+      failed(verifyStaticWeight(*this, getWeight(), "weight"))) {
+    return failure();
+  }
+  auto input = tensorType(getInput());
+  auto weight = tensorType(getWeight());
+  int64_t vocab = weight.getDimSize(0);
+  if (weight.getDimSize(1) != input.getDimSize(1)) {
+    return emitOpError("expects weight [V, ")
+           << input.getDimSize(1) << "], got "
+           << shapeString(weight.getShape());
+  }
+  if (getBias() && failed(verifyShape(*this, getBias(), "bias", {vocab}))) {
+    return failure();
+  }
+  return verifyShape(*this, getResult(), "result",
+                     {input.getDimSize(0), vocab});
+}
+
+//===----------------------------------------------------------------------===//
+// FusedOp
+//===----------------------------------------------------------------------===//
+
+void FusedOp::build(OpBuilder &builder, OperationState &state, StringRef name,
+                    TypeRange results) {
+  state.addAttribute(getNameAttrName(state.name), builder.getStringAttr(name));
+  state.addTypes(results);
+  Region *body = state.addRegion();
+  body->push_back(new Block());
+}
+
+static LogicalResult verifyYield(Operation *op, Block &body,
+                                 TypeRange expected) {
+  auto yield = dyn_cast<YieldOp>(body.getTerminator());
+  if (!yield) {
+    return op->emitOpError("expects its body to end in moe.yield");
+  }
+  if (TypeRange(yield.getValues().getTypes()) != expected) {
+    return op->emitOpError("expects moe.yield of the result types");
+  }
+  return success();
+}
+
+LogicalResult FusedOp::verify() {
+  if (getName().empty()) {
+    return emitOpError("expects a fusion name");
+  }
+  return verifyYield(*this, getBody().front(), getResultTypes());
+}
+
+//===----------------------------------------------------------------------===//
+// KernelOp
+//===----------------------------------------------------------------------===//
+
+void KernelOp::build(OpBuilder &builder, OperationState &state, StringRef name,
+                     FunctionType type) {
+  state.addAttribute(SymbolTable::getSymbolAttrName(),
+                     builder.getStringAttr(name));
+  state.addAttribute(getFunctionTypeAttrName(state.name), TypeAttr::get(type));
+  Region *body = state.addRegion();
+  auto *block = new Block();
+  for (Type input : type.getInputs()) {
+    block->addArgument(input, state.location);
+  }
+  body->push_back(block);
+}
+
+ParseResult KernelOp::parse(OpAsmParser &parser, OperationState &result) {
+  auto buildType = [](Builder &builder, ArrayRef<Type> args,
+                      ArrayRef<Type> results,
+                      function_interface_impl::VariadicFlag, std::string &) {
+    return builder.getFunctionType(args, results);
+  };
+  if (failed(function_interface_impl::parseFunctionOp(
+          parser, result, /*allowVariadic=*/false,
+          getFunctionTypeAttrName(result.name), buildType,
+          getArgAttrsAttrName(result.name),
+          getResAttrsAttrName(result.name)))) {
+    return failure();
+  }
+  // The terminator is implicit only when there is nothing to yield.
+  KernelOp::ensureTerminator(*result.regions.front(), parser.getBuilder(),
+                             result.location);
+  return success();
+}
+
+void KernelOp::print(OpAsmPrinter &p) {
+  function_interface_impl::printFunctionOp(
+      p, *this, /*isVariadic=*/false, getFunctionTypeAttrName(),
+      getArgAttrsAttrName(), getResAttrsAttrName());
+}
+
+LogicalResult KernelOp::verify() {
+  Block &body = getBody().front();
+  if (TypeRange(body.getArgumentTypes()) != getArgumentTypes()) {
+    return emitOpError("expects the block arguments to match the signature");
+  }
+  return verifyYield(*this, body, getResultTypes());
+}
+
+//===----------------------------------------------------------------------===//
+// CallOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult CallOp::verifySymbolUses(SymbolTableCollection &symbolTable) {
+  auto kernel =
+      symbolTable.lookupNearestSymbolFrom<KernelOp>(*this, getCalleeAttr());
+  if (!kernel) {
+    return emitOpError("expects '") << getCallee() << "' to name a moe.kernel";
+  }
+  FunctionType type = kernel.getFunctionType();
+  if (TypeRange(getOperands().getTypes()) != type.getInputs() ||
+      TypeRange(getResultTypes()) != type.getResults()) {
+    return emitOpError("expects the types of '")
+           << getCallee() << "': " << type;
+  }
+  return success();
+}
+
+void CallOp::getEffects(
+    SmallVectorImpl<SideEffects::EffectInstance<MemoryEffects::Effect>>
+        &effects) {
+  // A kernel is pure but for the session state it is handed.
+  for (OpOperand &operand : getOperandsMutable()) {
+    if (isa<KVCacheType, ConvStateType>(operand.get().getType())) {
+      effects.emplace_back(MemoryEffects::Read::get(), &operand);
+      effects.emplace_back(MemoryEffects::Write::get(), &operand);
+    }
+  }
+}
+
+#define GET_OP_CLASSES
+#include "dialects/MoE/IR/MoEOps.cpp.inc"

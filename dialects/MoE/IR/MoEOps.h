@@ -1,0 +1,27 @@
+//===- MoEOps.h - Operations of the moe dialect ------------------*- C++
+//-*-===//
+//
+// The generated op classes. See MoEOps.td for what each op means.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOE_DIALECTS_MOE_IR_MOEOPS_H
+#define MOE_DIALECTS_MOE_IR_MOEOPS_H
+
+#include "dialects/MoE/IR/MoEDialect.h"
+
+#include "mlir/Bytecode/BytecodeOpInterface.h"
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/BuiltinOps.h"
+#include "mlir/IR/OpDefinition.h"
+#include "mlir/IR/OpImplementation.h"
+#include "mlir/IR/SymbolTable.h"
+#include "mlir/Interfaces/CallInterfaces.h"
+#include "mlir/Interfaces/ControlFlowInterfaces.h"
+#include "mlir/Interfaces/FunctionInterfaces.h"
+#include "mlir/Interfaces/SideEffectInterfaces.h"
+
+#define GET_OP_CLASSES
+#include "dialects/MoE/IR/MoEOps.h.inc"
+
+#endif // MOE_DIALECTS_MOE_IR_MOEOPS_H

@@ -1,0 +1,211 @@
+//===- Passes.td - Passes of the moe dialect ---------------*- tablegen -*-===//
+//
+// Target-independent passes: they split, group and outline moe ops, and plan
+// memory, but never decide how a kernel is computed on a machine.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOE_DIALECTS_MOE_TRANSFORMS_PASSES_TD
+#define MOE_DIALECTS_MOE_TRANSFORMS_PASSES_TD
+
+include "mlir/Pass/PassBase.td"
+
+//===----------------------------------------------------------------------===//
+// Lowering model-level ops
+//===----------------------------------------------------------------------===//
+
+def MoESelectDispatchPass : Pass<"moe-select-dispatch", "func::FuncOp"> {
+  let summary = "Chooses how each expert dispatch visits tokens and experts.";
+  let description = [{
+    Sets the `strategy` of every `moe.expert_dispatch` whose strategy is
+    `auto`: `gather` when the token dimension is static and at most
+    `gather-max-tokens` (decode), else `prefill-strategy`. A strategy chosen
+    earlier (by hand or by another pass) is kept.
+
+    Before:  moe.expert_dispatch %h, ... activation(silu) : (tensor<1x64xf32>, ...)
+    After:   moe.expert_dispatch %h, ... activation(silu) strategy(gather) : (tensor<1x64xf32>, ...)
+  }];
+  let options = [
+    Option<"prefillStrategy", "prefill-strategy", "std::string",
+           /*default=*/"\"grouped\"",
+           "strategy for a dynamic or large token dimension: gather|grouped">,
+    Option<"gatherMaxTokens", "gather-max-tokens", "int64_t", /*default=*/"1",
+           "largest static token count that uses the gather strategy">
+  ];
+  let statistics = [
+    Statistic<"numGather", "num-gather", "dispatches set to gather">,
+    Statistic<"numGrouped", "num-grouped", "dispatches set to grouped">
+  ];
+}
+
+def MoESplitAttentionPass : Pass<"moe-split-attention", "func::FuncOp"> {
+  let summary = "Splits attention into its KV-cache write and its read.";
+  let description = [{
+    Rewrites every `moe.attention` into `moe.kv_cache_write` followed by
+    `moe.cached_attention`. The two run as different kernels: the write can
+    then fuse with the ops that produce the keys and values, and the read
+    sees the cache as an input.
+
+    Before:  %o = moe.attention %q, %k, %v cache(%c[0]) at %p scale(0.25) : ...
+    After:   moe.kv_cache_write %k, %v into(%c[0]) at %p : ...
+             %o = moe.cached_attention %q cache(%c[0]) at %p scale(0.25) : ...
+  }];
+}
+
+//===----------------------------------------------------------------------===//
+// Fusion: grouping ops that run as one kernel
+//===----------------------------------------------------------------------===//
+
+def MoEFuseAttentionProloguePass
+    : Pass<"moe-fuse-attention-prologue", "func::FuncOp"> {
+  let summary = "Fuses per-head key/query/value ops with the cache write.";
+  let description = [{
+    Groups each `moe.kv_cache_write` with the chains of per-head ops
+    (`rms_norm`/`layer_norm` over heads, `head_scale`, `rope`) that produce
+    its key and value and the query its layer attends with, so that QK-norm,
+    RoPE and the V scale run in the kernel that stores the cache.
+
+    Before:  %q1 = moe.rope %q0 ...; %k1 = moe.rope %k0 ...
+             moe.kv_cache_write %k1, %v0 into(...) ...
+    After:   %q1 = moe.fused "attention_prologue" -> (...) {
+               %q1 = moe.rope %q0 ...; %k1 = moe.rope %k0 ...
+               moe.kv_cache_write %k1, %v0 into(...) ...
+               moe.yield %q1 : ...
+             }
+  }];
+  let dependentDialects = ["::mlir::moe::MoEDialect"];
+  let statistics = [
+    Statistic<"numFused", "num-fused", "prologues fused">
+  ];
+}
+
+def MoEFuseGatedFfnPass : Pass<"moe-fuse-gated-ffn", "func::FuncOp"> {
+  let summary = "Fuses the gate and up projections with their activation.";
+  let description = [{
+    Groups `moe.glu %g, %u` with the `moe.linear` ops producing `%g` and
+    `%u` when they read the same input, so that both projections and the
+    activation run in one loop nest and the `[T, F]` gate and up tensors
+    never reach memory.
+
+    Before:  %g = moe.linear %h, %wg ...; %u = moe.linear %h, %wu ...
+             %a = moe.glu %g, %u activation(silu) ...
+    After:   %a = moe.fused "gated_ffn" -> (tensor<?x40xf32>) { ... }
+  }];
+  let dependentDialects = ["::mlir::moe::MoEDialect"];
+  let statistics = [
+    Statistic<"numFused", "num-fused", "gated FFNs fused">
+  ];
+}
+
+def MoEFuseNormProjectionPass
+    : Pass<"moe-fuse-norm-projection", "func::FuncOp"> {
+  let summary = "Fuses a norm with the projections that read it.";
+  let description = [{
+    Groups every `moe.rms_norm`/`moe.layer_norm` over the model width with
+    the projections that consume it (`moe.linear`, `moe.route`,
+    `moe.logits`, and fused groups whose projections read it), so the
+    normalised activation is computed once per token inside the kernel that
+    projects it. Other users of the norm read the group's result.
+
+    Before:  %h = moe.rms_norm %x, %w ...
+             %q = moe.linear %h, %wq ...; %k = moe.linear %h, %wk ...
+    After:   %h, %q, %k = moe.fused "norm_projection" -> (...) { ... }
+  }];
+  let dependentDialects = ["::mlir::moe::MoEDialect"];
+  let statistics = [
+    Statistic<"numFused", "num-fused", "norms fused with projections">
+  ];
+}
+
+def MoEFuseResidualAddPass : Pass<"moe-fuse-residual-add", "func::FuncOp"> {
+  let summary = "Fuses a projection with the additions of its result.";
+  let description = [{
+    Groups a `moe.linear` (or fused group) with the chain of `arith.addf`
+    that adds its result to other tensors (residual connections, the shared
+    expert's output), so the sum is written once.
+
+    Before:  %a = moe.linear %o, %wo ...; %x1 = arith.addf %x, %a ...
+    After:   %x1 = moe.fused "projection_residual" -> (...) { ... }
+  }];
+  let dependentDialects = ["::mlir::moe::MoEDialect"];
+  let statistics = [
+    Statistic<"numFused", "num-fused", "projections fused with additions">
+  ];
+}
+
+//===----------------------------------------------------------------------===//
+// Kernel formation and memory planning
+//===----------------------------------------------------------------------===//
+
+def MoEOutlineKernelsPass : Pass<"moe-outline-kernels", "ModuleOp"> {
+  let summary = "Outlines every fused group and compute op into a kernel.";
+  let description = [{
+    Every `moe.fused` group, and every compute op left at function level,
+    becomes a `moe.kernel` (isolated, with the group's concrete shapes) and a
+    `moe.call`. KV-cache operands are replaced by one-layer views
+    (`moe.kv_cache_layer`) and the ops inside refer to layer 0, so the same
+    computation on different layers is one kernel. Identical kernels are
+    outlined once: the symbol ends with a hash of the kernel's body and
+    signature, which is also what targets cache compiled kernels by.
+
+    Weight arguments carry their layout (`moe.layout`) and cache arguments
+    their access (`moe.cache_access = "read" | "write"`) as argument
+    attributes, because a target compiles the kernel from its signature
+    alone.
+
+    Before:  %h = moe.fused "norm_projection" -> (...) { ... }
+    After:   moe.kernel @norm_projection_1a2b3c4d(...) -> (...) { ... }
+             %h = moe.call @norm_projection_1a2b3c4d(...) : ...
+  }];
+  let dependentDialects = ["::mlir::moe::MoEDialect"];
+  let statistics = [
+    Statistic<"numCalls", "num-calls", "kernel calls formed">,
+    Statistic<"numKernels", "num-kernels", "distinct kernels">
+  ];
+}
+
+def MoEPlanArenaPass : Pass<"moe-plan-arena", "ModuleOp"> {
+  let summary = "Assigns every intermediate tensor an offset in one arena.";
+  let description = [{
+    Plans the scratch memory of every entry point at compile time: each
+    tensor a `moe.call` produces gets a byte offset into one arena,
+    allocated once per session, sized for the largest token count
+    (`moe.prefill_chunk` for a dynamic dimension). Tensors whose lifetimes
+    do not overlap share memory (first fit over a linear scan; lifetimes are
+    exact because entry points are straight-line). The entry's returned
+    tensor is written to the caller's output instead (offset -1).
+
+    The plan is recorded as `moe.arena = array<i64: ...>` on each call (one
+    offset per result) and `moe.arena_bytes` on the module, the size the
+    runtime allocates.
+
+    Before:  %0 = moe.call @k(%x) : (tensor<?x64xf32>) -> tensor<?x64xf32>
+    After:   %0 = moe.call @k(%x) {moe.arena = array<i64: 0>} : ...
+  }];
+  let options = [
+    Option<"alignment", "alignment", "int64_t", /*default=*/"64",
+           "byte alignment of every arena slot">
+  ];
+  let statistics = [
+    Statistic<"numSlots", "num-slots", "tensors placed in the arena">
+  ];
+}
+
+def MoEPlanWeightsPass : Pass<"moe-plan-weights", "ModuleOp"> {
+  let summary = "Lays out the compiled model's weight file.";
+  let description = [{
+    Gives every distinct weight (same sources, rows and layout) one byte
+    offset in the weight file, recorded as `moe.offset` on each
+    `moe.weight`, and the file's data size as `moe.weights_bytes` on the
+    module. Weights are stored as f32 in their `layout`.
+
+    Before:  %w = moe.weight ["w"] layout transposed : tensor<64x40xf32>
+    After:   %w = moe.weight ["w"] layout transposed {moe.offset = 4096 : i64} : tensor<64x40xf32>
+  }];
+  let options = [
+    Option<"alignment", "alignment", "int64_t", /*default=*/"64",
+           "byte alignment of every weight">
+  ];
+}
+
+#endif // MOE_DIALECTS_MOE_TRANSFORMS_PASSES_TD

@@ -1,0 +1,57 @@
+//===- TensorSource.h - Named tensors of a checkpoint -----------*- C++ -*-===//
+//
+// What a family recogniser and the weight writer need from any checkpoint
+// container (safetensors now; torch zip-pickle files share the interface):
+// the tensors by name, each with dtype, shape and its bytes.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOE_FRONTENDS_CHECKPOINT_TENSORSOURCE_H
+#define MOE_FRONTENDS_CHECKPOINT_TENSORSOURCE_H
+
+#include "frontends/checkpoint/DType.h"
+
+#include "llvm/ADT/ArrayRef.h"
+#include "llvm/ADT/SmallVector.h"
+
+#include <map>
+#include <string>
+#include <vector>
+
+namespace moe::frontend {
+
+/// One tensor of a checkpoint, already validated: `bytes` lies inside the
+/// container and holds exactly numElements() * dtypeBits(dtype) / 8 bytes.
+struct TensorInfo {
+  std::string name;
+  DType dtype;
+  llvm::SmallVector<int64_t, 4> shape;
+  llvm::ArrayRef<uint8_t> bytes;
+
+  int64_t numElements() const {
+    int64_t n = 1;
+    for (int64_t d : shape) {
+      n *= d;
+    }
+    return n;
+  }
+};
+
+/// A container of named tensors. Immutable after construction.
+class TensorSource {
+public:
+  virtual ~TensorSource() = default;
+  /// The file the tensors come from, for messages.
+  virtual const std::string &path() const = 0;
+  /// All tensors, sorted by name.
+  virtual llvm::ArrayRef<TensorInfo> tensors() const = 0;
+  /// Free-form string metadata of the container (safetensors __metadata__).
+  virtual const std::map<std::string, std::string> &metadata() const = 0;
+
+  /// The tensor called `name`, or null.
+  const TensorInfo *find(llvm::StringRef name) const;
+};
+
+} // namespace moe::frontend
+
+#endif // MOE_FRONTENDS_CHECKPOINT_TENSORSOURCE_H

@@ -1,0 +1,1277 @@
+//===- Recognizer.cpp - Family descriptions and the recogniser
+//-------------===//
+//
+// Algorithm (recognizeModel):
+//   1. Map the checkpoint's keys to stripped names (`strip_prefixes`),
+//      refusing two keys that strip to the same name.
+//   2. Count layers: the largest n such that `layer_count_from` exists for
+//      every i < n.
+//   3. Evaluate `dims` lazily from tensor shapes: a dim is computed when a
+//      shape check, a setting or the architecture first needs it, so a dim
+//      of a role the checkpoint lacks (no MoE layer, say) is only an error
+//      if something uses it.
+//   4. Decide whether config.json is trusted: every `config_agrees` key it
+//      has must equal the dim the tensors give. Settings then come from the
+//      config when trusted, else from the description's default; each
+//      choice becomes a note.
+//   5. Bind every role of every layer, checking presence, dtype and shape,
+//      and build the layer's variant from `architecture`.
+//   6. Report checkpoint tensors no role used.
+//
+// This file is compiled with exceptions on, for nlohmann_json; none escapes.
+//
+//===----------------------------------------------------------------------===//
+
+#include "frontends/family/Recognizer.h"
+
+#include "frontends/checkpoint/Errors.h"
+
+#include "frontends/family/Expr.h"
+
+#include "llvm/ADT/StringExtras.h"
+#include "llvm/ADT/StringMap.h"
+#include "llvm/Support/FormatVariadic.h"
+#include "llvm/Support/MemoryBuffer.h"
+
+#include <cmath>
+#include <cstdio>
+#include <set>
+
+using json = nlohmann::json;
+
+namespace moe::frontend {
+
+namespace {
+
+llvm::Error error(const llvm::Twine &message) { return makeError(message); }
+
+std::string shapeText(llvm::ArrayRef<int64_t> shape) {
+  return "[" +
+         llvm::join(llvm::map_range(
+                        shape, [](int64_t d) { return std::to_string(d); }),
+                    ", ") +
+         "]";
+}
+
+std::string numberText(double value) {
+  if (value == std::floor(value) && std::abs(value) < 1e15) {
+    return std::to_string(static_cast<int64_t>(value));
+  }
+  char text[32];
+  std::snprintf(text, sizeof(text), "%.9g", value);
+  return text;
+}
+
+/// Replaces `{i}` in a name template by the layer index.
+std::string instantiate(llvm::StringRef pattern, int64_t layer) {
+  std::string out;
+  for (size_t i = 0; i < pattern.size(); ++i) {
+    if (pattern.substr(i).starts_with("{i}")) {
+      out += std::to_string(layer);
+      i += 2;
+    } else {
+      out += pattern[i];
+    }
+  }
+  return out;
+}
+
+/// Glob match with `*` only, for `ignore` patterns.
+bool globMatch(llvm::StringRef pattern, llvm::StringRef text) {
+  size_t star = pattern.find('*');
+  if (star == llvm::StringRef::npos) {
+    return pattern == text;
+  }
+  llvm::StringRef head = pattern.take_front(star);
+  if (!text.starts_with(head)) {
+    return false;
+  }
+  llvm::StringRef rest = pattern.drop_front(star + 1);
+  for (size_t i = head.size(); i <= text.size(); ++i) {
+    if (globMatch(rest, text.drop_front(i))) {
+      return true;
+    }
+  }
+  return false;
+}
+
+/// Strips the listed prefixes (repeatedly, so `_orig_mod.module.` goes too).
+std::string stripPrefixes(llvm::StringRef name, const json &prefixes) {
+  bool stripped = true;
+  while (stripped) {
+    stripped = false;
+    for (const json &prefix : prefixes) {
+      if (prefix.is_string() &&
+          name.starts_with(prefix.get_ref<const std::string &>()) &&
+          name.size() > prefix.get_ref<const std::string &>().size()) {
+        name = name.drop_front(prefix.get_ref<const std::string &>().size());
+        stripped = true;
+      }
+    }
+  }
+  return name.str();
+}
+
+const json kEmptyArray = json::array();
+
+const json &arrayOrEmpty(const json &object, const char *key) {
+  auto it = object.find(key);
+  return it != object.end() && it->is_array() ? *it : kEmptyArray;
+}
+
+//===----------------------------------------------------------------------===//
+// One application of a description to a checkpoint
+//===----------------------------------------------------------------------===//
+
+class Recognition {
+public:
+  Recognition(const FamilyDescription &family, const TensorSource &tensors,
+              const json *config, llvm::StringRef configPath)
+      : family(family), root(family.root), tensors(tensors), config(config),
+        configPath(configPath.str()) {}
+
+  llvm::Expected<ModelDescription> run();
+
+private:
+  // Errors about the description itself name its source and the JSON path.
+  llvm::Error descError(llvm::StringRef path, const llvm::Twine &what) const {
+    return error(family.source + ": " + path + ": " + what);
+  }
+  // Errors about the checkpoint name the weights file.
+  llvm::Error ckptError(const llvm::Twine &what) const {
+    return error(tensors.path() + ": " + what);
+  }
+
+  llvm::Error mapNames();
+  void countLayers();
+  llvm::Expected<double> lookup(llvm::StringRef name);
+  llvm::Expected<double> callFunction(llvm::StringRef function,
+                                      const std::vector<ExprArg> &args);
+  llvm::Expected<double> evaluate(const json &value, llvm::StringRef path);
+  llvm::Expected<int64_t> evaluateInt(const json &value, llvm::StringRef path);
+  llvm::Error decideConfigTrust();
+  llvm::Expected<double> setting(llvm::StringRef name);
+
+  const json *roleDefinition(llvm::StringRef role, bool &perLayer) const;
+  const TensorInfo *roleTensor(llvm::StringRef role, int64_t layer,
+                               std::string *key = nullptr) const;
+  llvm::Expected<std::optional<WeightRef>> bindRole(llvm::StringRef role,
+                                                    int64_t layer,
+                                                    bool required,
+                                                    llvm::StringRef usePath);
+  llvm::Expected<WeightRef> bindRequired(const json &object, const char *key,
+                                         int64_t layer, llvm::StringRef path);
+  llvm::Expected<std::optional<WeightRef>> bindOptional(const json &object,
+                                                        const char *key,
+                                                        int64_t layer,
+                                                        llvm::StringRef path);
+
+  // Reading the architecture section.
+  llvm::Expected<const json *> object(const json &parent, const char *key,
+                                      llvm::StringRef path, bool required);
+  llvm::Expected<std::string> string(const json &parent, const char *key,
+                                     llvm::StringRef path);
+  template <typename EnumT>
+  llvm::Expected<EnumT>
+  enumField(const json &parent, const char *key, llvm::StringRef path,
+            llvm::ArrayRef<std::pair<const char *, EnumT>> choices,
+            std::optional<EnumT> fallback = std::nullopt);
+  llvm::Expected<double> number(const json &parent, const char *key,
+                                llvm::StringRef path,
+                                std::optional<double> fallback = std::nullopt);
+
+  llvm::Expected<NormDesc> norm(const json &object, int64_t layer,
+                                llvm::StringRef path);
+  llvm::Expected<AttentionDesc> attention(const json &object, int64_t layer,
+                                          llvm::StringRef path);
+  llvm::Expected<FfnDesc> ffn(const json &object, int64_t layer,
+                              llvm::StringRef path);
+  llvm::Expected<MoEDesc> moe(const json &object, int64_t layer,
+                              llvm::StringRef path);
+  llvm::Expected<LayerDesc> layer(int64_t index);
+
+  const FamilyDescription &family;
+  const json &root;
+  const TensorSource &tensors;
+  const json *config;
+  std::string configPath;
+
+  llvm::StringMap<std::string> strippedToKey;
+  int64_t numLayers = 0;
+  std::map<std::string, double> values;
+  std::set<std::string> evaluating;
+  bool configTrusted = false;
+  std::set<std::string> boundKeys;
+  std::vector<std::string> notes;
+};
+
+llvm::Error Recognition::mapNames() {
+  const json &prefixes = arrayOrEmpty(root, "strip_prefixes");
+  std::map<std::string, size_t> strippedCounts;
+  for (const TensorInfo &tensor : tensors.tensors()) {
+    std::string stripped = stripPrefixes(tensor.name, prefixes);
+    auto [it, inserted] = strippedToKey.try_emplace(stripped, tensor.name);
+    if (!inserted) {
+      return ckptError(llvm::formatv(
+          "tensors '{0}' and '{1}' are the same tensor once the prefixes {2} "
+          "are stripped",
+          it->second, tensor.name, prefixes.dump()));
+    }
+    if (stripped != tensor.name) {
+      ++strippedCounts[tensor.name.substr(0, tensor.name.size() -
+                                                 stripped.size())];
+    }
+  }
+  for (auto &[prefix, count] : strippedCounts) {
+    notes.push_back(llvm::formatv("stripped the prefix '{0}' from {1} tensor "
+                                  "names",
+                                  prefix, count));
+  }
+  return llvm::Error::success();
+}
+
+void Recognition::countLayers() {
+  std::string pattern = root.value("layer_count_from", "");
+  while (strippedToKey.count(instantiate(pattern, numLayers))) {
+    ++numLayers;
+  }
+}
+
+const json *Recognition::roleDefinition(llvm::StringRef role,
+                                        bool &perLayer) const {
+  for (auto [section, layered] :
+       {std::pair("tensors", false), std::pair("layer_tensors", true)}) {
+    auto it = root.find(section);
+    if (it != root.end() && it->is_object()) {
+      auto def = it->find(role.str());
+      if (def != it->end()) {
+        perLayer = layered;
+        return &*def;
+      }
+    }
+  }
+  return nullptr;
+}
+
+const TensorInfo *Recognition::roleTensor(llvm::StringRef role, int64_t layer,
+                                          std::string *key) const {
+  bool perLayer = false;
+  const json *def = roleDefinition(role, perLayer);
+  if (!def || !def->is_object() || !def->contains("name") ||
+      !(*def)["name"].is_string()) {
+    return nullptr;
+  }
+  std::string name =
+      instantiate((*def)["name"].get<std::string>(), perLayer ? layer : 0);
+  auto it = strippedToKey.find(name);
+  if (it == strippedToKey.end()) {
+    return nullptr;
+  }
+  if (key) {
+    *key = it->second;
+  }
+  return tensors.find(it->second);
+}
+
+llvm::Expected<double>
+Recognition::callFunction(llvm::StringRef function,
+                          const std::vector<ExprArg> &args) {
+  if (function != "shape") {
+    return error("unknown function '" + function +
+                 "' (expected sqrt, pow, min, max or shape)");
+  }
+  if (args.size() != 2 || !std::holds_alternative<std::string>(args[0]) ||
+      !std::holds_alternative<double>(args[1])) {
+    return error("shape takes a role name and a dimension: shape(role, k)");
+  }
+  const std::string &role = std::get<std::string>(args[0]);
+  double dimValue = std::get<double>(args[1]);
+  bool perLayer = false;
+  if (!roleDefinition(role, perLayer)) {
+    return error("shape() names '" + role +
+                 "', which is not a role of 'tensors' or 'layer_tensors'");
+  }
+  // A per-layer role takes its shape from the first layer that has it.
+  for (int64_t layer = 0; layer < (perLayer ? numLayers : 1); ++layer) {
+    std::string key;
+    if (const TensorInfo *tensor = roleTensor(role, layer, &key)) {
+      int64_t dim = static_cast<int64_t>(dimValue);
+      if (dim < 0 || dim >= static_cast<int64_t>(tensor->shape.size())) {
+        return error(llvm::formatv("tensor '{0}' has no dimension {1}: its "
+                                   "shape is {2}",
+                                   key, dim, shapeText(tensor->shape)));
+      }
+      return static_cast<double>(tensor->shape[dim]);
+    }
+  }
+  return error("the checkpoint has no tensor for role '" + role + "'");
+}
+
+llvm::Expected<double> Recognition::lookup(llvm::StringRef name) {
+  auto cached = values.find(name.str());
+  if (cached != values.end()) {
+    return cached->second;
+  }
+  if (name == "n_layers") {
+    return static_cast<double>(numLayers);
+  }
+  if (!evaluating.insert(name.str()).second) {
+    return error("'" + name + "' is defined in terms of itself");
+  }
+  llvm::Expected<double> result = error("");
+  auto dims = root.find("dims");
+  if (dims != root.end() && dims->contains(name.str())) {
+    result = evaluate((*dims)[name.str()], ("dims." + name).str());
+  } else {
+    auto settings = root.find("settings");
+    if (settings != root.end() && settings->contains(name.str())) {
+      result = setting(name);
+    } else {
+      llvm::consumeError(result.takeError());
+      result = error("unknown name '" + name + "' (not in dims or settings)");
+    }
+  }
+  evaluating.erase(name.str());
+  if (result) {
+    values[name.str()] = *result;
+  }
+  return result;
+}
+
+llvm::Expected<double> Recognition::evaluate(const json &value,
+                                             llvm::StringRef path) {
+  if (value.is_number()) {
+    return value.get<double>();
+  }
+  if (!value.is_string()) {
+    return descError(path, "expected a number or an expression string");
+  }
+  ExprEnv env;
+  env.lookup = [this](llvm::StringRef name) { return lookup(name); };
+  env.call = [this](llvm::StringRef function,
+                    const std::vector<ExprArg> &args) {
+    return callFunction(function, args);
+  };
+  auto result = evaluateExpr(value.get<std::string>(), env);
+  if (!result) {
+    return descError(path, llvm::toString(result.takeError()));
+  }
+  return result;
+}
+
+llvm::Expected<int64_t> Recognition::evaluateInt(const json &value,
+                                                 llvm::StringRef path) {
+  auto result = evaluate(value, path);
+  if (!result) {
+    return result.takeError();
+  }
+  if (*result != std::floor(*result) || std::abs(*result) > 1e15) {
+    return descError(path,
+                     "expected a whole number, got " + numberText(*result));
+  }
+  return static_cast<int64_t>(*result);
+}
+
+llvm::Error Recognition::decideConfigTrust() {
+  if (!config) {
+    notes.push_back("no config.json: settings take the family defaults");
+    return llvm::Error::success();
+  }
+  configTrusted = true;
+  auto agrees = root.find("config_agrees");
+  if (agrees == root.end() || !agrees->is_object()) {
+    notes.push_back("config.json trusted (the description lists no fields "
+                    "to check it against)");
+    return llvm::Error::success();
+  }
+  std::vector<std::string> disagreements;
+  for (auto it = agrees->begin(); it != agrees->end(); ++it) {
+    auto field = config->find(it.key());
+    if (field == config->end()) {
+      continue;
+    }
+    if (!field->is_number()) {
+      disagreements.push_back(it.key() + " is not a number");
+      continue;
+    }
+    auto dim = evaluate(it.value(), "config_agrees." + it.key());
+    if (!dim) {
+      // A dim the checkpoint cannot show (no MoE layer) cannot disagree.
+      llvm::consumeError(dim.takeError());
+      continue;
+    }
+    if (field->get<double>() != *dim) {
+      disagreements.push_back(llvm::formatv("{0} = {1}, tensors say {2}",
+                                            it.key(), field->dump(),
+                                            numberText(*dim)));
+    }
+  }
+  if (!disagreements.empty()) {
+    configTrusted = false;
+    notes.push_back(configPath + " disagrees with the tensors (" +
+                    llvm::join(disagreements, "; ") +
+                    "): it is ignored and settings take the family defaults");
+  } else {
+    notes.push_back(configPath + " agrees with the tensors: settings it "
+                                 "holds are used");
+  }
+  return llvm::Error::success();
+}
+
+llvm::Expected<double> Recognition::setting(llvm::StringRef name) {
+  std::string path = ("settings." + name).str();
+  const json &def = root["settings"][name.str()];
+  if (!def.is_object()) {
+    return descError(path, "expected an object with 'value', or 'config' "
+                           "and 'default'");
+  }
+  if (def.contains("value")) {
+    auto value = evaluate(def["value"], path + ".value");
+    if (value && def["value"].is_string()) {
+      notes.push_back(llvm::formatv("{0} = {1} ({2})", name, numberText(*value),
+                                    def["value"].get<std::string>()));
+    }
+    return value;
+  }
+  if (!def.contains("default")) {
+    return descError(path, "expected 'default' (or 'value')");
+  }
+  std::string why = def.value("why", "");
+  std::string because = why.empty() ? "" : " (" + why + ")";
+  if (configTrusted && def.contains("config") && def["config"].is_string()) {
+    std::string key = def["config"].get<std::string>();
+    auto field = config->find(key);
+    if (field != config->end()) {
+      if (!field->is_number()) {
+        return error(configPath + ": '" + key + "' should be a number, got " +
+                     field->dump());
+      }
+      notes.push_back(llvm::formatv("{0} = {1} (config.json '{2}')", name,
+                                    numberText(field->get<double>()), key));
+      return field->get<double>();
+    }
+  }
+  auto value = evaluate(def["default"], path + ".default");
+  if (value) {
+    notes.push_back(llvm::formatv("{0} = {1} (family default{2})", name,
+                                  numberText(*value), because));
+  }
+  return value;
+}
+
+//===----------------------------------------------------------------------===//
+// Roles
+//===----------------------------------------------------------------------===//
+
+llvm::Expected<std::optional<WeightRef>>
+Recognition::bindRole(llvm::StringRef role, int64_t layer, bool required,
+                      llvm::StringRef usePath) {
+  bool perLayer = false;
+  const json *def = roleDefinition(role, perLayer);
+  if (!def) {
+    return descError(usePath, "names the role '" + role +
+                                  "', which is not in 'tensors' or "
+                                  "'layer_tensors'");
+  }
+  std::string defPath = (perLayer ? "layer_tensors." : "tensors.") + role.str();
+  if (!def->is_object() || !def->contains("name") ||
+      !(*def)["name"].is_string()) {
+    return descError(defPath, "expected an object with a string 'name'");
+  }
+  std::string where = perLayer
+                          ? llvm::formatv("layer {0}: {1}", layer, role).str()
+                          : role.str();
+  std::string key;
+  const TensorInfo *tensor = roleTensor(role, layer, &key);
+  if (!tensor) {
+    if (required || !def->value("optional", false)) {
+      return ckptError(
+          "missing tensor '" +
+          instantiate((*def)["name"].get<std::string>(), perLayer ? layer : 0) +
+          "' (" + where + ")");
+    }
+    return std::nullopt;
+  }
+  if (!isConvertibleToF32(tensor->dtype)) {
+    return ckptError("tensor '" + key + "' (" + where + ") has dtype " +
+                     dtypeName(tensor->dtype) +
+                     "; expected a float dtype (F32, F16, BF16, F64, "
+                     "F8_E4M3, F8_E5M2)");
+  }
+  WeightRef ref;
+  ref.sources = {key};
+  ref.role = where;
+  ref.shape.assign(tensor->shape.begin(), tensor->shape.end());
+  if (def->contains("shape")) {
+    const json &shape = (*def)["shape"];
+    if (!shape.is_array()) {
+      return descError(defPath + ".shape", "expected an array");
+    }
+    std::vector<int64_t> expected;
+    std::vector<std::string> spelled;
+    for (size_t i = 0; i < shape.size(); ++i) {
+      auto dim =
+          evaluateInt(shape[i], defPath + ".shape[" + std::to_string(i) + "]");
+      if (!dim) {
+        return dim.takeError();
+      }
+      expected.push_back(*dim);
+      spelled.push_back(shape[i].is_string() ? shape[i].get<std::string>()
+                                             : shape[i].dump());
+    }
+    if (expected != ref.shape) {
+      return ckptError(llvm::formatv(
+          "tensor '{0}' ({1}) has shape {2}, expected [{3}] = {4}", key, where,
+          shapeText(ref.shape), llvm::join(spelled, ", "),
+          shapeText(expected)));
+    }
+  }
+  boundKeys.insert(key);
+  return std::optional<WeightRef>(std::move(ref));
+}
+
+llvm::Expected<WeightRef> Recognition::bindRequired(const json &object,
+                                                    const char *key,
+                                                    int64_t layer,
+                                                    llvm::StringRef path) {
+  auto role = string(object, key, path);
+  if (!role) {
+    return role.takeError();
+  }
+  auto ref =
+      bindRole(*role, layer, /*required=*/true, (path + "." + key).str());
+  if (!ref) {
+    return ref.takeError();
+  }
+  return std::move(**ref);
+}
+
+llvm::Expected<std::optional<WeightRef>>
+Recognition::bindOptional(const json &object, const char *key, int64_t layer,
+                          llvm::StringRef path) {
+  auto it = object.find(key);
+  if (it == object.end() || it->is_null()) {
+    return std::nullopt;
+  }
+  if (!it->is_string()) {
+    return descError((path + "." + key).str(), "expected a role name");
+  }
+  return bindRole(it->get<std::string>(), layer, /*required=*/true,
+                  (path + "." + key).str());
+}
+
+//===----------------------------------------------------------------------===//
+// Architecture fields
+//===----------------------------------------------------------------------===//
+
+llvm::Expected<const json *> Recognition::object(const json &parent,
+                                                 const char *key,
+                                                 llvm::StringRef path,
+                                                 bool required) {
+  auto it = parent.find(key);
+  if (it == parent.end() || it->is_null()) {
+    if (required) {
+      return descError((path + "." + key).str(), "missing");
+    }
+    return nullptr;
+  }
+  if (!it->is_object()) {
+    return descError((path + "." + key).str(), "expected an object");
+  }
+  return &*it;
+}
+
+llvm::Expected<std::string>
+Recognition::string(const json &parent, const char *key, llvm::StringRef path) {
+  auto it = parent.find(key);
+  if (it == parent.end() || !it->is_string()) {
+    return descError((path + "." + key).str(), "expected a string");
+  }
+  return it->get<std::string>();
+}
+
+template <typename EnumT>
+llvm::Expected<EnumT>
+Recognition::enumField(const json &parent, const char *key,
+                       llvm::StringRef path,
+                       llvm::ArrayRef<std::pair<const char *, EnumT>> choices,
+                       std::optional<EnumT> fallback) {
+  auto it = parent.find(key);
+  std::vector<std::string> names;
+  for (auto &[name, value] : choices) {
+    names.push_back(std::string("'") + name + "'");
+  }
+  if (it == parent.end() && fallback) {
+    return *fallback;
+  }
+  if (it == parent.end() || !it->is_string()) {
+    return descError((path + "." + key).str(),
+                     "expected one of " + llvm::join(names, ", "));
+  }
+  for (auto &[name, value] : choices) {
+    if (*it == name) {
+      return value;
+    }
+  }
+  return descError((path + "." + key).str(), "expected one of " +
+                                                 llvm::join(names, ", ") +
+                                                 ", got " + it->dump());
+}
+
+llvm::Expected<double> Recognition::number(const json &parent, const char *key,
+                                           llvm::StringRef path,
+                                           std::optional<double> fallback) {
+  auto it = parent.find(key);
+  if (it == parent.end()) {
+    if (fallback) {
+      return *fallback;
+    }
+    return descError((path + "." + key).str(), "missing");
+  }
+  return evaluate(*it, (path + "." + key).str());
+}
+
+constexpr std::pair<const char *, NormKind> kNormKinds[] = {
+    {"rms", NormKind::Rms}, {"layer", NormKind::Layer}};
+constexpr std::pair<const char *, Activation> kActivations[] = {
+    {"silu", Activation::Silu},
+    {"gelu", Activation::Gelu},
+    {"gelu_tanh", Activation::GeluTanh},
+    {"relu", Activation::Relu}};
+
+llvm::Expected<NormDesc> Recognition::norm(const json &object, int64_t layer,
+                                           llvm::StringRef path) {
+  NormDesc desc;
+  auto kind = enumField<NormKind>(object, "kind", path, kNormKinds);
+  auto eps = number(object, "eps", path);
+  if (!kind) {
+    return kind.takeError();
+  }
+  if (!eps) {
+    return eps.takeError();
+  }
+  desc.kind = *kind;
+  desc.eps = *eps;
+  auto weight = bindOptional(object, "weight", layer, path);
+  if (!weight) {
+    return weight.takeError();
+  }
+  desc.weight = std::move(*weight);
+  auto bias = bindOptional(object, "bias", layer, path);
+  if (!bias) {
+    return bias.takeError();
+  }
+  desc.bias = std::move(*bias);
+  return desc;
+}
+
+llvm::Expected<AttentionDesc> Recognition::attention(const json &object,
+                                                     int64_t layer,
+                                                     llvm::StringRef path) {
+  AttentionDesc desc;
+  auto normObject = this->object(object, "norm", path, /*required=*/true);
+  if (!normObject) {
+    return normObject.takeError();
+  }
+  auto normDesc = norm(**normObject, layer, (path + ".norm").str());
+  if (!normDesc) {
+    return normDesc.takeError();
+  }
+  desc.norm = std::move(*normDesc);
+  for (auto [field, target] :
+       {std::pair("q", &desc.q), std::pair("k", &desc.k),
+        std::pair("v", &desc.v), std::pair("o", &desc.o)}) {
+    auto ref = bindRequired(object, field, layer, path);
+    if (!ref) {
+      return ref.takeError();
+    }
+    *target = std::move(*ref);
+  }
+  auto qk = this->object(object, "qk_norm", path, /*required=*/false);
+  if (!qk) {
+    return qk.takeError();
+  }
+  if (*qk) {
+    std::string qkPath = (path + ".qk_norm").str();
+    QkNormDesc qkDesc;
+    auto kind = enumField<NormKind>(**qk, "kind", qkPath, kNormKinds);
+    auto eps = number(**qk, "eps", qkPath);
+    auto placement =
+        enumField<bool>(**qk, "placement", qkPath,
+                        {{"before_rope", true}, {"after_rope", false}});
+    if (!kind) {
+      return kind.takeError();
+    }
+    if (!eps) {
+      return eps.takeError();
+    }
+    if (!placement) {
+      return placement.takeError();
+    }
+    qkDesc.kind = *kind;
+    qkDesc.eps = *eps;
+    qkDesc.beforeRope = *placement;
+    for (auto [field, target] : {std::pair("q_weight", &qkDesc.qWeight),
+                                 std::pair("q_gain", &qkDesc.qGain),
+                                 std::pair("k_weight", &qkDesc.kWeight),
+                                 std::pair("k_gain", &qkDesc.kGain)}) {
+      auto ref = bindOptional(**qk, field, layer, qkPath);
+      if (!ref) {
+        return ref.takeError();
+      }
+      *target = std::move(*ref);
+    }
+    desc.qkNorm = std::move(qkDesc);
+  }
+  auto rope = this->object(object, "rope", path, /*required=*/false);
+  if (!rope) {
+    return rope.takeError();
+  }
+  if (*rope) {
+    std::string ropePath = (path + ".rope").str();
+    RopeDesc ropeDesc;
+    auto layout =
+        enumField<RopeLayout>(**rope, "layout", ropePath,
+                              {{"half_split", RopeLayout::HalfSplit},
+                               {"interleaved", RopeLayout::Interleaved}});
+    auto theta = number(**rope, "theta", ropePath);
+    if (!layout) {
+      return layout.takeError();
+    }
+    if (!theta) {
+      return theta.takeError();
+    }
+    auto dims =
+        (*rope)->contains("dims")
+            ? evaluateInt((**rope)["dims"], ropePath + ".dims")
+            : llvm::Expected<int64_t>(static_cast<int64_t>(desc.q.shape[0]) /
+                                      static_cast<int64_t>(values["n_heads"]));
+    if (!dims) {
+      return dims.takeError();
+    }
+    ropeDesc.layout = *layout;
+    ropeDesc.theta = *theta;
+    ropeDesc.dims = *dims;
+    desc.rope = ropeDesc;
+  }
+  auto vScale = bindOptional(object, "v_scale", layer, path);
+  if (!vScale) {
+    return vScale.takeError();
+  }
+  desc.vScale = std::move(*vScale);
+  auto scale = number(object, "scale", path);
+  if (!scale) {
+    return scale.takeError();
+  }
+  desc.scale = *scale;
+  return desc;
+}
+
+llvm::Expected<FfnDesc> Recognition::ffn(const json &object, int64_t layer,
+                                         llvm::StringRef path) {
+  FfnDesc desc;
+  auto gate = bindOptional(object, "gate", layer, path);
+  auto up = bindRequired(object, "up", layer, path);
+  auto down = bindRequired(object, "down", layer, path);
+  auto activation =
+      enumField<Activation>(object, "activation", path, kActivations);
+  if (!gate) {
+    return gate.takeError();
+  }
+  if (!up) {
+    return up.takeError();
+  }
+  if (!down) {
+    return down.takeError();
+  }
+  if (!activation) {
+    return activation.takeError();
+  }
+  desc.gate = std::move(*gate);
+  desc.up = std::move(*up);
+  desc.down = std::move(*down);
+  desc.activation = *activation;
+  return desc;
+}
+
+llvm::Expected<MoEDesc> Recognition::moe(const json &object, int64_t layer,
+                                         llvm::StringRef path) {
+  MoEDesc desc;
+  auto router = this->object(object, "router", path, /*required=*/true);
+  if (!router) {
+    return router.takeError();
+  }
+  std::string routerPath = (path + ".router").str();
+  RouterDesc &r = desc.router;
+  auto weight = bindRequired(**router, "weight", layer, routerPath);
+  if (!weight) {
+    return weight.takeError();
+  }
+  r.weight = std::move(*weight);
+  auto bias = bindOptional(**router, "bias", layer, routerPath);
+  if (!bias) {
+    return bias.takeError();
+  }
+  r.bias = std::move(*bias);
+  auto scoring =
+      enumField<RouterScoring>(**router, "scoring", routerPath,
+                               {{"softmax", RouterScoring::Softmax},
+                                {"sigmoid", RouterScoring::Sigmoid}});
+  auto selection = enumField<SelectionBias>(
+      **router, "selection_bias", routerPath,
+      {{"logits", SelectionBias::Logits}, {"scores", SelectionBias::Scores}},
+      SelectionBias::Logits);
+  auto capacity = enumField<CapacityRule>(
+      **router, "capacity", routerPath,
+      {{"dropless", CapacityRule::Dropless},
+       {"drop_lowest_gate", CapacityRule::DropLowestGate}},
+      CapacityRule::Dropless);
+  auto topK = (*router)->contains("top_k")
+                  ? evaluateInt((**router)["top_k"], routerPath + ".top_k")
+                  : llvm::Expected<int64_t>(
+                        descError(routerPath + ".top_k", "missing"));
+  auto renormEps = number(**router, "renorm_eps", routerPath, 0.0);
+  auto scaling = number(**router, "scaling", routerPath, 1.0);
+  auto factor = number(**router, "capacity_factor", routerPath, 0.0);
+  if (!scoring) {
+    return scoring.takeError();
+  }
+  if (!selection) {
+    return selection.takeError();
+  }
+  if (!capacity) {
+    return capacity.takeError();
+  }
+  if (!topK) {
+    return topK.takeError();
+  }
+  if (!renormEps) {
+    return renormEps.takeError();
+  }
+  if (!scaling) {
+    return scaling.takeError();
+  }
+  if (!factor) {
+    return factor.takeError();
+  }
+  r.scoring = *scoring;
+  r.selectionBias = *selection;
+  r.capacity = *capacity;
+  r.topK = *topK;
+  r.renormEps = *renormEps;
+  r.scaling = *scaling;
+  r.capacityFactor = *factor;
+  auto renormalize = (*router)->find("renormalize");
+  if (renormalize == (*router)->end() || !renormalize->is_boolean()) {
+    return descError(routerPath + ".renormalize", "expected true or false");
+  }
+  r.renormalize = renormalize->get<bool>();
+  int64_t experts = r.weight.shape[0];
+  if (r.topK < 1 || r.topK > experts) {
+    return ckptError(llvm::formatv("layer {0}: top_k = {1} must be in [1, {2}] "
+                                   "for a router over {2} experts",
+                                   layer, r.topK, experts));
+  }
+
+  auto experts_ = this->object(object, "experts", path, /*required=*/true);
+  if (!experts_) {
+    return experts_.takeError();
+  }
+  auto expertFfn = ffn(**experts_, layer, (path + ".experts").str());
+  if (!expertFfn) {
+    return expertFfn.takeError();
+  }
+  desc.experts.gate = std::move(expertFfn->gate);
+  desc.experts.up = std::move(expertFfn->up);
+  desc.experts.down = std::move(expertFfn->down);
+  desc.experts.activation = expertFfn->activation;
+  if (desc.experts.up.shape.size() != 3 ||
+      desc.experts.up.shape[0] != experts) {
+    return ckptError(llvm::formatv(
+        "layer {0}: the routed experts ({1}) must stack {2} experts as "
+        "[E, F, D], got {3}",
+        layer, desc.experts.up.role, experts,
+        shapeText(desc.experts.up.shape)));
+  }
+
+  auto shared = this->object(object, "shared", path, /*required=*/false);
+  if (!shared) {
+    return shared.takeError();
+  }
+  if (*shared) {
+    auto sharedFfn = ffn(**shared, layer, (path + ".shared").str());
+    if (!sharedFfn) {
+      return sharedFfn.takeError();
+    }
+    desc.shared = std::move(*sharedFfn);
+  }
+  return desc;
+}
+
+llvm::Expected<LayerDesc> Recognition::layer(int64_t index) {
+  const json &arch = root["architecture"];
+  LayerDesc desc;
+  auto attn = object(arch, "attention", "architecture", /*required=*/true);
+  if (!attn) {
+    return attn.takeError();
+  }
+  auto attnDesc = attention(**attn, index, "architecture.attention");
+  if (!attnDesc) {
+    return attnDesc.takeError();
+  }
+  desc.attention = std::move(*attnDesc);
+
+  auto ffnObject = object(arch, "ffn", "architecture", /*required=*/true);
+  if (!ffnObject) {
+    return ffnObject.takeError();
+  }
+  const json &f = **ffnObject;
+  auto normObject = object(f, "norm", "architecture.ffn", /*required=*/true);
+  if (!normObject) {
+    return normObject.takeError();
+  }
+  auto ffnNorm = norm(**normObject, index, "architecture.ffn.norm");
+  if (!ffnNorm) {
+    return ffnNorm.takeError();
+  }
+  desc.ffnNorm = std::move(*ffnNorm);
+
+  // A layer is MoE when its `moe_when_present` role exists (physics: the
+  // router; its layer 0 is dense), or always when the key is absent and
+  // the description has a `moe` section.
+  bool isMoE = f.contains("moe");
+  if (isMoE && f.contains("moe_when_present")) {
+    auto role = string(f, "moe_when_present", "architecture.ffn");
+    if (!role) {
+      return role.takeError();
+    }
+    isMoE = roleTensor(*role, index) != nullptr;
+  }
+  if (isMoE) {
+    auto moeObject = object(f, "moe", "architecture.ffn", /*required=*/true);
+    if (!moeObject) {
+      return moeObject.takeError();
+    }
+    auto moeDesc = moe(**moeObject, index, "architecture.ffn.moe");
+    if (!moeDesc) {
+      return moeDesc.takeError();
+    }
+    desc.moe = std::move(*moeDesc);
+  } else {
+    auto denseObject =
+        object(f, "dense", "architecture.ffn", /*required=*/false);
+    if (!denseObject) {
+      return denseObject.takeError();
+    }
+    if (!*denseObject) {
+      return ckptError(llvm::formatv(
+          "layer {0} has no MoE tensors and the family has no dense FFN",
+          index));
+    }
+    auto dense = ffn(**denseObject, index, "architecture.ffn.dense");
+    if (!dense) {
+      return dense.takeError();
+    }
+    desc.dense = std::move(*dense);
+  }
+  return desc;
+}
+
+//===----------------------------------------------------------------------===//
+// The whole model
+//===----------------------------------------------------------------------===//
+
+llvm::Expected<ModelDescription> Recognition::run() {
+  if (auto err = mapNames()) {
+    return std::move(err);
+  }
+  countLayers();
+  if (numLayers == 0) {
+    return ckptError("no layers: no tensor matches '" +
+                     instantiate(root.value("layer_count_from", ""), 0) +
+                     "' of family " + family.name);
+  }
+  if (auto err = decideConfigTrust()) {
+    return std::move(err);
+  }
+
+  ModelDescription model;
+  model.family = family.name;
+  model.descriptionSource = family.source;
+  model.checkpointPath = tensors.path();
+  for (auto [name, target] :
+       {std::pair("vocab", &model.vocab), std::pair("d_model", &model.dModel),
+        std::pair("n_heads", &model.nHeads),
+        std::pair("n_kv_heads", &model.nKvHeads),
+        std::pair("head_dim", &model.headDim)}) {
+    auto value = lookup(name);
+    if (!value) {
+      return value.takeError();
+    }
+    *target = static_cast<int64_t>(*value);
+    if (*target <= 0) {
+      return ckptError(
+          llvm::formatv("{0} = {1}: must be positive", name, *target));
+    }
+  }
+  if (model.nHeads % model.nKvHeads != 0) {
+    return ckptError(llvm::formatv("{0} query heads are not a multiple of "
+                                   "{1} KV heads",
+                                   model.nHeads, model.nKvHeads));
+  }
+  auto context = lookup("context");
+  if (!context) {
+    return context.takeError();
+  }
+  model.contextLength = static_cast<int64_t>(*context);
+
+  const json &arch = root["architecture"];
+  auto embedding = object(arch, "embedding", "architecture", true);
+  if (!embedding) {
+    return embedding.takeError();
+  }
+  auto table = bindRequired(**embedding, "table", 0, "architecture.embedding");
+  if (!table) {
+    return table.takeError();
+  }
+  model.embedding = std::move(*table);
+  auto embScale = number(**embedding, "scale", "architecture.embedding", 1.0);
+  if (!embScale) {
+    return embScale.takeError();
+  }
+  model.embeddingScale = *embScale;
+
+  for (int64_t i = 0; i < numLayers; ++i) {
+    auto layerDesc = layer(i);
+    if (!layerDesc) {
+      return layerDesc.takeError();
+    }
+    if (layerDesc->attention.rope &&
+        (layerDesc->attention.rope->dims <= 0 ||
+         layerDesc->attention.rope->dims % 2 != 0 ||
+         layerDesc->attention.rope->dims > model.headDim)) {
+      return ckptError(llvm::formatv("rotary dims = {0} must be even and in "
+                                     "(0, head_dim = {1}]",
+                                     layerDesc->attention.rope->dims,
+                                     model.headDim));
+    }
+    model.layers.push_back(std::move(*layerDesc));
+  }
+
+  auto finalNorm = object(arch, "final_norm", "architecture", true);
+  if (!finalNorm) {
+    return finalNorm.takeError();
+  }
+  auto finalDesc = norm(**finalNorm, 0, "architecture.final_norm");
+  if (!finalDesc) {
+    return finalDesc.takeError();
+  }
+  model.finalNorm = std::move(*finalDesc);
+
+  auto logits = object(arch, "logits", "architecture", true);
+  if (!logits) {
+    return logits.takeError();
+  }
+  auto head = bindRequired(**logits, "weight", 0, "architecture.logits");
+  if (!head) {
+    return head.takeError();
+  }
+  model.logitsWeight = std::move(*head);
+  auto headBias = bindOptional(**logits, "bias", 0, "architecture.logits");
+  if (!headBias) {
+    return headBias.takeError();
+  }
+  model.logitsBias = std::move(*headBias);
+  auto logitScale = number(**logits, "scale", "architecture.logits", 1.0);
+  if (!logitScale) {
+    return logitScale.takeError();
+  }
+  model.logitScale = *logitScale;
+
+  // Tensors no role used: a model that silently drops weights computes
+  // something else, so say which.
+  std::vector<std::string> unused;
+  const json &ignore = arrayOrEmpty(root, "ignore");
+  for (const TensorInfo &tensor : tensors.tensors()) {
+    if (boundKeys.count(tensor.name)) {
+      continue;
+    }
+    bool ignored = false;
+    for (const json &pattern : ignore) {
+      ignored |= pattern.is_string() &&
+                 globMatch(pattern.get<std::string>(),
+                           stripPrefixes(tensor.name,
+                                         arrayOrEmpty(root, "strip_prefixes")));
+    }
+    if (!ignored) {
+      unused.push_back(tensor.name);
+    }
+  }
+  if (!unused.empty()) {
+    std::vector<std::string> shown(
+        unused.begin(), unused.begin() + std::min<size_t>(unused.size(), 8));
+    notes.push_back(llvm::formatv(
+        "warning: {0} checkpoint tensor(s) are not used by family {1}: {2}{3}",
+        unused.size(), family.name, llvm::join(shown, ", "),
+        unused.size() > shown.size() ? ", ..." : ""));
+  }
+
+  // Parameter counts, as the cards count them: every distinct tensor once;
+  // active = all but the routed experts a token does not visit.
+  std::set<std::string> counted;
+  auto count = [&](const WeightRef &ref, double activeFraction) {
+    for (const std::string &source : ref.sources) {
+      if (!counted.insert(source).second) {
+        return;
+      }
+    }
+    model.totalParams += ref.numElements();
+    model.activeParams +=
+        static_cast<int64_t>(std::llround(ref.numElements() * activeFraction));
+  };
+  auto countNorm = [&](const NormDesc &n) {
+    if (n.weight) {
+      count(*n.weight, 1);
+    }
+    if (n.bias) {
+      count(*n.bias, 1);
+    }
+  };
+  auto countFfn = [&](const FfnDesc &f) {
+    if (f.gate) {
+      count(*f.gate, 1);
+    }
+    count(f.up, 1);
+    count(f.down, 1);
+  };
+  count(model.embedding, 1);
+  for (const LayerDesc &l : model.layers) {
+    const AttentionDesc &a = l.attention;
+    countNorm(a.norm);
+    for (const WeightRef *w : {&a.q, &a.k, &a.v, &a.o}) {
+      count(*w, 1);
+    }
+    if (a.qkNorm) {
+      for (const auto *w : {&a.qkNorm->qWeight, &a.qkNorm->qGain,
+                            &a.qkNorm->kWeight, &a.qkNorm->kGain}) {
+        if (*w) {
+          count(**w, 1);
+        }
+      }
+    }
+    if (a.vScale) {
+      count(*a.vScale, 1);
+    }
+    countNorm(l.ffnNorm);
+    if (l.dense) {
+      countFfn(*l.dense);
+    }
+    if (l.moe) {
+      count(l.moe->router.weight, 1);
+      if (l.moe->router.bias) {
+        count(*l.moe->router.bias, 1);
+      }
+      double fraction = static_cast<double>(l.moe->router.topK) /
+                        static_cast<double>(l.moe->router.weight.shape[0]);
+      if (l.moe->experts.gate) {
+        count(*l.moe->experts.gate, fraction);
+      }
+      count(l.moe->experts.up, fraction);
+      count(l.moe->experts.down, fraction);
+      if (l.moe->shared) {
+        countFfn(*l.moe->shared);
+      }
+    }
+  }
+  countNorm(model.finalNorm);
+  count(model.logitsWeight, 1);
+  if (model.logitsBias) {
+    count(*model.logitsBias, 1);
+  }
+
+  model.values = values;
+  model.values["n_layers"] = static_cast<double>(numLayers);
+  model.notes = std::move(notes);
+  return model;
+}
+
+} // namespace
+
+//===----------------------------------------------------------------------===//
+// Public API
+//===----------------------------------------------------------------------===//
+
+llvm::Expected<FamilyDescription>
+parseFamilyDescription(llvm::StringRef text, llvm::StringRef source) {
+  FamilyDescription family;
+  family.source = source.str();
+  try {
+    family.root = json::parse(text.begin(), text.end());
+  } catch (const json::exception &e) {
+    return error(source + ": not valid JSON: " + e.what());
+  }
+  const json &root = family.root;
+  if (!root.is_object()) {
+    return error(source + ": expected a JSON object");
+  }
+  auto need = [&](const char *key, json::value_t type,
+                  const char *what) -> llvm::Error {
+    auto it = root.find(key);
+    if (it == root.end() || it->type() != type) {
+      return error(source + ": '" + key + "' must be " + what);
+    }
+    return llvm::Error::success();
+  };
+  for (auto [key, type, what] :
+       {std::tuple("family", json::value_t::string, "a string"),
+        std::tuple("match", json::value_t::array, "an array of tensor names"),
+        std::tuple("layer_count_from", json::value_t::string,
+                   "a tensor name with {i}"),
+        std::tuple("dims", json::value_t::object, "an object of expressions"),
+        std::tuple("settings", json::value_t::object, "an object"),
+        std::tuple("layer_tensors", json::value_t::object, "an object"),
+        std::tuple("architecture", json::value_t::object, "an object")}) {
+    if (auto err = need(key, type, what)) {
+      return std::move(err);
+    }
+  }
+  family.name = root["family"].get<std::string>();
+  return family;
+}
+
+llvm::Expected<FamilyDescription> loadFamilyDescription(llvm::StringRef path) {
+  auto buffer = llvm::MemoryBuffer::getFile(path);
+  if (!buffer) {
+    return error(path + ": " + buffer.getError().message());
+  }
+  return parseFamilyDescription((*buffer)->getBuffer(), path);
+}
+
+std::vector<std::string> missingMatchTensors(const FamilyDescription &family,
+                                             const TensorSource &tensors) {
+  const json &prefixes = arrayOrEmpty(family.root, "strip_prefixes");
+  std::set<std::string> names;
+  for (const TensorInfo &tensor : tensors.tensors()) {
+    names.insert(stripPrefixes(tensor.name, prefixes));
+  }
+  std::vector<std::string> missing;
+  for (const json &name : arrayOrEmpty(family.root, "match")) {
+    if (name.is_string() && !names.count(name.get<std::string>())) {
+      missing.push_back(name.get<std::string>());
+    }
+  }
+  return missing;
+}
+
+llvm::Expected<ModelDescription> recognizeModel(const FamilyDescription &family,
+                                                const TensorSource &tensors,
+                                                const json *config,
+                                                llvm::StringRef configPath) {
+  try {
+    return Recognition(family, tensors, config, configPath).run();
+  } catch (const json::exception &e) {
+    return error(family.source + ": malformed description: " + e.what());
+  }
+}
+
+} // namespace moe::frontend

@@ -1,0 +1,15 @@
+/*===- moert.h - The moec runtime
+ * ------------------------------------------===*/
+
+#ifndef MOERT_MOERT_H
+#define MOERT_MOERT_H
+
+#include "moert/hash.h"
+#include "moert/host_abi.h"
+#include "moert/sampler.h"
+#include "moert/session.h"
+#include "moert/status.h"
+#include "moert/weights.h"
+#include "moert/weights_format.h"
+
+#endif /* MOERT_MOERT_H */

@@ -1,0 +1,82 @@
+/*===- session.h - One sequence being run through a compiled model -------===*
+ *
+ * A session owns everything one sequence needs: the KV cache, the arena of
+ * intermediate tensors and the logits buffer, all allocated once in
+ * moert_session_create. Prefill and decode never allocate.
+ *
+ * Thread-safety: thread-compatible; one thread at a time per session.
+ * Kernels may use the Halide thread pool (moert_set_threads).
+ *
+ *===----------------------------------------------------------------------===*/
+
+#ifndef MOERT_SESSION_H
+#define MOERT_SESSION_H
+
+#include "moert/host_abi.h"
+#include "moert/status.h"
+#include "moert/weights.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct moert_session_t moert_session_t;
+
+typedef struct moert_session_options_t {
+  /* KV-cache capacity in positions; 0 = the model's context length. */
+  int32_t context;
+} moert_session_options_t;
+
+void moert_session_options_initialize(moert_session_options_t *options);
+
+/* Creates a session over `model` and its `weights` (both must outlive it).
+ * On failure *out_session is NULL; returns INVALID_ARGUMENT or
+ * OUT_OF_MEMORY. */
+moert_status_t moert_session_create(const moert_model_desc_t *model,
+                                    const moert_weights_t *weights,
+                                    const moert_session_options_t *options,
+                                    moert_session_t **out_session);
+
+void moert_session_release(moert_session_t *session);
+
+/* Runs `count` tokens from the current position, in chunks of at most the
+ * model's prefill_chunk, and advances the position. If `logits` is not
+ * NULL it receives [count, vocab] logits, one row per token; the last row
+ * is always available through moert_session_logits. Returns
+ * INVALID_ARGUMENT for a token outside [0, vocab), OUT_OF_RANGE when the
+ * tokens do not fit in the context, KERNEL_ERROR if a kernel fails. */
+moert_status_t moert_session_prefill(moert_session_t *session,
+                                     const int32_t *tokens, int32_t count,
+                                     float *logits);
+
+/* Runs one token through the decode entry point (the KV cache holds the
+ * rest) and advances the position. Same errors as prefill. */
+moert_status_t moert_session_decode(moert_session_t *session, int32_t token);
+
+/* The logits of the last token run: [vocab], owned by the session. */
+const float *moert_session_logits(const moert_session_t *session);
+
+/* Forgets the sequence (position 0); the cache need not be cleared since
+ * attention never reads past the position. */
+void moert_session_reset(moert_session_t *session);
+
+int32_t moert_session_position(const moert_session_t *session);
+int32_t moert_session_context(const moert_session_t *session);
+
+/* The message of the last failure ("" if none). Owned by the session. */
+const char *moert_session_last_error(const moert_session_t *session);
+
+/* Bytes the session allocated (cache + arena + logits). */
+uint64_t moert_session_bytes(const moert_session_t *session);
+
+/* Threads the kernels use (Halide's pool); <= 0 = one per core. */
+void moert_set_threads(int threads);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* MOERT_SESSION_H */

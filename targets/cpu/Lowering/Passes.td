@@ -1,0 +1,49 @@
+//===- Passes.td - CPU lowering passes ---------------------*- tablegen -*-===//
+//
+// Passes that know how the CPU kernels want their data laid out and how the
+// host code of a CPU executable looks.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOE_TARGETS_CPU_LOWERING_PASSES_TD
+#define MOE_TARGETS_CPU_LOWERING_PASSES_TD
+
+include "mlir/Pass/PassBase.td"
+
+def MoECpuAssignWeightLayoutsPass
+    : Pass<"moe-cpu-assign-weight-layouts", "ModuleOp"> {
+  let summary = "Chooses how each weight is stored for the CPU kernels.";
+  let description = [{
+    Sets `layout` on every `moe.weight`. Projection weights (`moe.linear`,
+    `moe.logits`, expert gate/up/down) are stored transposed, so the CPU
+    kernels vectorise over consecutive output features and stream each
+    weight row once per tile of tokens. Embedding tables, routers, norms and
+    scales stay row-major. A weight op with users that want different
+    layouts is duplicated, one per layout.
+
+    Before:  %w = moe.weight ["q"] : tensor<64x64xf32>
+             %q = moe.linear %h, %w ...
+    After:   %w = moe.weight ["q"] layout transposed : tensor<64x64xf32>
+  }];
+  let dependentDialects = ["::mlir::moe::MoEDialect"];
+}
+
+def MoECpuEmitHostPass : Pass<"moe-cpu-emit-host", "ModuleOp"> {
+  let summary = "Turns the host functions into EmitC calling the kernels.";
+  let description = [{
+    Converts every entry function (kernel calls over an arena plan and a
+    weight plan) into an `emitc.func` that builds a Halide buffer
+    descriptor for each kernel argument (weights in the mapped weight file,
+    tensors in the arena, KV-cache windows) and calls the kernel, returning
+    its status on failure. Kernels become external declarations; the
+    model's descriptor (sizes, entry points) becomes a global. The result is
+    printed as C by `mlir-translate --mlir-to-cpp` semantics.
+
+    Before:  %0 = moe.call @embed_1a2b(%w, %tokens) {moe.arena = array<i64: 0>} : ...
+    After:   %b0 = emitc.call_opaque "moert_buffer_2d"(...) ...
+             %rc = emitc.call_opaque "embed_1a2b3c4d5e6f7a8b"(%ctx, %b0, ...) ...
+  }];
+  let dependentDialects = ["::mlir::emitc::EmitCDialect"];
+}
+
+#endif // MOE_TARGETS_CPU_LOWERING_PASSES_TD

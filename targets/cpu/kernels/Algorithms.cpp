@@ -1,0 +1,606 @@
+//===- Algorithms.cpp - Halide algorithms of the moe ops
+//-------------------===//
+//
+// Each function builds Funcs for one op and a schedule for materialising its
+// result. Schedules only look at the KernelEnv (vector lanes from the target
+// description, whether the call is a single token) and the op's shapes.
+//
+// Two rules keep every schedule inside its buffers (house-style pitfall: a
+// producer computed inside a GuardWithIf tile reads past its input):
+//   * tiles over a static dimension use ShiftInwards with a tile no larger
+//     than the dimension, so they never leave it;
+//   * tiles over the dynamic token dimension use GuardWithIf, and every
+//     read of a token-indexed input clamps the token to [0, T).
+//
+//===----------------------------------------------------------------------===//
+
+#include "targets/cpu/kernels/Algorithms.h"
+
+#include <cmath>
+#include <limits>
+
+using namespace Halide;
+
+namespace mlir::moe::cpu {
+
+Expr TensorFunc::at(const std::vector<Expr> &indices) const {
+  std::vector<Expr> reversed(indices.rbegin(), indices.rend());
+  return func(reversed);
+}
+
+namespace {
+
+/// Fresh variables for a Func of `rank` dimensions, innermost first.
+std::vector<Var> makeVars(int rank) {
+  static const char *names[] = {"x", "y", "z", "w"};
+  std::vector<Var> vars;
+  for (int i = 0; i < rank; ++i) {
+    vars.push_back(i == rank - 1 ? Var("t") : Var(names[i % 4]));
+  }
+  return vars;
+}
+
+std::vector<Expr> asExprs(const std::vector<Var> &vars) {
+  return std::vector<Expr>(vars.begin(), vars.end());
+}
+
+/// The largest tile of a static dimension of `extent` that is a multiple
+/// of the vector width when it can be, and never larger than `extent`.
+int staticTile(int64_t extent, int lanes, int vectors) {
+  int64_t tile = static_cast<int64_t>(lanes) * vectors;
+  while (tile > extent && tile > lanes) {
+    tile -= lanes;
+  }
+  return static_cast<int>(std::min<int64_t>(tile, extent));
+}
+
+Expr clampToken(const KernelEnv &env, Expr t) {
+  if (env.singleToken) {
+    return 0;
+  }
+  return clamp(t, 0, env.tokens - 1);
+}
+
+Expr activate(ActivationKind kind, Expr x) {
+  switch (kind) {
+  case ActivationKind::Silu:
+    return x / (1.0f + exp(-x));
+  case ActivationKind::GeluTanh: {
+    const float k = std::sqrt(2.0f / static_cast<float>(M_PI));
+    return 0.5f * x * (1.0f + tanh(k * (x + 0.044715f * x * x * x)));
+  }
+  case ActivationKind::Relu:
+    return max(x, 0.0f);
+  }
+  return x;
+}
+
+} // namespace
+
+RootSchedule pointwiseSchedule(const KernelEnv &env, int rank) {
+  int lanes = env.lanes;
+  bool single = env.singleToken;
+  return [lanes, rank, single](Func &f) {
+    std::vector<Var> args = f.args();
+    f.compute_root();
+    f.vectorize(args[0], lanes, TailStrategy::GuardWithIf);
+    if (rank >= 2 && !single) {
+      f.parallel(args[rank - 1]);
+    } else if (rank >= 3) {
+      f.parallel(args[rank - 2]);
+    }
+  };
+}
+
+//===----------------------------------------------------------------------===//
+// Embedding
+//===----------------------------------------------------------------------===//
+
+OpFuncs embed(const KernelEnv &env, const TensorFunc &table,
+              const TensorFunc &tokens, double scale) {
+  Var d("d"), t("t");
+  Func out(env.name("embed"));
+  // An id outside [0, V) was rejected by the runtime before the call; the
+  // clamp keeps the kernel in bounds whatever it is given.
+  Expr id = clamp(tokens.func(t), 0, static_cast<int>(table.shape[0]) - 1);
+  out(d, t) = table.func(d, id) * static_cast<float>(scale);
+  return {{{out, {tokens.shape[0], table.shape[1]}}},
+          {pointwiseSchedule(env, 2)},
+          false};
+}
+
+//===----------------------------------------------------------------------===//
+// Norms
+//===----------------------------------------------------------------------===//
+
+OpFuncs rmsNorm(const KernelEnv &env, const TensorFunc &input,
+                const TensorFunc &weight, double eps) {
+  int rank = input.rank();
+  std::vector<Var> v = makeVars(rank);
+  std::vector<Expr> outer(v.begin() + 1, v.end());
+  int64_t width = input.shape.back();
+  RDom r(0, static_cast<int>(width), "rd");
+  Func sumSq(env.name("sum_sq"));
+  std::vector<Expr> reduced{r.x};
+  reduced.insert(reduced.end(), outer.begin(), outer.end());
+  sumSq(outer) = 0.0f;
+  sumSq(outer) += input.func(reduced) * input.func(reduced);
+  Func out(env.name("rms_norm"));
+  std::vector<Expr> w(v.begin(), v.begin() + weight.rank());
+  out(v) = input.func(asExprs(v)) *
+           (1.0f / sqrt(sumSq(outer) / static_cast<float>(width) +
+                        static_cast<float>(eps))) *
+           weight.func(w);
+  RootSchedule pointwise = pointwiseSchedule(env, rank);
+  return {{{out, input.shape}},
+          {[pointwise, sumSq, rank](Func &f) mutable {
+            pointwise(f);
+            sumSq.compute_at(f, f.args()[rank - 1]);
+          }},
+          false};
+}
+
+OpFuncs layerNorm(const KernelEnv &env, const TensorFunc &input,
+                  const TensorFunc *weight, const TensorFunc *bias,
+                  double eps) {
+  int rank = input.rank();
+  std::vector<Var> v = makeVars(rank);
+  std::vector<Expr> outer(v.begin() + 1, v.end());
+  int64_t width = input.shape.back();
+  float n = static_cast<float>(width);
+  RDom r(0, static_cast<int>(width), "rd");
+  std::vector<Expr> reduced{r.x};
+  reduced.insert(reduced.end(), outer.begin(), outer.end());
+  Func mean(env.name("ln_mean")), var("ln_var");
+  mean(outer) = 0.0f;
+  mean(outer) += input.func(reduced) / n;
+  // Two passes (mean, then squared deviations) as PyTorch computes it.
+  var(outer) = 0.0f;
+  var(outer) += (input.func(reduced) - mean(outer)) *
+                (input.func(reduced) - mean(outer)) / n;
+  Func out(env.name("layer_norm"));
+  Expr y = (input.func(asExprs(v)) - mean(outer)) /
+           sqrt(var(outer) + static_cast<float>(eps));
+  if (weight) {
+    y = y * weight->func(v[0]);
+  }
+  if (bias) {
+    y = y + bias->func(v[0]);
+  }
+  out(v) = y;
+  RootSchedule pointwise = pointwiseSchedule(env, rank);
+  return {{{out, input.shape}},
+          {[pointwise, mean, var, rank](Func &f) mutable {
+            pointwise(f);
+            mean.compute_at(f, f.args()[rank - 1]);
+            var.compute_at(f, f.args()[rank - 1]);
+          }},
+          false};
+}
+
+//===----------------------------------------------------------------------===//
+// Projections
+//===----------------------------------------------------------------------===//
+
+OpFuncs linear(const KernelEnv &env, const TensorFunc &input,
+               const TensorFunc &weight, bool transposed,
+               const TensorFunc *bias, std::vector<int64_t> resultShape,
+               double scale) {
+  int64_t n = transposed ? weight.shape[1] : weight.shape[0];
+  int64_t k = transposed ? weight.shape[0] : weight.shape[1];
+  Var nv("n"), t("t");
+
+  // The input as [T, K], whatever its trailing dimensions.
+  Var kv("k");
+  std::vector<Expr> index;
+  Expr remaining = kv;
+  for (int i = input.rank() - 1; i >= 1; --i) {
+    int extent = static_cast<int>(input.shape[i]);
+    index.push_back(i == 1 ? remaining : remaining % extent);
+    remaining = remaining / extent;
+  }
+  index.push_back(t);
+  Func x(env.name("proj_input"));
+  x(kv, t) = input.func(index);
+
+  RDom r(0, static_cast<int>(k), "rk");
+  Expr w = transposed ? weight.func(nv, r.x) : weight.func(r.x, nv);
+  Func prod(env.name("proj_acc"));
+  prod(nv, t) = bias ? bias->func(nv) : Expr(0.0f);
+  prod(nv, t) += w * x(r.x, clampToken(env, t));
+  Func y(env.name("proj"));
+  y(nv, t) =
+      scale == 1.0 ? prod(nv, t) : prod(nv, t) * static_cast<float>(scale);
+
+  // The result in its own shape ([T, H, D] for a head projection).
+  TensorFunc result{y, resultShape};
+  Func view;
+  if (resultShape.size() != 2) {
+    std::vector<Var> v = makeVars(static_cast<int>(resultShape.size()));
+    Expr flatN = v[0];
+    Expr stride = static_cast<int>(resultShape.back());
+    for (size_t i = 1; i + 1 < resultShape.size(); ++i) {
+      flatN = flatN + v[i] * stride;
+      stride =
+          stride * static_cast<int>(resultShape[resultShape.size() - 1 - i]);
+    }
+    view = Func(env.name("proj_view"));
+    view(v) = y(flatN, v.back());
+    result.func = view;
+  }
+
+  int lanes = env.lanes;
+  bool single = env.singleToken;
+  bool reshaped = resultShape.size() != 2;
+  int rank = static_cast<int>(resultShape.size());
+  RootSchedule pointwise = pointwiseSchedule(env, rank);
+  RootSchedule schedule = [=](Func &f) mutable {
+    Func target = y;
+    if (reshaped) {
+      pointwise(f);
+    }
+    Var no("no"), ni("ni"), to("to"), ti("ti");
+    target.compute_root();
+    if (single) {
+      // Matrix-vector: tiles of output features in parallel; inside a tile,
+      // stream each weight row once with the tile's accumulators in
+      // registers.
+      int tile = staticTile(n, lanes, 4);
+      int vec = std::min(lanes, tile);
+      target.split(nv, no, ni, tile, TailStrategy::ShiftInwards)
+          .vectorize(ni, vec)
+          .parallel(no);
+      prod.compute_at(target, no).vectorize(nv, vec);
+      Var nvo("nvo"), nvi("nvi");
+      prod.update()
+          .split(nv, nvo, nvi, vec)
+          .reorder(nvi, nvo, t, r.x)
+          .vectorize(nvi)
+          .unroll(nvo);
+    } else {
+      // Matrix-matrix: tiles of (features x 4 tokens); each weight vector
+      // loaded once per tile serves 4 tokens.
+      int tile = staticTile(n, lanes, 2);
+      int vec = std::min(lanes, tile);
+      target.split(nv, no, ni, tile, TailStrategy::ShiftInwards)
+          .split(t, to, ti, 4, TailStrategy::GuardWithIf)
+          .reorder(ni, ti, no, to)
+          .vectorize(ni, vec)
+          .parallel(to);
+      prod.compute_at(target, no).vectorize(nv, vec).unroll(t);
+      Var nvo("nvo"), nvi("nvi");
+      prod.update()
+          .split(nv, nvo, nvi, vec)
+          .reorder(nvi, nvo, t, r.x)
+          .vectorize(nvi)
+          .unroll(nvo)
+          .unroll(t);
+    }
+  };
+  return {{result}, {schedule}, false};
+}
+
+//===----------------------------------------------------------------------===//
+// Per-head ops
+//===----------------------------------------------------------------------===//
+
+OpFuncs headScale(const KernelEnv &env, const TensorFunc &input,
+                  const TensorFunc &scale) {
+  Var d("d"), h("h"), t("t");
+  Func out(env.name("head_scale"));
+  Expr s = scale.rank() == 1 ? scale.func(h) : scale.func(0, h);
+  out(d, h, t) = input.func(d, h, t) * s;
+  return {{{out, input.shape}}, {pointwiseSchedule(env, 3)}, true};
+}
+
+OpFuncs rope(const KernelEnv &env, const TensorFunc &input, bool interleaved,
+             int64_t rotaryDims, double theta) {
+  int half = static_cast<int>(rotaryDims / 2);
+  int dims = static_cast<int>(rotaryDims);
+  int headDim = static_cast<int>(input.shape[2]);
+  // Inverse frequencies in double, rounded once to f32, as the references
+  // compute theta^(-2j/R) before casting.
+  Buffer<float> invFreq(half, env.name("rope_inv_freq"));
+  for (int j = 0; j < half; ++j) {
+    invFreq(j) = static_cast<float>(
+        1.0 / std::pow(theta, 2.0 * j / static_cast<double>(rotaryDims)));
+  }
+  Var j("j"), t("t"), d("d"), h("h");
+  Func angleCos(env.name("rope_cos")), angleSin("rope_sin");
+  // The angle of an integer position, in f32 like the references.
+  Expr angle = cast<float>(env.position + t) * invFreq(j);
+  angleCos(j, t) = cos(angle);
+  angleSin(j, t) = sin(angle);
+
+  Expr x = input.func(d, h, t);
+  Expr rotated;
+  if (interleaved) {
+    Expr pair = clamp(d / 2, 0, half - 1);
+    Expr even = input.func(clamp(pair * 2, 0, headDim - 1), h, t);
+    Expr odd = input.func(clamp(pair * 2 + 1, 0, headDim - 1), h, t);
+    Expr c = angleCos(pair, t), s = angleSin(pair, t);
+    rotated = select(d % 2 == 0, even * c - odd * s, odd * c + even * s);
+  } else {
+    Expr first = d < half;
+    Expr pair = clamp(select(first, d, d - half), 0, half - 1);
+    Expr partner = input.func(
+        clamp(select(first, d + half, d - half), 0, headDim - 1), h, t);
+    Expr c = angleCos(pair, t), s = angleSin(pair, t);
+    rotated = select(first, x * c - partner * s, x * c + partner * s);
+  }
+  Func out(env.name("rope"));
+  out(d, h, t) = select(d < dims, rotated, x);
+  // The tables are [R/2, T]: computed once per call.
+  angleCos.compute_root();
+  angleSin.compute_root();
+  return {{{out, input.shape}}, {pointwiseSchedule(env, 3)}, true};
+}
+
+//===----------------------------------------------------------------------===//
+// Elementwise
+//===----------------------------------------------------------------------===//
+
+OpFuncs glu(const KernelEnv &env, const TensorFunc &gate, const TensorFunc &up,
+            ActivationKind activation) {
+  std::vector<Var> v = makeVars(gate.rank());
+  Func out(env.name("glu"));
+  out(v) = activate(activation, gate.func(v)) * up.func(v);
+  return {{{out, gate.shape}}, {pointwiseSchedule(env, gate.rank())}, true};
+}
+
+OpFuncs add(const KernelEnv &env, const TensorFunc &lhs,
+            const TensorFunc &rhs) {
+  std::vector<Var> v = makeVars(lhs.rank());
+  Func out(env.name("add"));
+  out(v) = lhs.func(v) + rhs.func(v);
+  return {{{out, lhs.shape}}, {pointwiseSchedule(env, lhs.rank())}, true};
+}
+
+//===----------------------------------------------------------------------===//
+// Attention
+//===----------------------------------------------------------------------===//
+
+OpFuncs kvCacheWrite(const KernelEnv &env, const TensorFunc &key,
+                     const TensorFunc &value) {
+  Var d("d"), p("p"), h("h");
+  Func keys(env.name("kv_write_keys")), values("kv_write_values");
+  keys(d, p, h) = key.func(d, h, p - env.position);
+  values(d, p, h) = value.func(d, h, p - env.position);
+  int lanes = env.lanes;
+  RootSchedule schedule = [lanes](Func &f) {
+    std::vector<Var> args = f.args();
+    f.compute_root();
+    f.vectorize(args[0], lanes, TailStrategy::GuardWithIf).parallel(args[2]);
+  };
+  std::vector<int64_t> shape = key.shape;
+  return {{{keys, shape}, {values, shape}}, {schedule, schedule}, false};
+}
+
+OpFuncs cachedAttention(const KernelEnv &env, const TensorFunc &query,
+                        const Func &keys, const Func &values, Expr capacity,
+                        int64_t kvHeads, double scale) {
+  int headDim = static_cast<int>(query.shape[2]);
+  int group = static_cast<int>(query.shape[1] / kvHeads);
+  Var d("d"), h("h"), t("t"), p("p");
+  RDom rd(0, headDim, "rd");
+  Func scores(env.name("attn_scores"));
+  scores(p, h, t) = 0.0f;
+  scores(p, h, t) += query.func(rd, h, t) * keys(rd, p, h / group);
+  Func scaled(env.name("attn_scaled"));
+  scaled(p, h, t) = scores(p, h, t) * static_cast<float>(scale);
+
+  // Query t sees positions 0 .. position + t.
+  RDom rp(0, capacity, "rp");
+  rp.where(rp <= env.position + t);
+  Func best(env.name("attn_max"));
+  best(h, t) = -std::numeric_limits<float>::infinity();
+  best(h, t) = max(best(h, t), scaled(rp, h, t));
+  Func weight(env.name("attn_exp"));
+  weight(p, h, t) = exp(scaled(p, h, t) - best(h, t));
+  Func total(env.name("attn_sum"));
+  total(h, t) = 0.0f;
+  total(h, t) += weight(rp, h, t);
+  Func mixed(env.name("attn_mix"));
+  mixed(d, h, t) = 0.0f;
+  mixed(d, h, t) += weight(rp, h, t) * values(d, rp, h / group);
+  Func out(env.name("attention"));
+  out(d, h, t) = mixed(d, h, t) / total(h, t);
+
+  int lanes = env.lanes;
+  RootSchedule schedule = [=](Func &f) mutable {
+    Var ht("ht");
+    f.compute_root();
+    f.vectorize(d, std::min(lanes, headDim), TailStrategy::GuardWithIf)
+        .fuse(h, t, ht)
+        .parallel(ht);
+    // One (head, token) at a time: its scores over the visible positions,
+    // then the weighted sum of values, vectorised over head_dim.
+    scores.compute_at(f, ht);
+    scores.update().reorder(rd, p);
+    weight.compute_at(f, ht);
+    best.compute_at(f, ht);
+    total.compute_at(f, ht);
+    mixed.compute_at(f, ht).vectorize(d, std::min(lanes, headDim),
+                                      TailStrategy::GuardWithIf);
+    mixed.update().reorder(d, rp).vectorize(d, std::min(lanes, headDim),
+                                            TailStrategy::GuardWithIf);
+  };
+  return {{{out, query.shape}}, {schedule}, false};
+}
+
+//===----------------------------------------------------------------------===//
+// Mixture of experts
+//===----------------------------------------------------------------------===//
+
+OpFuncs route(const KernelEnv &env, const TensorFunc &input,
+              const TensorFunc &router, const TensorFunc *bias,
+              const RouteOptions &options) {
+  int experts = static_cast<int>(router.shape[0]);
+  int width = static_cast<int>(router.shape[1]);
+  Var e("e"), t("t"), j("j");
+  RDom rd(0, width, "rd");
+  Func logits(env.name("router_logits"));
+  logits(e, t) = 0.0f;
+  logits(e, t) += router.func(rd, e) * input.func(rd, t);
+
+  RDom re(0, experts, "re");
+  Func scores(env.name("router_scores"));
+  std::vector<Func> helpers;
+  if (options.scoring == ScoringKind::Sigmoid) {
+    scores(e, t) = 1.0f / (1.0f + exp(-logits(e, t)));
+  } else {
+    Func peak(env.name("router_max")), sum("router_sum");
+    peak(t) = maximum(logits(re, t));
+    sum(t) = Halide::sum(exp(logits(re, t) - peak(t)));
+    scores(e, t) = exp(logits(e, t) - peak(t)) / sum(t);
+    helpers = {peak, sum};
+  }
+  Func select_(env.name("router_select"));
+  if (bias) {
+    select_(e, t) =
+        (options.biasOnScores ? scores(e, t) : logits(e, t)) + bias->func(e);
+  } else {
+    select_(e, t) = scores(e, t);
+  }
+
+  // Top-k by repeated argmax; strict '>' keeps the lower index on ties.
+  std::vector<Func> picks;
+  std::vector<Expr> chosen, gates;
+  const float neg = -std::numeric_limits<float>::infinity();
+  for (int64_t k = 0; k < options.topK; ++k) {
+    Func masked(env.name("router_masked"));
+    Expr taken = Internal::const_false();
+    for (const Expr &c : chosen) {
+      taken = taken || e == c;
+    }
+    masked(e, t) = select(taken, neg, select_(e, t));
+    Func pick(env.name("router_pick"));
+    pick(t) = Tuple(neg, -1);
+    pick(t) = tuple_select(masked(re, t) > pick(t)[0],
+                           Tuple(masked(re, t), re.x), pick(t));
+    picks.push_back(pick);
+    Expr index = clamp(pick(t)[1], 0, experts - 1);
+    chosen.push_back(index);
+    gates.push_back(scores(index, t));
+  }
+  Expr totalGate = 0.0f;
+  for (const Expr &g : gates) {
+    totalGate = totalGate + g;
+  }
+  std::vector<Expr> weights;
+  for (const Expr &g : gates) {
+    Expr w = options.renormalize
+                 ? g / (totalGate + static_cast<float>(options.renormEps))
+                 : g;
+    weights.push_back(w * static_cast<float>(options.scaling));
+  }
+  Func indices(env.name("route_indices")), gateWeights("route_weights");
+  indices(j, t) = mux(j, chosen);
+  gateWeights(j, t) = mux(j, weights);
+
+  bool single = env.singleToken;
+  // Both outputs read the picks, so everything is computed once at root;
+  // per token it is a few values.
+  std::vector<Func> stages{logits, scores, select_};
+  stages.insert(stages.end(), helpers.begin(), helpers.end());
+  stages.insert(stages.end(), picks.begin(), picks.end());
+  RootSchedule schedule = [=](Func &f) mutable {
+    f.compute_root();
+    for (Func &stage : stages) {
+      stage.compute_root();
+      if (!single) {
+        Var t = stage.args().back();
+        stage.parallel(t);
+        for (int u = 0; u < stage.num_update_definitions(); ++u) {
+          stage.update(u).parallel(t);
+        }
+      }
+    }
+  };
+  std::vector<int64_t> shape{input.shape[0], options.topK};
+  return {
+      {{indices, shape}, {gateWeights, shape}}, {schedule, schedule}, false};
+}
+
+OpFuncs expertDispatchGather(const KernelEnv &env, const TensorFunc &input,
+                             const TensorFunc &indices,
+                             const TensorFunc &weights, const TensorFunc *gate,
+                             const TensorFunc &up, const TensorFunc &down,
+                             ActivationKind activation) {
+  int experts = static_cast<int>(up.shape[0]);
+  int width = static_cast<int>(up.shape[1]);  // D (stored [E, D, F])
+  int hidden = static_cast<int>(up.shape[2]); // F
+  int topK = static_cast<int>(indices.shape[1]);
+  Var f("f"), j("j"), t("t"), d("d");
+  Expr expert = clamp(indices.func(j, t), 0, experts - 1);
+  RDom rd(0, width, "rd");
+  Func upProj(env.name("expert_up"));
+  upProj(f, j, t) = 0.0f;
+  upProj(f, j, t) += up.func(f, rd, expert) * input.func(rd, t);
+  Func gateProj(env.name("expert_gate"));
+  Expr act;
+  if (gate) {
+    gateProj(f, j, t) = 0.0f;
+    gateProj(f, j, t) += gate->func(f, rd, expert) * input.func(rd, t);
+    act = activate(activation, gateProj(f, j, t)) * upProj(f, j, t);
+  } else {
+    act = activate(activation, upProj(f, j, t));
+  }
+  Func hid(env.name("expert_hidden"));
+  hid(f, j, t) = act;
+
+  RDom r(0, hidden, 0, topK, "rfj");
+  Expr chosen = clamp(indices.func(r.y, t), 0, experts - 1);
+  Func out(env.name("expert_dispatch"));
+  out(d, t) = 0.0f;
+  out(d, t) +=
+      weights.func(r.y, t) * down.func(d, r.x, chosen) * hid(r.x, r.y, t);
+
+  int lanes = env.lanes;
+  bool single = env.singleToken;
+  bool gated = gate != nullptr;
+  int64_t model = input.shape[1];
+  RootSchedule schedule = [=](Func &o) mutable {
+    Var fo("fo"), fi("fi"), dox("do"), di("di");
+    // Hidden activations of every (token, expert slot): tiles of F, each
+    // streaming its expert's gate and up rows once.
+    int ftile = staticTile(hidden, lanes, 4);
+    int fvec = std::min(lanes, ftile);
+    hid.compute_root()
+        .split(f, fo, fi, ftile, TailStrategy::ShiftInwards)
+        .vectorize(fi, fvec)
+        .reorder(fi, fo, j, t);
+    if (single) {
+      hid.parallel(fo);
+    } else {
+      hid.parallel(t);
+    }
+    for (Func proj : gated ? std::vector<Func>{upProj, gateProj}
+                           : std::vector<Func>{upProj}) {
+      Var po("po"), pi("pi");
+      proj.compute_at(hid, fo).vectorize(f, fvec);
+      proj.update()
+          .split(f, po, pi, fvec)
+          .reorder(pi, po, rd)
+          .vectorize(pi)
+          .unroll(po);
+    }
+    // Down projection: vectorised over D, summing over (f, slot).
+    int dtile = staticTile(model, lanes, 4);
+    int dvec = std::min(lanes, dtile);
+    o.compute_root();
+    o.vectorize(d, dvec, TailStrategy::GuardWithIf);
+    o.update()
+        .split(d, dox, di, dtile, TailStrategy::GuardWithIf)
+        .reorder(di, r.x, r.y, dox, t)
+        .vectorize(di, dvec, TailStrategy::GuardWithIf);
+    if (single) {
+      o.update().parallel(dox);
+    } else {
+      o.update().parallel(t);
+    }
+  };
+  return {{{out, input.shape}}, {schedule}, false};
+}
+
+} // namespace mlir::moe::cpu

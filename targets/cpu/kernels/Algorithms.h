@@ -1,0 +1,146 @@
+//===- Algorithms.h - Halide algorithms of the moe ops ----------*- C++ -*-===//
+//
+// One function per moe op: it builds the Halide Funcs that compute the op
+// from the Funcs of its operands (the algorithm), and returns how to
+// schedule its result when the result is materialised (the schedule). The
+// kernel builder composes them into one pipeline per kernel.
+//
+// Conventions. A tensor of shape [s0, .., s(r-1)] is a Func of r variables
+// in Halide order, innermost first: f(x0, .., x(r-1)) is
+// tensor[x(r-1), .., x0]. The token dimension T is therefore the last Func
+// variable. All arithmetic is f32.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOE_TARGETS_CPU_KERNELS_ALGORITHMS_H
+#define MOE_TARGETS_CPU_KERNELS_ALGORITHMS_H
+
+#include "targets/common/TargetDescription.h"
+
+#include <Halide.h>
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace mlir::moe::cpu {
+
+/// A tensor as a Halide Func, with its shape in tensor order (-1: the
+/// token dimension, dynamic).
+struct TensorFunc {
+  Halide::Func func;
+  std::vector<int64_t> shape;
+
+  int rank() const { return static_cast<int>(shape.size()); }
+  /// The element at tensor-order indices.
+  Halide::Expr at(const std::vector<Halide::Expr> &indices) const;
+};
+
+/// What every algorithm of one kernel shares.
+struct KernelEnv {
+  const TargetDescription *target = nullptr;
+  /// f32 lanes of a vector register.
+  int lanes = 4;
+  /// The number of tokens of this call, and whether it is known to be 1
+  /// (decode), which changes schedules from matrix-matrix to matrix-vector.
+  Halide::Expr tokens;
+  bool singleToken = false;
+  /// The cache position of the first token.
+  Halide::Expr position;
+
+  /// A name unique within the kernel, for Funcs and embedded buffers
+  /// (Halide requires unique buffer names; unique Func names keep the
+  /// statement listings readable).
+  std::string name(const std::string &base) const {
+    return base + "_" + std::to_string((*counter)++);
+  }
+  std::shared_ptr<int> counter = std::make_shared<int>(0);
+};
+
+/// A materialisation schedule, applied when the kernel builder computes a
+/// result at root (as a kernel output or before a reduction reads it).
+using RootSchedule = std::function<void(Halide::Func &)>;
+
+/// The result of one op: its values, and for each one how to schedule it at
+/// root. `elementwise` results are cheap enough to inline into consumers.
+struct OpFuncs {
+  std::vector<TensorFunc> values;
+  std::vector<RootSchedule> schedules;
+  bool elementwise = false;
+};
+
+enum class ActivationKind { Silu, GeluTanh, Relu };
+enum class ScoringKind { Softmax, Sigmoid };
+
+/// Schedules a [.., T] elementwise-ish result: vectorised innermost,
+/// parallel over tokens (or over the outermost non-token dimension for one
+/// token).
+RootSchedule pointwiseSchedule(const KernelEnv &env, int rank);
+
+OpFuncs embed(const KernelEnv &env, const TensorFunc &table,
+              const TensorFunc &tokens, double scale);
+
+OpFuncs rmsNorm(const KernelEnv &env, const TensorFunc &input,
+                const TensorFunc &weight, double eps);
+
+OpFuncs layerNorm(const KernelEnv &env, const TensorFunc &input,
+                  const TensorFunc *weight, const TensorFunc *bias, double eps);
+
+/// `weight` is stored transposed ([K, N], Halide w(n, k)) when `transposed`,
+/// else as [N, K] (Halide w(k, n)). The result has `resultShape`.
+OpFuncs linear(const KernelEnv &env, const TensorFunc &input,
+               const TensorFunc &weight, bool transposed,
+               const TensorFunc *bias, std::vector<int64_t> resultShape,
+               double scale = 1.0);
+
+OpFuncs headScale(const KernelEnv &env, const TensorFunc &input,
+                  const TensorFunc &scale);
+
+OpFuncs rope(const KernelEnv &env, const TensorFunc &input, bool interleaved,
+             int64_t rotaryDims, double theta);
+
+OpFuncs glu(const KernelEnv &env, const TensorFunc &gate, const TensorFunc &up,
+            ActivationKind activation);
+
+OpFuncs add(const KernelEnv &env, const TensorFunc &lhs, const TensorFunc &rhs);
+
+/// Keys and values of T new tokens as the cache window outputs: Funcs over
+/// (d, p, h) whose position p runs from env.position.
+OpFuncs kvCacheWrite(const KernelEnv &env, const TensorFunc &key,
+                     const TensorFunc &value);
+
+/// Causal attention of `query` over cache buffers `keys`/`values` given as
+/// Funcs over (d, p, h) with `capacity` positions.
+OpFuncs cachedAttention(const KernelEnv &env, const TensorFunc &query,
+                        const Halide::Func &keys, const Halide::Func &values,
+                        Halide::Expr capacity, int64_t kvHeads, double scale);
+
+struct RouteOptions {
+  ScoringKind scoring = ScoringKind::Softmax;
+  int64_t topK = 1;
+  bool renormalize = false;
+  double renormEps = 0;
+  bool biasOnScores = false;
+  double scaling = 1;
+};
+
+/// Router logits from `router` ([E, D] row-major, Halide r(d, e)); returns
+/// indices (i32) and weights.
+OpFuncs route(const KernelEnv &env, const TensorFunc &input,
+              const TensorFunc &router, const TensorFunc *bias,
+              const RouteOptions &options);
+
+/// Gather dispatch: every token runs through its k experts. Expert weights
+/// are stored transposed: gate/up as [E, D, F] (Halide g(f, d, e)), down as
+/// [E, F, D] (Halide w(d, f, e)).
+OpFuncs expertDispatchGather(const KernelEnv &env, const TensorFunc &input,
+                             const TensorFunc &indices,
+                             const TensorFunc &weights, const TensorFunc *gate,
+                             const TensorFunc &up, const TensorFunc &down,
+                             ActivationKind activation);
+
+} // namespace mlir::moe::cpu
+
+#endif // MOE_TARGETS_CPU_KERNELS_ALGORITHMS_H

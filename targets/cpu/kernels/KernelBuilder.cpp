@@ -1,0 +1,440 @@
+//===- KernelBuilder.cpp - A moe.kernel as a Halide pipeline
+//---------------===//
+//
+// Algorithm:
+//   1. Create the pipeline's parameters from the kernel ABI: an ImageParam
+//      per tensor argument with its static extents and dense strides
+//      declared (so codegen sees constants), a Param per position, two
+//      ImageParams per KV-cache layer read.
+//   2. Walk the body, mapping each value to a TensorFunc built by the op's
+//      algorithm (Algorithms.h).
+//   3. Materialise what must be: every kernel output, and every result that
+//      is not elementwise (a norm, a projection, a routing) since its
+//      consumers would otherwise recompute a reduction per element.
+//      Elementwise results stay inline.
+//   4. The pipeline's outputs are the kernel results, then the KV-cache
+//      windows written, in ABI order.
+//
+// Compiled with exceptions on: Halide reports user errors as exceptions.
+//
+//===----------------------------------------------------------------------===//
+
+#include "targets/cpu/kernels/KernelBuilder.h"
+
+#include "targets/common/KernelAbi.h"
+#include "targets/cpu/kernels/Algorithms.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+
+#include "llvm/ADT/TypeSwitch.h"
+
+using namespace Halide;
+
+namespace mlir::moe::cpu {
+
+namespace {
+
+Halide::Type halideType(mlir::Type type) {
+  if (type.isF32()) {
+    return Float(32);
+  }
+  if (type.isInteger(32)) {
+    return Int(32);
+  }
+  return Halide::Type();
+}
+
+std::vector<int64_t> shapeOf(mlir::Type type) {
+  ArrayRef<int64_t> shape = cast<RankedTensorType>(type).getShape();
+  return std::vector<int64_t>(shape.begin(), shape.end());
+}
+
+ActivationKind activationKind(moe::Activation activation, bool &ok) {
+  ok = true;
+  switch (activation) {
+  case moe::Activation::Silu:
+    return ActivationKind::Silu;
+  case moe::Activation::GeluTanh:
+    return ActivationKind::GeluTanh;
+  case moe::Activation::Relu:
+    return ActivationKind::Relu;
+  case moe::Activation::Gelu:
+    break;
+  }
+  ok = false;
+  return ActivationKind::Silu;
+}
+
+/// Declares a dense layout with static extents on every dimension but the
+/// token one (always outermost), so strides are compile-time constants.
+void constrainDense(ImageParam &param, const std::vector<int64_t> &shape) {
+  int rank = static_cast<int>(shape.size());
+  int stride = 1;
+  for (int i = 0; i < rank; ++i) {
+    int64_t extent = shape[rank - 1 - i];
+    param.dim(i).set_min(0).set_stride(stride);
+    if (ShapedType::isDynamic(extent)) {
+      break;
+    }
+    param.dim(i).set_extent(static_cast<int>(extent));
+    stride *= static_cast<int>(extent);
+  }
+}
+
+class Builder {
+public:
+  Builder(KernelOp kernel, const TargetDescription &target)
+      : kernel(kernel), target(target) {}
+
+  FailureOr<BuiltKernel> build();
+
+private:
+  LogicalResult buildOp(Operation *op);
+  const TensorFunc *lookup(Value value) {
+    auto it = values.find(value);
+    return it == values.end() ? nullptr : &it->second;
+  }
+  bool transposed(Value weightArg) {
+    auto arg = dyn_cast<BlockArgument>(weightArg);
+    if (!arg) {
+      return false;
+    }
+    auto layout = kernel.getArgAttrOfType<WeightLayoutAttr>(arg.getArgNumber(),
+                                                            "moe.layout");
+    return layout && layout.getValue() == WeightLayout::Transposed;
+  }
+  void record(Operation *op, const OpFuncs &funcs, unsigned firstResult = 0) {
+    for (size_t i = 0; i < funcs.values.size(); ++i) {
+      Value result = op->getResult(firstResult + i);
+      values[result] = funcs.values[i];
+      schedules[result] = funcs.schedules[i];
+      elementwise[result] = funcs.elementwise;
+    }
+  }
+
+  KernelOp kernel;
+  const TargetDescription &target;
+  KernelEnv env;
+  DenseMap<Value, TensorFunc> values;
+  DenseMap<Value, RootSchedule> schedules;
+  DenseMap<Value, bool> elementwise;
+  // KV-cache arguments: read buffers, or the windows a write produces.
+  DenseMap<unsigned, std::pair<Func, Func>> cacheReads;
+  DenseMap<unsigned, Expr> cacheCapacity;
+  DenseMap<unsigned, std::pair<Func, Func>> cacheWrites;
+  DenseMap<unsigned, RootSchedule> cacheWriteSchedules;
+};
+
+LogicalResult Builder::buildOp(Operation *op) {
+  auto need = [&](Value v) -> const TensorFunc & {
+    const TensorFunc *f = lookup(v);
+    assert(f && "operands are built before their users");
+    return *f;
+  };
+  auto unsupported = [&](const Twine &what) {
+    return op->emitOpError("cannot be compiled for the CPU target: ") << what;
+  };
+  return llvm::TypeSwitch<Operation *, LogicalResult>(op)
+      .Case<EmbedOp>([&](EmbedOp e) {
+        record(e, embed(env, need(e.getTable()), need(e.getTokens()),
+                        e.getScale().convertToDouble()));
+        return success();
+      })
+      .Case<RmsNormOp>([&](RmsNormOp n) {
+        record(n, rmsNorm(env, need(n.getInput()), need(n.getWeight()),
+                          n.getEps().convertToDouble()));
+        return success();
+      })
+      .Case<LayerNormOp>([&](LayerNormOp n) {
+        record(n, layerNorm(env, need(n.getInput()),
+                            n.getWeight() ? &need(n.getWeight()) : nullptr,
+                            n.getBias() ? &need(n.getBias()) : nullptr,
+                            n.getEps().convertToDouble()));
+        return success();
+      })
+      .Case<LinearOp>([&](LinearOp l) {
+        record(l, linear(env, need(l.getInput()), need(l.getWeight()),
+                         transposed(l.getWeight()),
+                         l.getBias() ? &need(l.getBias()) : nullptr,
+                         shapeOf(l.getResult().getType())));
+        return success();
+      })
+      .Case<LogitsOp>([&](LogitsOp l) {
+        record(l, linear(env, need(l.getInput()), need(l.getWeight()),
+                         transposed(l.getWeight()),
+                         l.getBias() ? &need(l.getBias()) : nullptr,
+                         shapeOf(l.getResult().getType()),
+                         l.getScale().convertToDouble()));
+        return success();
+      })
+      .Case<HeadScaleOp>([&](HeadScaleOp h) {
+        record(h, headScale(env, need(h.getInput()), need(h.getScale())));
+        return success();
+      })
+      .Case<RopeOp>([&](RopeOp r) {
+        record(r, rope(env, need(r.getInput()),
+                       r.getLayout() == RopeLayout::Interleaved,
+                       r.getRotaryDims(), r.getTheta().convertToDouble()));
+        return success();
+      })
+      .Case<GluOp>([&](GluOp g) -> LogicalResult {
+        bool ok;
+        ActivationKind kind = activationKind(g.getActivation(), ok);
+        if (!ok) {
+          return unsupported("activation '" +
+                             stringifyActivation(g.getActivation()) + "'");
+        }
+        record(g, glu(env, need(g.getGate()), need(g.getUp()), kind));
+        return success();
+      })
+      .Case<arith::AddFOp>([&](arith::AddFOp a) {
+        record(a, add(env, need(a.getLhs()), need(a.getRhs())));
+        return success();
+      })
+      .Case<KVCacheWriteOp>([&](KVCacheWriteOp w) {
+        OpFuncs funcs = kvCacheWrite(env, need(w.getKey()), need(w.getValue()));
+        unsigned arg = cast<BlockArgument>(w.getCache()).getArgNumber();
+        cacheWrites[arg] = {funcs.values[0].func, funcs.values[1].func};
+        cacheWriteSchedules[arg] = funcs.schedules[0];
+        return success();
+      })
+      .Case<CachedAttentionOp>([&](CachedAttentionOp a) {
+        unsigned arg = cast<BlockArgument>(a.getCache()).getArgNumber();
+        auto [keys, vals] = cacheReads.lookup(arg);
+        record(a, cachedAttention(env, need(a.getQuery()), keys, vals,
+                                  cacheCapacity.lookup(arg),
+                                  a.getCache().getType().getKvHeads(),
+                                  a.getScale().convertToDouble()));
+        return success();
+      })
+      .Case<RouteOp>([&](RouteOp r) -> LogicalResult {
+        if (r.getCapacity() != CapacityRule::Dropless) {
+          return unsupported("capacity rule '" +
+                             stringifyCapacityRule(r.getCapacity()) + "'");
+        }
+        RouteOptions options;
+        options.scoring = r.getScoring() == RouterScoring::Sigmoid
+                              ? ScoringKind::Sigmoid
+                              : ScoringKind::Softmax;
+        options.topK = r.getTopK();
+        options.renormalize = r.getRenormalize();
+        options.renormEps = r.getRenormEps().convertToDouble();
+        options.biasOnScores = r.getSelectionBias() == SelectionBias::Scores;
+        options.scaling = r.getScaling().convertToDouble();
+        if (transposed(r.getRouter())) {
+          return unsupported("a transposed router weight");
+        }
+        record(r, route(env, need(r.getInput()), need(r.getRouter()),
+                        r.getBias() ? &need(r.getBias()) : nullptr, options));
+        return success();
+      })
+      .Case<ExpertDispatchOp>([&](ExpertDispatchOp e) -> LogicalResult {
+        bool ok;
+        ActivationKind kind = activationKind(e.getActivation(), ok);
+        if (!ok) {
+          return unsupported("activation '" +
+                             stringifyActivation(e.getActivation()) + "'");
+        }
+        if (e.getStrategy() == DispatchStrategy::Grouped) {
+          return unsupported("the grouped dispatch strategy");
+        }
+        if (!transposed(e.getUp()) || !transposed(e.getDown()) ||
+            (e.getGate() && !transposed(e.getGate()))) {
+          return unsupported("expert weights that are not stored transposed "
+                             "(run moe-cpu-assign-weight-layouts)");
+        }
+        record(e,
+               expertDispatchGather(env, need(e.getInput()),
+                                    need(e.getIndices()), need(e.getWeights()),
+                                    e.getGate() ? &need(e.getGate()) : nullptr,
+                                    need(e.getUp()), need(e.getDown()), kind));
+        return success();
+      })
+      .Default([&](Operation *other) -> LogicalResult {
+        return unsupported("no CPU kernel for this op");
+      });
+}
+
+FailureOr<BuiltKernel> Builder::build() {
+  FailureOr<SmallVector<KernelAbiSlot>> abi = kernelAbi(kernel);
+  if (failed(abi)) {
+    return failure();
+  }
+  Block &body = kernel.getBody().front();
+  env.target = &target;
+  env.lanes = target.floatLanes();
+
+  // The token count: the extent of the token dimension of a tensor input,
+  // or 1 when every tensor has a static one.
+  BuiltKernel built;
+  std::vector<ImageParam> tensorParams(kernel.getNumArguments());
+  std::vector<Param<int32_t>> scalarParams;
+  Expr tokens;
+  bool dynamicTokens = false;
+  for (const KernelAbiSlot &slot : *abi) {
+    using Kind = KernelAbiSlot::Kind;
+    if (slot.isOutput()) {
+      continue;
+    }
+    BlockArgument arg = body.getArgument(slot.index);
+    std::string name = "arg" + std::to_string(slot.index);
+    switch (slot.kind) {
+    case Kind::InputTensor: {
+      Halide::Type type =
+          halideType(cast<RankedTensorType>(arg.getType()).getElementType());
+      if (type.bits() == 0) {
+        return kernel.emitOpError("argument ")
+               << slot.index << " has an element type the CPU kernels do not "
+               << "take: " << arg.getType();
+      }
+      std::vector<int64_t> shape = shapeOf(arg.getType());
+      // A weight stored transposed has its last two dimensions swapped.
+      bool isTransposed = transposed(arg);
+      if (isTransposed) {
+        std::swap(shape[shape.size() - 1], shape[shape.size() - 2]);
+      }
+      ImageParam param(type, static_cast<int>(shape.size()), name);
+      constrainDense(param, shape);
+      tensorParams[slot.index] = param;
+      Func f(name);
+      std::vector<Var> vars;
+      for (int i = 0; i < param.dimensions(); ++i) {
+        vars.push_back(Var());
+      }
+      f(vars) = param(vars);
+      // Algorithms see the stored shape, which is the Func's.
+      values[arg] = TensorFunc{f, shape};
+      if (!shape.empty() && ShapedType::isDynamic(shape.front()) &&
+          !dynamicTokens) {
+        dynamicTokens = true;
+        tokens = param.dim(param.dimensions() - 1).extent();
+      }
+      built.arguments.push_back(param);
+      break;
+    }
+    case Kind::Scalar: {
+      scalarParams.emplace_back("position");
+      env.position = scalarParams.back();
+      built.arguments.push_back(scalarParams.back());
+      break;
+    }
+    case Kind::CacheKeysRead:
+    case Kind::CacheValuesRead: {
+      bool keys = slot.kind == Kind::CacheKeysRead;
+      auto type = cast<KVCacheType>(arg.getType());
+      ImageParam param(Float(32), 3, name + (keys ? "_keys" : "_values"));
+      param.dim(0)
+          .set_min(0)
+          .set_extent(static_cast<int>(type.getHeadDim()))
+          .set_stride(1);
+      param.dim(1).set_min(0).set_stride(static_cast<int>(type.getHeadDim()));
+      param.dim(2).set_min(0).set_extent(static_cast<int>(type.getKvHeads()));
+      Func f(param.name() + "_f");
+      Var d, p, h;
+      f(d, p, h) = param(d, p, h);
+      auto &entry = cacheReads[slot.index];
+      (keys ? entry.first : entry.second) = f;
+      cacheCapacity[slot.index] = param.dim(1).extent();
+      built.arguments.push_back(param);
+      break;
+    }
+    default:
+      break;
+    }
+  }
+  env.tokens = dynamicTokens ? tokens : Expr(1);
+  env.singleToken = !dynamicTokens;
+  if (!env.position.defined()) {
+    env.position = 0;
+  }
+
+  for (Operation &op : body.without_terminator()) {
+    if (failed(buildOp(&op))) {
+      return failure();
+    }
+  }
+
+  // Outputs, in ABI order.
+  auto yield = cast<YieldOp>(body.getTerminator());
+  std::vector<Func> outputs;
+  llvm::DenseSet<Value> materialised;
+  for (const KernelAbiSlot &slot : *abi) {
+    using Kind = KernelAbiSlot::Kind;
+    if (slot.kind == Kind::OutputTensor) {
+      Value value = yield.getValues()[slot.index];
+      const TensorFunc *tf = lookup(value);
+      if (!tf) {
+        return kernel.emitOpError("result ")
+               << slot.index << " is not computed by the kernel";
+      }
+      Func out = tf->func;
+      // A value yielded twice, or an argument passed through, is copied so
+      // that every output is its own Func.
+      if (materialised.contains(value) || isa<BlockArgument>(value)) {
+        Func copy("copy_" + std::to_string(slot.index));
+        copy(out.args()) = out(out.args());
+        out = copy;
+        pointwiseSchedule(env, tf->rank())(out);
+      } else {
+        materialised.insert(value);
+        schedules[value](out);
+      }
+      int rank = tf->rank();
+      std::vector<int64_t> shape = tf->shape;
+      OutputImageParam buffer = out.output_buffer();
+      buffer.dim(0).set_stride(1);
+      for (int i = 0; i < rank; ++i) {
+        buffer.dim(i).set_min(0);
+        int64_t extent = shape[rank - 1 - i];
+        if (!ShapedType::isDynamic(extent)) {
+          buffer.dim(i).set_extent(static_cast<int>(extent));
+        }
+      }
+      outputs.push_back(out);
+    } else if (slot.kind == Kind::CacheKeysWrite ||
+               slot.kind == Kind::CacheValuesWrite) {
+      auto found = cacheWrites.find(slot.index);
+      if (found == cacheWrites.end()) {
+        return kernel.emitOpError("cache argument ")
+               << slot.index << " is marked written but nothing writes it";
+      }
+      Func out = slot.kind == Kind::CacheKeysWrite ? found->second.first
+                                                   : found->second.second;
+      cacheWriteSchedules[slot.index](out);
+      auto type = cast<KVCacheType>(body.getArgument(slot.index).getType());
+      OutputImageParam buffer = out.output_buffer();
+      buffer.dim(0).set_min(0).set_stride(1).set_extent(
+          static_cast<int>(type.getHeadDim()));
+      buffer.dim(1).set_stride(static_cast<int>(type.getHeadDim()));
+      buffer.dim(2).set_min(0).set_extent(static_cast<int>(type.getKvHeads()));
+      outputs.push_back(out);
+    }
+  }
+
+  // Internal results that are not elementwise are materialised once.
+  for (auto &[value, tf] : values) {
+    if (materialised.contains(value) || isa<BlockArgument>(value)) {
+      continue;
+    }
+    if (!elementwise.lookup(value) && schedules.count(value)) {
+      Func f = tf.func;
+      schedules[value](f);
+    }
+  }
+
+  built.pipeline = Pipeline(outputs);
+  return built;
+}
+
+} // namespace
+
+FailureOr<BuiltKernel> buildKernel(KernelOp kernel,
+                                   const TargetDescription &target) {
+  try {
+    return Builder(kernel, target).build();
+  } catch (const Halide::Error &error) {
+    return kernel.emitOpError("Halide rejected the kernel: ") << error.what();
+  }
+}
+
+} // namespace mlir::moe::cpu

@@ -1,0 +1,34 @@
+//===- KernelBuilder.h - A moe.kernel as a Halide pipeline ------*- C++ -*-===//
+//
+// Builds the Halide pipeline of one kernel: parameters in the order of the
+// kernel ABI (targets/common/KernelAbi.h), one Func per op from
+// Algorithms.h, elementwise results inlined into their consumers, and every
+// other result materialised with its op's schedule.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOE_TARGETS_CPU_KERNELS_KERNELBUILDER_H
+#define MOE_TARGETS_CPU_KERNELS_KERNELBUILDER_H
+
+#include "dialects/MoE/IR/MoEOps.h"
+#include "targets/common/TargetDescription.h"
+
+#include <Halide.h>
+
+namespace mlir::moe::cpu {
+
+struct BuiltKernel {
+  Halide::Pipeline pipeline;
+  /// Inputs in ABI order; Halide appends the outputs in pipeline order,
+  /// which is the ABI's output order.
+  std::vector<Halide::Argument> arguments;
+};
+
+/// Builds `kernel` for `target`. Emits a diagnostic on the kernel and fails
+/// for an op or variant the CPU target does not compile.
+FailureOr<BuiltKernel> buildKernel(KernelOp kernel,
+                                   const TargetDescription &target);
+
+} // namespace mlir::moe::cpu
+
+#endif // MOE_TARGETS_CPU_KERNELS_KERNELBUILDER_H
