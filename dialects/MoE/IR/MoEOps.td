@@ -500,8 +500,7 @@ def MoE_FusedOp : MoE_Op<"fused", [
 
 def MoE_KernelOp : MoE_Op<"kernel", [
     FunctionOpInterface, IsolatedFromAbove, Symbol,
-    SingleBlockImplicitTerminator<"YieldOp">,
-    OpAsmOpInterface]> {
+    SingleBlockImplicitTerminator<"YieldOp">]> {
   let summary = "A kernel: a fused group with its concrete shapes.";
   let description = [{
     The body of one kernel, isolated from the function it came from. Its
@@ -541,9 +540,6 @@ def MoE_KernelOp : MoE_Op<"kernel", [
       return getFunctionType().getResults();
     }
     ::mlir::Region *getCallableRegion() { return &getBody(); }
-    /// OpAsmOpInterface: ops in the body print without the `moe.` prefix
-    /// only when nested in a moe op, which a kernel is.
-    static ::llvm::StringRef getDefaultDialect() { return "moe"; }
   }];
 }
 

@@ -1,0 +1,26 @@
+# -*- Python -*-
+# The lit suite of moec: moe-opt / moec runs checked with FileCheck.
+
+import os
+
+import lit.formats
+from lit.llvm import llvm_config
+
+config.name = "MOE"
+config.test_format = lit.formats.ShTest(not llvm_config.use_lit_shell)
+config.suffixes = [".mlir", ".test"]
+config.test_source_root = os.path.dirname(__file__)
+config.test_exec_root = os.path.join(config.moe_obj_root, "test")
+config.excludes = ["reference", "e2e", "unit", "CMakeLists.txt", "lit.cfg.py"]
+config.substitutions.append(("%PATH%", config.environment["PATH"]))
+config.substitutions.append(("%reference_python", config.moe_reference_python))
+config.substitutions.append(("%fixture_dir", os.path.join(config.moe_src_root, "test", "reference")))
+
+llvm_config.use_default_substitutions()
+llvm_config.with_environment("PATH", config.llvm_tools_dir, append_path=True)
+llvm_config.with_environment("PATH", config.moe_tools_dir, append_path=False)
+# Compiled kernels are cached per test run, never in the user's cache.
+llvm_config.with_environment("MOEC_CACHE_DIR", config.moe_kernel_cache)
+
+tools = ["moe-opt", "moec", "FileCheck", "not", "count"]
+llvm_config.add_tool_substitutions(tools, [config.moe_tools_dir, config.llvm_tools_dir])
