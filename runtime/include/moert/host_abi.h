@@ -84,7 +84,7 @@ moert_buffer(moert_buffer_t *b, void *host, int32_t code, int32_t bits,
   int32_t stride = 1;
   memset(b, 0, sizeof(*b));
   b->buffer.host = (uint8_t *)host;
-  b->buffer.type.code = (uint8_t)code;
+  b->buffer.type.code = (halide_type_code_t)code;
   b->buffer.type.bits = (uint8_t)bits;
   b->buffer.type.lanes = 1;
   b->buffer.dimensions = rank;
@@ -110,7 +110,7 @@ moert_kv_buffer(moert_buffer_t *b, moert_exec_t *exec, int32_t layer,
   memset(b, 0, sizeof(*b));
   /* host points at the element at the min coordinates. */
   b->buffer.host = (uint8_t *)(base + (int64_t)min_pos * head_dim);
-  b->buffer.type.code = MOERT_FLOAT;
+  b->buffer.type.code = (halide_type_code_t)MOERT_FLOAT;
   b->buffer.type.bits = 32;
   b->buffer.type.lanes = 1;
   b->buffer.dimensions = 3;

@@ -304,6 +304,7 @@ FailureOr<BuiltKernel> Builder::build() {
       f(vars) = param(vars);
       // Algorithms see the stored shape, which is the Func's.
       values[arg] = TensorFunc{f, shape};
+      built.inputs.push_back({param, std::nullopt});
       if (!shape.empty() && ShapedType::isDynamic(shape.front()) &&
           !dynamicTokens) {
         dynamicTokens = true;
@@ -316,6 +317,7 @@ FailureOr<BuiltKernel> Builder::build() {
       scalarParams.emplace_back("position");
       env.position = scalarParams.back();
       built.arguments.push_back(scalarParams.back());
+      built.inputs.push_back({std::nullopt, scalarParams.back()});
       break;
     }
     case Kind::CacheKeysRead:
@@ -336,6 +338,7 @@ FailureOr<BuiltKernel> Builder::build() {
       (keys ? entry.first : entry.second) = f;
       cacheCapacity[slot.index] = param.dim(1).extent();
       built.arguments.push_back(param);
+      built.inputs.push_back({param, std::nullopt});
       break;
     }
     default:

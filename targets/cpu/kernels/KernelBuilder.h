@@ -15,6 +15,8 @@
 
 #include <Halide.h>
 
+#include <optional>
+
 namespace mlir::moe::cpu {
 
 struct BuiltKernel {
@@ -22,6 +24,12 @@ struct BuiltKernel {
   /// Inputs in ABI order; Halide appends the outputs in pipeline order,
   /// which is the ABI's output order.
   std::vector<Halide::Argument> arguments;
+  /// The same inputs as objects, for binding values when JIT-running the
+  /// pipeline (kernel tests): an ImageParam per buffer slot, a Param per
+  /// scalar slot; the other member of each pair is unset.
+  std::vector<std::pair<std::optional<Halide::ImageParam>,
+                        std::optional<Halide::Param<int32_t>>>>
+      inputs;
 };
 
 /// Builds `kernel` for `target`. Emits a diagnostic on the kernel and fails

@@ -1,0 +1,26 @@
+/*===- halide_runtime_double.c - The two Halide runtime calls, for tests --===*
+ *
+ * The runtime calls halide_set_error_handler and halide_set_num_threads,
+ * which a compiled model gets from the Halide runtime object moec links.
+ * The runtime's own tests have no such object, so this test double records
+ * the handler, letting a test play the part of a failing kernel.
+ *
+ *===----------------------------------------------------------------------===*/
+
+#include "HalideRuntime.h"
+
+halide_error_handler_t moert_test_error_handler = 0;
+int moert_test_num_threads = 0;
+
+halide_error_handler_t
+halide_set_error_handler(halide_error_handler_t handler) {
+  halide_error_handler_t previous = moert_test_error_handler;
+  moert_test_error_handler = handler;
+  return previous;
+}
+
+int halide_set_num_threads(int n) {
+  int previous = moert_test_num_threads;
+  moert_test_num_threads = n;
+  return previous;
+}

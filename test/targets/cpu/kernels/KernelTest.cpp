@@ -1,0 +1,660 @@
+//===- KernelTest.cpp - CPU kernels against naive references
+//---------------===//
+//
+// Each test writes a `moe.kernel` as IR, builds it with the same
+// buildKernel() that `moec compile` uses, JIT-compiles it for this machine
+// and compares every output with Reference.h. Sizes are awkward on purpose
+// (not multiples of any vector width, 1 where legal), and every kernel runs
+// in both its schedules: a dynamic token count (matrix-matrix tiles, here
+// with 5 tokens and with 1) and a static single token (matrix-vector).
+//
+//===----------------------------------------------------------------------===//
+
+#include "targets/cpu/kernels/KernelBuilder.h"
+
+#include "compiler/Pipelines/Registration.h"
+#include "targets/common/KernelAbi.h"
+#include "targets/cpu/CpuTargets.h"
+#include "test/targets/cpu/kernels/Reference.h"
+
+#include "mlir/IR/MLIRContext.h"
+#include "mlir/Parser/Parser.h"
+
+#include <gtest/gtest.h>
+
+#include <random>
+#include <regex>
+
+using namespace mlir;
+using namespace mlir::moe;
+namespace ref = ::moe::reference;
+using ref::Vec;
+
+namespace {
+
+Vec randomValues(size_t n, uint32_t seed, float lo = -1.0f, float hi = 1.0f) {
+  std::mt19937 gen(seed);
+  std::uniform_real_distribution<float> dist(lo, hi);
+  Vec v(n);
+  for (float &x : v) {
+    x = dist(gen);
+  }
+  return v;
+}
+
+/// Transposes a row-major [rows, cols] matrix (per leading batch).
+Vec transposed(const Vec &m, int batch, int rows, int cols) {
+  Vec t(m.size());
+  for (int b = 0; b < batch; ++b) {
+    for (int r = 0; r < rows; ++r) {
+      for (int c = 0; c < cols; ++c) {
+        t[b * rows * cols + c * rows + r] = m[b * rows * cols + r * cols + c];
+      }
+    }
+  }
+  return t;
+}
+
+/// A kernel parsed from IR and built for this machine.
+class Kernel {
+public:
+  explicit Kernel(const std::string &ir) {
+    DialectRegistry registry;
+    registerAllDialects(registry);
+    context.appendDialectRegistry(registry);
+    context.loadAllAvailableDialects();
+    module = parseSourceString<ModuleOp>(ir, &context);
+    if (!module) {
+      ADD_FAILURE() << "cannot parse:\n" << ir;
+      return;
+    }
+    kernel = *module->getOps<KernelOp>().begin();
+    auto target = cpu::lookupCpuTarget("host");
+    if (!target) {
+      ADD_FAILURE() << llvm::toString(target.takeError());
+      return;
+    }
+    FailureOr<cpu::BuiltKernel> result = cpu::buildKernel(kernel, *target);
+    if (failed(result)) {
+      ADD_FAILURE() << "buildKernel failed";
+      return;
+    }
+    built = std::move(*result);
+    ok = true;
+  }
+
+  struct Cache {
+    int capacity, kvHeads, headDim;
+    Vec keys, values; // [kvHeads, capacity, headDim]
+  };
+
+  /// Runs with `tensors` (one per tensor argument, in argument order, in
+  /// stored layout), returns every output tensor (row-major) and fills the
+  /// cache windows of written caches.
+  std::vector<Vec>
+  run(const std::vector<std::pair<Vec, std::vector<int>>> &tensors, int tokens,
+      int position = 0, Cache *cache = nullptr) {
+    std::vector<Vec> results;
+    if (!ok) {
+      return results;
+    }
+    FailureOr<SmallVector<KernelAbiSlot>> abi = kernelAbi(kernel);
+    std::vector<Halide::Buffer<>> outputs;
+    size_t nextTensor = 0, nextInput = 0;
+    std::vector<Halide::Buffer<>> keep;
+    for (const KernelAbiSlot &slot : *abi) {
+      using Kind = KernelAbiSlot::Kind;
+      if (slot.kind == Kind::InputTensor) {
+        const auto &[data, shape] = tensors.at(nextTensor++);
+        std::vector<int> sizes(shape.rbegin(), shape.rend());
+        auto type =
+            cast<RankedTensorType>(kernel.getArgumentTypes()[slot.index]);
+        bool isInt = type.getElementType().isInteger(32);
+        Halide::Buffer<> buffer(isInt ? Halide::Int(32) : Halide::Float(32),
+                                sizes);
+        if (isInt) {
+          for (size_t i = 0; i < data.size(); ++i) {
+            static_cast<int32_t *>(buffer.data())[i] =
+                static_cast<int32_t>(data[i]);
+          }
+        } else {
+          std::memcpy(buffer.data(), data.data(), data.size() * 4);
+        }
+        built.inputs[nextInput++].first->set(buffer);
+        keep.push_back(buffer);
+      } else if (slot.kind == Kind::Scalar) {
+        built.inputs[nextInput++].second->set(position);
+      } else if (slot.kind == Kind::CacheKeysRead ||
+                 slot.kind == Kind::CacheValuesRead) {
+        Halide::Buffer<float> buffer(cache->headDim, cache->capacity,
+                                     cache->kvHeads);
+        const Vec &src =
+            slot.kind == Kind::CacheKeysRead ? cache->keys : cache->values;
+        std::memcpy(buffer.data(), src.data(), src.size() * 4);
+        built.inputs[nextInput++].first->set(buffer);
+        keep.push_back(buffer);
+      } else if (slot.kind == Kind::OutputTensor) {
+        auto type = cast<RankedTensorType>(kernel.getResultTypes()[slot.index]);
+        std::vector<int> sizes;
+        for (int64_t d : llvm::reverse(type.getShape())) {
+          sizes.push_back(ShapedType::isDynamic(d) ? tokens : int(d));
+        }
+        outputs.push_back(Halide::Buffer<>(type.getElementType().isInteger(32)
+                                               ? Halide::Int(32)
+                                               : Halide::Float(32),
+                                           sizes));
+      } else {
+        Halide::Buffer<float> window(cache->headDim, tokens, cache->kvHeads);
+        window.set_min(0, position, 0);
+        outputs.push_back(window);
+      }
+    }
+    Halide::Realization realization(outputs);
+    built.pipeline.realize(realization,
+                           Halide::get_jit_target_from_environment());
+    size_t o = 0;
+    for (const KernelAbiSlot &slot : *abi) {
+      using Kind = KernelAbiSlot::Kind;
+      if (slot.kind == Kind::OutputTensor) {
+        Halide::Buffer<> &b = outputs[o++];
+        Vec v(b.number_of_elements());
+        if (b.type() == Halide::Int(32)) {
+          for (size_t i = 0; i < v.size(); ++i) {
+            v[i] = float(static_cast<int32_t *>(b.data())[i]);
+          }
+        } else {
+          std::memcpy(v.data(), b.data(), v.size() * 4);
+        }
+        results.push_back(v);
+      } else if (slot.kind == Kind::CacheKeysWrite ||
+                 slot.kind == Kind::CacheValuesWrite) {
+        Halide::Buffer<float> window(outputs[o++]);
+        Vec &dst =
+            slot.kind == Kind::CacheKeysWrite ? cache->keys : cache->values;
+        for (int h = 0; h < cache->kvHeads; ++h) {
+          for (int p = position; p < position + tokens; ++p) {
+            for (int d = 0; d < cache->headDim; ++d) {
+              dst[(h * cache->capacity + p) * cache->headDim + d] =
+                  window(d, p, h);
+            }
+          }
+        }
+      }
+    }
+    return results;
+  }
+
+  bool ok = false;
+
+private:
+  MLIRContext context;
+  OwningOpRef<ModuleOp> module;
+  KernelOp kernel;
+  cpu::BuiltKernel built;
+};
+
+/// Substitutes the token dimension `T` (always spelled `tensor<T...`)
+/// into an IR template.
+std::string withTokens(std::string ir, const std::string &tokens) {
+  return std::regex_replace(ir, std::regex("<T"), "<" + tokens);
+}
+
+void expectClose(const Vec &got, const Vec &want, double tol,
+                 const std::string &what) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  for (size_t i = 0; i < got.size(); ++i) {
+    ASSERT_NEAR(got[i], want[i], tol * std::max(1.0, std::abs(double(want[i]))))
+        << what << " at " << i;
+  }
+}
+
+/// The three schedules of every kernel: (IR token dimension, tokens run).
+const std::vector<std::pair<std::string, int>> kSchedules = {
+    {"?", 5}, {"?", 1}, {"1", 1}};
+
+//===----------------------------------------------------------------------===//
+
+TEST(CpuKernels, Embed) {
+  const int V = 7, D = 13;
+  Vec table = randomValues(V * D, 1);
+  for (auto [t, T] : kSchedules) {
+    Kernel k(withTokens(R"(
+      moe.kernel @k(%t: tensor<7x13xf32>, %i: tensor<Txi32>) -> tensor<Tx13xf32> {
+        %0 = moe.embed %t[%i] {scale = 2.0 : f64} : tensor<7x13xf32>, tensor<Txi32> -> tensor<Tx13xf32>
+        moe.yield %0 : tensor<Tx13xf32>
+      })",
+                        t));
+    Vec ids;
+    for (int i = 0; i < T; ++i) {
+      ids.push_back(float((i * 3) % V));
+    }
+    std::vector<Vec> out = k.run({{table, {V, D}}, {ids, {T}}}, T);
+    ASSERT_EQ(out.size(), 1u);
+    Vec want;
+    for (int i = 0; i < T; ++i) {
+      for (int d = 0; d < D; ++d) {
+        want.push_back(2.0f * table[int(ids[i]) * D + d]);
+      }
+    }
+    expectClose(out[0], want, 1e-6, "embed T=" + t);
+  }
+}
+
+TEST(CpuKernels, RmsNormOverWidthAndHeads) {
+  for (auto [t, T] : kSchedules) {
+    Kernel k(withTokens(R"(
+      moe.kernel @k(%x: tensor<Tx13xf32>, %w: tensor<13xf32>, %h: tensor<Tx3x5xf32>, %hw: tensor<3x5xf32>)
+          -> (tensor<Tx13xf32>, tensor<Tx3x5xf32>) {
+        %0 = moe.rms_norm %x, %w eps(1.0e-5) : tensor<Tx13xf32>, tensor<13xf32>
+        %1 = moe.rms_norm %h, %hw eps(1.0e-6) : tensor<Tx3x5xf32>, tensor<3x5xf32>
+        moe.yield %0, %1 : tensor<Tx13xf32>, tensor<Tx3x5xf32>
+      })",
+                        t));
+    Vec x = randomValues(T * 13, 2), w = randomValues(13, 3);
+    Vec h = randomValues(T * 15, 4), hw = randomValues(15, 5);
+    std::vector<Vec> out =
+        k.run({{x, {T, 13}}, {w, {13}}, {h, {T, 3, 5}}, {hw, {3, 5}}}, T);
+    ASSERT_EQ(out.size(), 2u);
+    expectClose(out[0], ref::rmsNorm(x, w, T, 13, 1, 1e-5), 1e-5, "rms");
+    expectClose(out[1], ref::rmsNorm(h, hw, T * 3, 5, 3, 1e-6), 1e-5,
+                "rms per head");
+  }
+}
+
+TEST(CpuKernels, LayerNorm) {
+  for (auto [t, T] : kSchedules) {
+    Kernel k(withTokens(R"(
+      moe.kernel @k(%x: tensor<Tx2x7xf32>, %y: tensor<Tx9xf32>, %w: tensor<9xf32>, %b: tensor<9xf32>)
+          -> (tensor<Tx2x7xf32>, tensor<Tx9xf32>) {
+        %0 = moe.layer_norm %x eps(1.0e-5) : tensor<Tx2x7xf32>
+        %1 = moe.layer_norm %y weight %w bias %b eps(1.0e-5) : tensor<Tx9xf32>, tensor<9xf32>, tensor<9xf32>
+        moe.yield %0, %1 : tensor<Tx2x7xf32>, tensor<Tx9xf32>
+      })",
+                        t));
+    Vec x = randomValues(T * 14, 6, -3, 5), y = randomValues(T * 9, 7);
+    Vec w = randomValues(9, 8), b = randomValues(9, 9);
+    std::vector<Vec> out =
+        k.run({{x, {T, 2, 7}}, {y, {T, 9}}, {w, {9}}, {b, {9}}}, T);
+    ASSERT_EQ(out.size(), 2u);
+    expectClose(out[0], ref::layerNorm(x, nullptr, nullptr, T * 2, 7, 1e-5),
+                1e-5, "layer norm");
+    expectClose(out[1], ref::layerNorm(y, &w, &b, T, 9, 1e-5), 1e-5,
+                "layer norm affine");
+  }
+}
+
+TEST(CpuKernels, LinearEveryShapeAndLayout) {
+  // N = 37 spans several vector tiles with a tail, N = 5 is below one
+  // vector, and a [T, 3, 4] result is a head projection.
+  for (auto [t, T] : kSchedules) {
+    Kernel k(withTokens(R"(
+      moe.kernel @k(%x: tensor<Tx13xf32>,
+                    %w1: tensor<37x13xf32> {moe.layout = #moe.weight_layout<transposed>},
+                    %w2: tensor<5x13xf32> {moe.layout = #moe.weight_layout<transposed>},
+                    %w3: tensor<12x13xf32> {moe.layout = #moe.weight_layout<transposed>},
+                    %b: tensor<5xf32>,
+                    %w4: tensor<5x13xf32>)
+          -> (tensor<Tx37xf32>, tensor<Tx5xf32>, tensor<Tx3x4xf32>, tensor<Tx5xf32>) {
+        %0 = moe.linear %x, %w1 : tensor<Tx13xf32>, tensor<37x13xf32> -> tensor<Tx37xf32>
+        %1 = moe.linear %x, %w2 bias %b : tensor<Tx13xf32>, tensor<5x13xf32>, tensor<5xf32> -> tensor<Tx5xf32>
+        %2 = moe.linear %x, %w3 : tensor<Tx13xf32>, tensor<12x13xf32> -> tensor<Tx3x4xf32>
+        %3 = moe.linear %x, %w4 : tensor<Tx13xf32>, tensor<5x13xf32> -> tensor<Tx5xf32>
+        moe.yield %0, %1, %2, %3 : tensor<Tx37xf32>, tensor<Tx5xf32>, tensor<Tx3x4xf32>, tensor<Tx5xf32>
+      })",
+                        t));
+    Vec x = randomValues(T * 13, 10);
+    Vec w1 = randomValues(37 * 13, 11), w2 = randomValues(5 * 13, 12);
+    Vec w3 = randomValues(12 * 13, 13), b = randomValues(5, 14);
+    Vec w4 = randomValues(5 * 13, 15);
+    std::vector<Vec> out = k.run({{x, {T, 13}},
+                                  {transposed(w1, 1, 37, 13), {13, 37}},
+                                  {transposed(w2, 1, 5, 13), {13, 5}},
+                                  {transposed(w3, 1, 12, 13), {13, 12}},
+                                  {b, {5}},
+                                  {w4, {5, 13}}},
+                                 T);
+    ASSERT_EQ(out.size(), 4u);
+    expectClose(out[0], ref::linear(x, w1, nullptr, T, 13, 37), 1e-5, "N=37");
+    expectClose(out[1], ref::linear(x, w2, &b, T, 13, 5), 1e-5, "N=5 bias");
+    expectClose(out[2], ref::linear(x, w3, nullptr, T, 13, 12), 1e-5, "heads");
+    expectClose(out[3], ref::linear(x, w4, nullptr, T, 13, 5), 1e-5,
+                "row-major");
+  }
+}
+
+TEST(CpuKernels, LinearOfHeads) {
+  // The output projection reads [T, H, D] as [T, H*D].
+  for (auto [t, T] : kSchedules) {
+    Kernel k(withTokens(R"(
+      moe.kernel @k(%x: tensor<Tx3x5xf32>, %w: tensor<7x15xf32> {moe.layout = #moe.weight_layout<transposed>})
+          -> tensor<Tx7xf32> {
+        %0 = moe.linear %x, %w : tensor<Tx3x5xf32>, tensor<7x15xf32> -> tensor<Tx7xf32>
+        moe.yield %0 : tensor<Tx7xf32>
+      })",
+                        t));
+    Vec x = randomValues(T * 15, 16), w = randomValues(7 * 15, 17);
+    std::vector<Vec> out =
+        k.run({{x, {T, 3, 5}}, {transposed(w, 1, 7, 15), {15, 7}}}, T);
+    ASSERT_EQ(out.size(), 1u);
+    expectClose(out[0], ref::linear(x, w, nullptr, T, 15, 7), 1e-5, "heads in");
+  }
+}
+
+TEST(CpuKernels, LogitsWithBiasAndScale) {
+  for (auto [t, T] : kSchedules) {
+    Kernel k(withTokens(R"(
+      moe.kernel @k(%x: tensor<Tx9xf32>, %w: tensor<23x9xf32> {moe.layout = #moe.weight_layout<transposed>}, %b: tensor<23xf32>)
+          -> tensor<Tx23xf32> {
+        %0 = moe.logits %x, %w bias %b {scale = 0.75 : f64} : tensor<Tx9xf32>, tensor<23x9xf32>, tensor<23xf32> -> tensor<Tx23xf32>
+        moe.yield %0 : tensor<Tx23xf32>
+      })",
+                        t));
+    Vec x = randomValues(T * 9, 18), w = randomValues(23 * 9, 19);
+    Vec b = randomValues(23, 20);
+    std::vector<Vec> out =
+        k.run({{x, {T, 9}}, {transposed(w, 1, 23, 9), {9, 23}}, {b, {23}}}, T);
+    ASSERT_EQ(out.size(), 1u);
+    expectClose(out[0], ref::linear(x, w, &b, T, 9, 23, 0.75), 1e-5, "logits");
+  }
+}
+
+TEST(CpuKernels, RopeBothLayoutsAndHeadScale) {
+  const int H = 3, D = 10;
+  for (auto [t, T] : kSchedules) {
+    Kernel k(withTokens(R"(
+      moe.kernel @k(%x: tensor<Tx3x10xf32>, %p: index, %s: tensor<3x1xf32>, %s2: tensor<3xf32>)
+          -> (tensor<Tx3x10xf32>, tensor<Tx3x10xf32>, tensor<Tx3x10xf32>) {
+        %0 = moe.rope %x at %p layout(interleaved) dims(6) theta(10000.0) : tensor<Tx3x10xf32>
+        %1 = moe.rope %x at %p layout(half_split) dims(10) theta(500.0) : tensor<Tx3x10xf32>
+        %2 = moe.head_scale %x, %s : tensor<Tx3x10xf32>, tensor<3x1xf32>
+        %3 = moe.head_scale %2, %s2 : tensor<Tx3x10xf32>, tensor<3xf32>
+        moe.yield %0, %1, %3 : tensor<Tx3x10xf32>, tensor<Tx3x10xf32>, tensor<Tx3x10xf32>
+      })",
+                        t));
+    Vec x = randomValues(T * H * D, 21), s = randomValues(3, 22);
+    Vec s2 = randomValues(3, 23);
+    const int position = 37;
+    std::vector<Vec> out =
+        k.run({{x, {T, H, D}}, {s, {3, 1}}, {s2, {3}}}, T, position);
+    ASSERT_EQ(out.size(), 3u);
+    expectClose(out[0], ref::rope(x, T, H, D, 6, 10000.0, true, position), 1e-5,
+                "interleaved");
+    expectClose(out[1], ref::rope(x, T, H, D, 10, 500.0, false, position), 1e-5,
+                "half split");
+    Vec scaled(x.size());
+    for (size_t i = 0; i < x.size(); ++i) {
+      int h = (i / D) % H;
+      scaled[i] = x[i] * s[h] * s2[h];
+    }
+    expectClose(out[2], scaled, 1e-6, "head scale");
+  }
+}
+
+TEST(CpuKernels, GluAndAdd) {
+  for (auto [t, T] : kSchedules) {
+    Kernel k(withTokens(R"(
+      moe.kernel @k(%g: tensor<Tx11xf32>, %u: tensor<Tx11xf32>)
+          -> (tensor<Tx11xf32>, tensor<Tx11xf32>, tensor<Tx11xf32>, tensor<Tx11xf32>) {
+        %0 = moe.glu %g, %u activation(silu) : tensor<Tx11xf32>
+        %1 = moe.glu %g, %u activation(gelu_tanh) : tensor<Tx11xf32>
+        %2 = moe.glu %g, %u activation(relu) : tensor<Tx11xf32>
+        %3 = arith.addf %g, %u : tensor<Tx11xf32>
+        moe.yield %0, %1, %2, %3 : tensor<Tx11xf32>, tensor<Tx11xf32>, tensor<Tx11xf32>, tensor<Tx11xf32>
+      })",
+                        t));
+    Vec g = randomValues(T * 11, 24, -4, 4), u = randomValues(T * 11, 25);
+    std::vector<Vec> out = k.run({{g, {T, 11}}, {u, {T, 11}}}, T);
+    ASSERT_EQ(out.size(), 4u);
+    for (int kind = 0; kind < 3; ++kind) {
+      Vec want(g.size());
+      for (size_t i = 0; i < g.size(); ++i) {
+        want[i] = float(ref::activate(kind, g[i]) * u[i]);
+      }
+      expectClose(out[kind], want, 1e-5, "activation " + std::to_string(kind));
+    }
+    Vec sum(g.size());
+    for (size_t i = 0; i < g.size(); ++i) {
+      sum[i] = g[i] + u[i];
+    }
+    expectClose(out[3], sum, 0, "add");
+  }
+}
+
+TEST(CpuKernels, CacheWriteThenAttention) {
+  // GQA 6 query heads over 2 KV heads of 6 dims; 5 tokens written at
+  // position 3 of an 11-position cache whose first 3 positions hold
+  // earlier tokens, then each query attends causally.
+  const int Hq = 6, Hkv = 2, D = 6, capacity = 11;
+  for (auto [t, T] : kSchedules) {
+    const int position = 3;
+    Kernel write(withTokens(R"(
+      moe.kernel @k(%k: tensor<Tx2x6xf32>, %v: tensor<Tx2x6xf32>, %p: index,
+                    %c: !moe.kv_cache<layers = 1, kv_heads = 2, head_dim = 6, element = f32> {moe.cache_access = "write"}) {
+        moe.kv_cache_write %k, %v into(%c[0]) at %p : tensor<Tx2x6xf32>, tensor<Tx2x6xf32>, !moe.kv_cache<layers = 1, kv_heads = 2, head_dim = 6, element = f32>
+        moe.yield
+      })",
+                            t));
+    Kernel attend(withTokens(R"(
+      moe.kernel @k(%q: tensor<Tx6x6xf32>, %c: !moe.kv_cache<layers = 1, kv_heads = 2, head_dim = 6, element = f32> {moe.cache_access = "read"}, %p: index)
+          -> tensor<Tx6x6xf32> {
+        %0 = moe.cached_attention %q cache(%c[0]) at %p scale(0.4) : tensor<Tx6x6xf32>, !moe.kv_cache<layers = 1, kv_heads = 2, head_dim = 6, element = f32> -> tensor<Tx6x6xf32>
+        moe.yield %0 : tensor<Tx6x6xf32>
+      })",
+                             t));
+    Kernel::Cache cache{capacity, Hkv, D, Vec(Hkv * capacity * D, NAN),
+                        Vec(Hkv * capacity * D, NAN)};
+    // Earlier positions; later ones stay NaN, which attention must not read.
+    Vec pastK = randomValues(position * Hkv * D, 26);
+    Vec pastV = randomValues(position * Hkv * D, 27);
+    for (int p = 0; p < position; ++p) {
+      for (int h = 0; h < Hkv; ++h) {
+        for (int d = 0; d < D; ++d) {
+          cache.keys[(h * capacity + p) * D + d] = pastK[(p * Hkv + h) * D + d];
+          cache.values[(h * capacity + p) * D + d] =
+              pastV[(p * Hkv + h) * D + d];
+        }
+      }
+    }
+    Vec k = randomValues(T * Hkv * D, 28), v = randomValues(T * Hkv * D, 29);
+    write.run({{k, {T, Hkv, D}}, {v, {T, Hkv, D}}}, T, position, &cache);
+    Vec q = randomValues(T * Hq * D, 30, -2, 2);
+    std::vector<Vec> out = attend.run({{q, {T, Hq, D}}}, T, position, &cache);
+    ASSERT_EQ(out.size(), 1u);
+    Vec allK = pastK, allV = pastV;
+    allK.insert(allK.end(), k.begin(), k.end());
+    allV.insert(allV.end(), v.begin(), v.end());
+    expectClose(out[0],
+                ref::attention(q, allK, allV, T, Hq, Hkv, D, position, 0.4),
+                2e-5, "attention T=" + t);
+  }
+}
+
+/// Routes with options and checks indices and weights against a naive
+/// top-k.
+void checkRoute(const std::string &attrs, bool sigmoid, bool withBias,
+                bool biasOnScores, int topK, bool renormalize, double eps,
+                double scaling) {
+  const int E = 5, D = 7;
+  for (auto [t, T] : kSchedules) {
+    std::string k = std::to_string(topK);
+    std::string ir = R"(
+      moe.kernel @k(%x: tensor<Tx7xf32>, %r: tensor<5x7xf32>)";
+    ir += withBias ? ", %b: tensor<5xf32>" : "";
+    ir += ") -> (tensor<TxKxi32>, tensor<TxKxf32>) {\n";
+    ir += "  %i, %w = moe.route %x, %r ";
+    ir += withBias ? "bias %b " : "";
+    ir += std::string("scoring(") + (sigmoid ? "sigmoid" : "softmax") +
+          ") top_k(K) " + attrs + " : tensor<Tx7xf32>, tensor<5x7xf32>";
+    ir += withBias ? ", tensor<5xf32>" : "";
+    ir += " -> tensor<TxKxi32>, tensor<TxKxf32>\n";
+    ir += "  moe.yield %i, %w : tensor<TxKxi32>, tensor<TxKxf32>\n}\n";
+    ir = std::regex_replace(ir, std::regex("\\bK\\b"), k);
+    ir = std::regex_replace(ir, std::regex("TxK"), "Tx" + k);
+    Kernel kernel(withTokens(ir, t));
+    Vec x = randomValues(T * D, 31, -2, 2), r = randomValues(E * D, 32);
+    Vec b = randomValues(E, 33, -1, 1);
+    std::vector<std::pair<Vec, std::vector<int>>> inputs{{x, {T, D}},
+                                                         {r, {E, D}}};
+    if (withBias) {
+      inputs.push_back({b, {E}});
+    }
+    std::vector<Vec> out = kernel.run(inputs, T);
+    ASSERT_EQ(out.size(), 2u);
+    for (int tok = 0; tok < T; ++tok) {
+      std::vector<double> logits(E), scores(E), select(E);
+      for (int e = 0; e < E; ++e) {
+        for (int d = 0; d < D; ++d) {
+          logits[e] += double(r[e * D + d]) * x[tok * D + d];
+        }
+      }
+      double peak = *std::max_element(logits.begin(), logits.end()), sum = 0;
+      for (int e = 0; e < E; ++e) {
+        scores[e] = sigmoid ? 1 / (1 + std::exp(-logits[e]))
+                            : std::exp(logits[e] - peak);
+        sum += scores[e];
+      }
+      for (int e = 0; e < E; ++e) {
+        if (!sigmoid) {
+          scores[e] /= sum;
+        }
+        select[e] = withBias ? (biasOnScores ? scores[e] : logits[e]) + b[e]
+                             : scores[e];
+      }
+      std::vector<int> order(E);
+      for (int e = 0; e < E; ++e) {
+        order[e] = e;
+      }
+      // Descending, the lower index first on ties.
+      std::sort(order.begin(), order.end(), [&](int a, int c) {
+        return select[a] != select[c] ? select[a] > select[c] : a < c;
+      });
+      double total = 0;
+      for (int j = 0; j < topK; ++j) {
+        total += scores[order[j]];
+      }
+      for (int j = 0; j < topK; ++j) {
+        EXPECT_EQ(int(out[0][tok * topK + j]), order[j]) << attrs << " T=" << t;
+        double w = scores[order[j]];
+        if (renormalize) {
+          w /= total + eps;
+        }
+        EXPECT_NEAR(out[1][tok * topK + j], w * scaling, 1e-5) << attrs;
+      }
+    }
+  }
+}
+
+TEST(CpuKernels, RouteSoftmax) {
+  checkRoute("", false, false, false, 2, false, 0, 1);
+  checkRoute("{renormalize}", false, false, false, 3, true, 0, 1);
+  checkRoute("{scaling = 2.5 : f64}", false, false, false, 1, false, 0, 2.5);
+}
+
+TEST(CpuKernels, RouteSigmoidWithSelectionBias) {
+  checkRoute("{renormalize, renorm_eps = 1.0e-9 : f64}", true, true, false, 2,
+             true, 1e-9, 1);
+  checkRoute("{selection_bias = #moe.selection_bias<scores>}", true, true, true,
+             2, false, 0, 1);
+}
+
+TEST(CpuKernels, ExpertDispatchGather) {
+  // 5 experts of 7 hidden units over 9 features, 2 per token, with and
+  // without a gate projection.
+  const int E = 5, F = 7, D = 9, K = 2;
+  for (auto [t, T] : kSchedules) {
+    Kernel k(withTokens(R"(
+      moe.kernel @k(%x: tensor<Tx9xf32>, %i: tensor<Tx2xi32>, %w: tensor<Tx2xf32>,
+                    %g: tensor<5x7x9xf32> {moe.layout = #moe.weight_layout<transposed>},
+                    %u: tensor<5x7x9xf32> {moe.layout = #moe.weight_layout<transposed>},
+                    %d: tensor<5x9x7xf32> {moe.layout = #moe.weight_layout<transposed>})
+          -> (tensor<Tx9xf32>, tensor<Tx9xf32>) {
+        %0 = moe.expert_dispatch %x, experts(%i, %w) gate %g up %u down %d activation(silu) strategy(gather)
+            : (tensor<Tx9xf32>, tensor<Tx2xi32>, tensor<Tx2xf32>, tensor<5x7x9xf32>, tensor<5x7x9xf32>, tensor<5x9x7xf32>) -> tensor<Tx9xf32>
+        %1 = moe.expert_dispatch %x, experts(%i, %w) up %u down %d activation(relu) strategy(gather)
+            : (tensor<Tx9xf32>, tensor<Tx2xi32>, tensor<Tx2xf32>, tensor<5x7x9xf32>, tensor<5x9x7xf32>) -> tensor<Tx9xf32>
+        moe.yield %0, %1 : tensor<Tx9xf32>, tensor<Tx9xf32>
+      })",
+                        t));
+    Vec x = randomValues(T * D, 34), w = randomValues(T * K, 35, 0, 1);
+    Vec g = randomValues(E * F * D, 36), u = randomValues(E * F * D, 37);
+    Vec d = randomValues(E * D * F, 38);
+    Vec idx;
+    for (int tok = 0; tok < T; ++tok) {
+      idx.push_back(float((tok * 2 + 1) % E));
+      idx.push_back(float((tok * 3 + 4) % E));
+    }
+    std::vector<Vec> out = k.run({{x, {T, D}},
+                                  {idx, {T, K}},
+                                  {w, {T, K}},
+                                  {transposed(g, E, F, D), {E, D, F}},
+                                  {transposed(u, E, F, D), {E, D, F}},
+                                  {transposed(d, E, D, F), {E, F, D}}},
+                                 T);
+    ASSERT_EQ(out.size(), 2u);
+    for (int gated = 1; gated >= 0; --gated) {
+      Vec want(T * D, 0);
+      for (int tok = 0; tok < T; ++tok) {
+        for (int j = 0; j < K; ++j) {
+          int e = int(idx[tok * K + j]);
+          std::vector<double> hidden(F);
+          for (int f = 0; f < F; ++f) {
+            double gp = 0, up = 0;
+            for (int i = 0; i < D; ++i) {
+              gp += double(g[(e * F + f) * D + i]) * x[tok * D + i];
+              up += double(u[(e * F + f) * D + i]) * x[tok * D + i];
+            }
+            hidden[f] =
+                gated ? ref::activate(0, gp) * up : ref::activate(2, up);
+          }
+          for (int o = 0; o < D; ++o) {
+            double acc = 0;
+            for (int f = 0; f < F; ++f) {
+              acc += double(d[(e * D + o) * F + f]) * hidden[f];
+            }
+            want[tok * D + o] += float(w[tok * K + j] * acc);
+          }
+        }
+      }
+      expectClose(out[gated ? 0 : 1], want, 1e-5,
+                  gated ? "gated experts" : "relu experts");
+    }
+  }
+}
+
+TEST(CpuKernels, FusedNormProjectionGroup) {
+  // A whole fused group as outlined from a dense layer: the norm is
+  // computed once and read by two projections and the activation.
+  for (auto [t, T] : kSchedules) {
+    Kernel k(withTokens(R"(
+      moe.kernel @k(%x: tensor<Tx13xf32>, %n: tensor<13xf32>,
+                    %wg: tensor<6x13xf32> {moe.layout = #moe.weight_layout<transposed>},
+                    %wu: tensor<6x13xf32> {moe.layout = #moe.weight_layout<transposed>})
+          -> (tensor<Tx13xf32>, tensor<Tx6xf32>) {
+        %h = moe.rms_norm %x, %n eps(1.0e-6) : tensor<Tx13xf32>, tensor<13xf32>
+        %g = moe.linear %h, %wg : tensor<Tx13xf32>, tensor<6x13xf32> -> tensor<Tx6xf32>
+        %u = moe.linear %h, %wu : tensor<Tx13xf32>, tensor<6x13xf32> -> tensor<Tx6xf32>
+        %a = moe.glu %g, %u activation(silu) : tensor<Tx6xf32>
+        moe.yield %h, %a : tensor<Tx13xf32>, tensor<Tx6xf32>
+      })",
+                        t));
+    Vec x = randomValues(T * 13, 39), n = randomValues(13, 40);
+    Vec wg = randomValues(6 * 13, 41), wu = randomValues(6 * 13, 42);
+    std::vector<Vec> out = k.run({{x, {T, 13}},
+                                  {n, {13}},
+                                  {transposed(wg, 1, 6, 13), {13, 6}},
+                                  {transposed(wu, 1, 6, 13), {13, 6}}},
+                                 T);
+    ASSERT_EQ(out.size(), 2u);
+    Vec h = ref::rmsNorm(x, n, T, 13, 1, 1e-6);
+    Vec g = ref::linear(h, wg, nullptr, T, 13, 6);
+    Vec u = ref::linear(h, wu, nullptr, T, 13, 6);
+    Vec a(g.size());
+    for (size_t i = 0; i < a.size(); ++i) {
+      a[i] = float(ref::activate(0, g[i]) * u[i]);
+    }
+    expectClose(out[0], h, 1e-5, "norm");
+    expectClose(out[1], a, 1e-5, "gated");
+  }
+}
+
+} // namespace
