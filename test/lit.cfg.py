@@ -18,7 +18,7 @@ config.substitutions.append(("%fixture_dir", os.path.join(config.moe_src_root, "
 
 llvm_config.use_default_substitutions()
 llvm_config.with_environment("PATH", config.llvm_tools_dir, append_path=True)
-llvm_config.with_environment("PATH", config.moe_tools_dir, append_path=False)
+llvm_config.with_environment("PATH", config.moe_tools_dir, append_path=True)
 # Compiled kernels are cached per test run, never in the user's cache.
 llvm_config.with_environment("MOEC_CACHE_DIR", config.moe_kernel_cache)
 

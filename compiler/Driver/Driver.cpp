@@ -375,7 +375,10 @@ LogicalResult runCompile(const DriverOptions &options) {
     return emitIR();
   }
   std::string halideTarget = cpu::kernelHalideTarget(*target);
-  module->setAttr("moe.target", StringAttr::get(&context, halideTarget));
+  // What `--info` shows: the target as named, and its ISA.
+  module->setAttr("moe.target",
+                  StringAttr::get(&context, target->name + " (" +
+                                                target->halideTarget + ")"));
   if (options.emit == EmitStage::C) {
     std::string source;
     if (failed(translateHost(module, source))) {

@@ -80,8 +80,9 @@ struct AttentionDesc {
   double scale = 0;
 };
 
-/// A dense feed-forward network: down(act(gate x) * up x), or
-/// down(act(up x)) without a gate.
+/// A feed-forward network: down(act(gate x) * up x), or down(act(up x))
+/// without a gate. Routed experts use the same description with stacked
+/// weights: gate/up [E, F, D], down [E, D, F].
 struct FfnDesc {
   std::optional<WeightRef> gate;
   WeightRef up, down;
@@ -101,16 +102,9 @@ struct RouterDesc {
   double capacityFactor = 0;
 };
 
-/// Routed experts, stacked: gate/up [E, F, D], down [E, D, F].
-struct ExpertsDesc {
-  std::optional<WeightRef> gate;
-  WeightRef up, down;
-  Activation activation = Activation::Silu;
-};
-
 struct MoEDesc {
   RouterDesc router;
-  ExpertsDesc experts;
+  FfnDesc experts; // stacked
   std::optional<FfnDesc> shared;
 };
 

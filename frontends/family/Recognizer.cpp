@@ -881,10 +881,7 @@ llvm::Expected<MoEDesc> Recognition::moe(const json &object, int64_t layer,
   if (!expertFfn) {
     return expertFfn.takeError();
   }
-  desc.experts.gate = std::move(expertFfn->gate);
-  desc.experts.up = std::move(expertFfn->up);
-  desc.experts.down = std::move(expertFfn->down);
-  desc.experts.activation = expertFfn->activation;
+  desc.experts = std::move(*expertFfn);
   if (desc.experts.up.shape.size() != 3 ||
       desc.experts.up.shape[0] != experts) {
     return ckptError(llvm::formatv(

@@ -222,7 +222,7 @@ FailureOr<Value> EntryBuilder::moeBlock(Value h, const fe::MoEDesc &moe,
                                 ? CapacityRule::Dropless
                                 : CapacityRule::DropLowestGate),
       b.getF64FloatAttr(r.capacityFactor));
-  const fe::ExpertsDesc &e = moe.experts;
+  const fe::FfnDesc &e = moe.experts;
   Value routed = ExpertDispatchOp::create(
       b, loc(where + ": experts"), h.getType(), h, route.getIndices(),
       route.getWeights(), e.gate ? weight(*e.gate) : Value(), weight(e.up),

@@ -108,6 +108,30 @@ static LogicalResult verifyShape(Operation *op, Value value, StringRef name,
   return success();
 }
 
+/// A weight `[rows, D]` applied to an input `[T, D]`, with an optional bias
+/// of `rows`: the shape rule of routers and output heads. Returns rows.
+static FailureOr<int64_t> verifyRowProjection(Operation *op, Value input,
+                                              Value weight, Value bias,
+                                              StringRef weightName,
+                                              StringRef rowsName) {
+  if (failed(verifyActivation(op, input, "input")) ||
+      failed(verifyStaticWeight(op, weight, weightName))) {
+    return failure();
+  }
+  auto in = tensorType(input);
+  auto w = tensorType(weight);
+  int64_t rows = w.getDimSize(0);
+  if (w.getDimSize(1) != in.getDimSize(1)) {
+    return op->emitOpError("expects ")
+           << weightName << " [" << rowsName << ", " << in.getDimSize(1)
+           << "], got " << shapeString(w.getShape());
+  }
+  if (bias && failed(verifyShape(op, bias, "bias", {rows}))) {
+    return failure();
+  }
+  return rows;
+}
+
 //===----------------------------------------------------------------------===//
 // custom<BareEnum>: enum attributes inside op syntax
 //===----------------------------------------------------------------------===//
@@ -509,24 +533,15 @@ void CausalConv1dOp::getEffects(
 //===----------------------------------------------------------------------===//
 
 LogicalResult RouteOp::verify() {
-  if (failed(verifyActivation(*this, getInput(), "input")) ||
-      failed(verifyStaticWeight(*this, getRouter(), "router"))) {
+  FailureOr<int64_t> experts = verifyRowProjection(
+      *this, getInput(), getRouter(), getBias(), "router", "E");
+  if (failed(experts)) {
     return failure();
   }
   auto input = tensorType(getInput());
-  auto router = tensorType(getRouter());
-  int64_t experts = router.getDimSize(0);
-  if (router.getDimSize(1) != input.getDimSize(1)) {
-    return emitOpError("expects router [E, ")
-           << input.getDimSize(1) << "], got "
-           << shapeString(router.getShape());
-  }
-  if (getBias() && failed(verifyShape(*this, getBias(), "bias", {experts}))) {
-    return failure();
-  }
   int64_t k = getTopK();
-  if (k < 1 || k > experts) {
-    return emitOpError("expects top_k in [1, ") << experts << "], got " << k;
+  if (k < 1 || k > *experts) {
+    return emitOpError("expects top_k in [1, ") << *experts << "], got " << k;
   }
   int64_t tokens = input.getDimSize(0);
   if (failed(verifyShape(*this, getIndices(), "indices", {tokens, k})) ||
@@ -587,23 +602,13 @@ LogicalResult ExpertDispatchOp::verify() {
 //===----------------------------------------------------------------------===//
 
 LogicalResult LogitsOp::verify() {
-  if (failed(verifyActivation(*this, getInput(), "input")) ||
-      failed(verifyStaticWeight(*this, getWeight(), "weight"))) {
-    return failure();
-  }
-  auto input = tensorType(getInput());
-  auto weight = tensorType(getWeight());
-  int64_t vocab = weight.getDimSize(0);
-  if (weight.getDimSize(1) != input.getDimSize(1)) {
-    return emitOpError("expects weight [V, ")
-           << input.getDimSize(1) << "], got "
-           << shapeString(weight.getShape());
-  }
-  if (getBias() && failed(verifyShape(*this, getBias(), "bias", {vocab}))) {
+  FailureOr<int64_t> vocab = verifyRowProjection(*this, getInput(), getWeight(),
+                                                 getBias(), "weight", "V");
+  if (failed(vocab)) {
     return failure();
   }
   return verifyShape(*this, getResult(), "result",
-                     {input.getDimSize(0), vocab});
+                     {tensorType(getInput()).getDimSize(0), *vocab});
 }
 
 //===----------------------------------------------------------------------===//

@@ -79,18 +79,12 @@ namespace {
 struct FuseAttentionProloguePass
     : impl::MoEFuseAttentionProloguePassBase<FuseAttentionProloguePass> {
   void runOnOperation() override {
-    SmallVector<KVCacheWriteOp> writes;
-    getOperation().walk([&](KVCacheWriteOp op) {
-      if (!op->getParentOfType<FusedOp>()) {
-        writes.push_back(op);
-      }
-    });
-    IRRewriter rewriter(&getContext());
-    for (KVCacheWriteOp write : writes) {
-      if (succeeded(fuseAttentionPrologue(rewriter, write))) {
-        ++numFused;
-      }
-    }
+    numFused += fuseEach(
+        getOperation().getBody().front(),
+        [](Operation *op) { return isa<KVCacheWriteOp>(op); },
+        [](RewriterBase &rewriter, Operation *op) {
+          return fuseAttentionPrologue(rewriter, cast<KVCacheWriteOp>(op));
+        });
   }
 };
 } // namespace

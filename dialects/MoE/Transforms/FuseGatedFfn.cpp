@@ -27,18 +27,12 @@ FailureOr<FusedOp> fuseGatedFfn(RewriterBase &rewriter, GluOp glu) {
 namespace {
 struct FuseGatedFfnPass : impl::MoEFuseGatedFfnPassBase<FuseGatedFfnPass> {
   void runOnOperation() override {
-    SmallVector<GluOp> glus;
-    getOperation().walk([&](GluOp op) {
-      if (!op->getParentOfType<FusedOp>()) {
-        glus.push_back(op);
-      }
-    });
-    IRRewriter rewriter(&getContext());
-    for (GluOp glu : glus) {
-      if (succeeded(fuseGatedFfn(rewriter, glu))) {
-        ++numFused;
-      }
-    }
+    numFused += fuseEach(
+        getOperation().getBody().front(),
+        [](Operation *op) { return isa<GluOp>(op); },
+        [](RewriterBase &rewriter, Operation *op) {
+          return fuseGatedFfn(rewriter, cast<GluOp>(op));
+        });
   }
 };
 } // namespace

@@ -60,18 +60,10 @@ namespace {
 struct FuseNormProjectionPass
     : impl::MoEFuseNormProjectionPassBase<FuseNormProjectionPass> {
   void runOnOperation() override {
-    SmallVector<Operation *> norms;
-    for (Operation &op : getOperation().getBody().front()) {
-      if (isa<RmsNormOp, LayerNormOp>(op)) {
-        norms.push_back(&op);
-      }
-    }
-    IRRewriter rewriter(&getContext());
-    for (Operation *norm : norms) {
-      if (succeeded(fuseNormProjection(rewriter, norm))) {
-        ++numFused;
-      }
-    }
+    numFused += fuseEach(
+        getOperation().getBody().front(),
+        [](Operation *op) { return isa<RmsNormOp, LayerNormOp>(op); },
+        fuseNormProjection);
   }
 };
 } // namespace

@@ -36,18 +36,9 @@ namespace {
 struct FuseResidualAddPass
     : impl::MoEFuseResidualAddPassBase<FuseResidualAddPass> {
   void runOnOperation() override {
-    SmallVector<Operation *> projections;
-    for (Operation &op : getOperation().getBody().front()) {
-      if (isa<LinearOp>(op)) {
-        projections.push_back(&op);
-      }
-    }
-    IRRewriter rewriter(&getContext());
-    for (Operation *projection : projections) {
-      if (succeeded(fuseResidualAdd(rewriter, projection))) {
-        ++numFused;
-      }
-    }
+    numFused += fuseEach(
+        getOperation().getBody().front(),
+        [](Operation *op) { return isa<LinearOp>(op); }, fuseResidualAdd);
   }
 };
 } // namespace

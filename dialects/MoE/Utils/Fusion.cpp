@@ -28,6 +28,29 @@ Operation *topLevelOp(Operation *op) {
   return op;
 }
 
+int64_t
+fuseEach(Block &body, function_ref<bool(Operation *)> select,
+         function_ref<FailureOr<FusedOp>(RewriterBase &, Operation *)> fuse) {
+  SmallVector<Operation *> candidates;
+  for (Operation &op : body) {
+    if (select(&op)) {
+      candidates.push_back(&op);
+    }
+  }
+  if (candidates.empty()) {
+    return 0;
+  }
+  IRRewriter rewriter(candidates.front()->getContext());
+  int64_t fused = 0;
+  for (Operation *op : candidates) {
+    // An earlier fusion may have moved this op into a group.
+    if (op->getBlock() == &body && succeeded(fuse(rewriter, op))) {
+      ++fused;
+    }
+  }
+  return fused;
+}
+
 /// The values `op` reads that are defined outside it.
 static SmallVector<Value> externalOperands(Operation *op) {
   SmallVector<Value> values;

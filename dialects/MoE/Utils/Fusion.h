@@ -31,6 +31,13 @@ FailureOr<FusedOp> fuseIntoGroup(RewriterBase &rewriter,
 /// `moe.fused` it sits in).
 Operation *topLevelOp(Operation *op);
 
+/// What every fusion pass does: collects the ops directly in `body` for
+/// which `select` holds (before changing anything, since fusing restructures
+/// the block), applies `fuse` to each, and returns how many groups formed.
+int64_t
+fuseEach(Block &body, function_ref<bool(Operation *)> select,
+         function_ref<FailureOr<FusedOp>(RewriterBase &, Operation *)> fuse);
+
 } // namespace mlir::moe
 
 #endif // MOE_DIALECTS_MOE_UTILS_FUSION_H
