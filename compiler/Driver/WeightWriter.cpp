@@ -1,10 +1,13 @@
 //===- WeightWriter.cpp - Writing a compiled model's weight file
 //-----------===//
 //
-// Weights are produced one at a time in offset order (so peak memory is the
-// largest weight, not the model) and hashed as they are written; padding
-// between weights is zeros and part of the hash, exactly as the runtime
-// hashes the data region.
+// Weights are produced one at a time in offset order and hashed as they are
+// written; padding between weights is zeros and part of the hash, exactly as
+// the runtime hashes the data region. Two scratch buffers sized for the
+// largest weight are reused for every weight (fresh allocations cost a page
+// fault per 4 KiB and a zero fill, which dominated writing 1 GB), and an f32
+// tensor stored as the checkpoint has it is written straight from the
+// mapping.
 //
 //===----------------------------------------------------------------------===//
 
@@ -20,6 +23,7 @@
 
 #include <cstring>
 #include <map>
+#include <memory>
 
 namespace mlir::moe {
 
@@ -35,17 +39,17 @@ std::string shapeText(ArrayRef<int64_t> shape) {
   return text + "]";
 }
 
-/// The weight `op` names, as f32 in its logical shape (row-major).
-FailureOr<std::vector<float>> logicalValues(WeightOp op,
-                                            const fe::TensorSource &tensors) {
+/// The weight `op` names, as f32 in its logical shape (row-major), into
+/// `values` (which holds at least its element count).
+LogicalResult logicalValues(WeightOp op, const fe::TensorSource &tensors,
+                            float *values) {
   auto type = op.getResult().getType();
   ArrayRef<int64_t> shape = type.getShape();
   bool stacked = op.getSources().size() > 1;
   std::vector<int64_t> sliceShape(shape.begin() + (stacked ? 1 : 0),
                                   shape.end());
   std::optional<ArrayRef<int64_t>> rows = op.getRows();
-  std::vector<float> values;
-  values.reserve(type.getNumElements());
+  size_t at = 0;
   for (Attribute nameAttr : op.getSources()) {
     StringRef name = cast<StringAttr>(nameAttr).getValue();
     const fe::TensorInfo *tensor = tensors.find(name);
@@ -86,23 +90,26 @@ FailureOr<std::vector<float>> logicalValues(WeightOp op,
     size_t elementBytes = fe::dtypeBits(tensor->dtype) / 8;
     const uint8_t *src =
         tensor->bytes.data() + rowBegin * rowElements * elementBytes;
-    size_t at = values.size();
-    values.resize(at + count);
-    fe::convertToF32(tensor->dtype, src, count, values.data() + at);
+    fe::convertToF32(tensor->dtype, src, count, values + at);
+    at += count;
   }
-  return values;
+  return success();
 }
 
-/// Swaps the last two dimensions of `values` (logical shape `shape`).
-std::vector<float> transposeLastTwo(const std::vector<float> &values,
-                                    ArrayRef<int64_t> shape) {
+/// Writes into `out` the transpose of the last two dimensions of `values`
+/// (logical shape `shape`).
+void transposeLastTwo(const float *values, ArrayRef<int64_t> shape,
+                      float *out) {
   int64_t rows = shape[shape.size() - 2], cols = shape.back();
-  int64_t batch = static_cast<int64_t>(values.size()) / (rows * cols);
-  std::vector<float> out(values.size());
+  int64_t total = 1;
+  for (int64_t d : shape) {
+    total *= d;
+  }
+  int64_t batch = total / (rows * cols);
   constexpr int64_t kBlock = 64; // cache-sized tiles
   for (int64_t b = 0; b < batch; ++b) {
-    const float *src = values.data() + b * rows * cols;
-    float *dst = out.data() + b * rows * cols;
+    const float *src = values + b * rows * cols;
+    float *dst = out + b * rows * cols;
     for (int64_t r0 = 0; r0 < rows; r0 += kBlock) {
       for (int64_t c0 = 0; c0 < cols; c0 += kBlock) {
         for (int64_t r = r0; r < std::min(rows, r0 + kBlock); ++r) {
@@ -113,7 +120,24 @@ std::vector<float> transposeLastTwo(const std::vector<float> &values,
       }
     }
   }
-  return out;
+}
+
+/// The checkpoint's bytes of `op`, when they are already what the weight
+/// file wants: one f32 source, all rows, row-major.
+const fe::TensorInfo *writableAsIs(WeightOp op,
+                                   const fe::TensorSource &tensors) {
+  if (op.getSources().size() != 1 || op.getRows() ||
+      op.getLayout().value_or(WeightLayout::RowMajor) !=
+          WeightLayout::RowMajor) {
+    return nullptr;
+  }
+  const fe::TensorInfo *tensor =
+      tensors.find(cast<StringAttr>(op.getSources()[0]).getValue());
+  if (!tensor || tensor->dtype != fe::DType::F32 ||
+      ArrayRef<int64_t>(tensor->shape) != op.getResult().getType().getShape()) {
+    return nullptr;
+  }
+  return tensor;
 }
 
 } // namespace
@@ -158,18 +182,31 @@ FailureOr<WeightFileInfo> writeWeightFile(ModuleOp module,
       written += n;
     }
   };
+  int64_t largest = 0;
+  for (auto &[offset, op] : byOffset) {
+    largest = std::max(largest, op.getResult().getType().getNumElements());
+  }
+  std::unique_ptr<float[]> logical(new float[largest]);
+  std::unique_ptr<float[]> stored(new float[largest]);
   for (auto &[offset, op] : byOffset) {
     pad(static_cast<uint64_t>(offset));
-    FailureOr<std::vector<float>> values = logicalValues(op, tensors);
-    if (failed(values)) {
-      return failure();
+    const void *data;
+    size_t bytes = op.getResult().getType().getNumElements() * sizeof(float);
+    if (const fe::TensorInfo *tensor = writableAsIs(op, tensors)) {
+      data = tensor->bytes.data();
+    } else {
+      if (failed(logicalValues(op, tensors, logical.get()))) {
+        return failure();
+      }
+      data = logical.get();
+      if (op.getLayout() == WeightLayout::Transposed) {
+        transposeLastTwo(logical.get(), op.getResult().getType().getShape(),
+                         stored.get());
+        data = stored.get();
+      }
     }
-    if (op.getLayout() == WeightLayout::Transposed) {
-      *values = transposeLastTwo(*values, op.getResult().getType().getShape());
-    }
-    size_t bytes = values->size() * sizeof(float);
-    os.write(reinterpret_cast<const char *>(values->data()), bytes);
-    moert_hash_update(&hash, values->data(), bytes);
+    os.write(static_cast<const char *>(data), bytes);
+    moert_hash_update(&hash, data, bytes);
     written += bytes;
   }
   uint64_t dataBytes = static_cast<uint64_t>(bytesAttr.getInt());
