@@ -39,7 +39,7 @@ struct DriverOptions {
   std::string target = "host";
   EmitStage emit = EmitStage::Exe;
   int64_t prefillChunk = 256;
-  std::string prefillStrategy = "gather";
+  std::string prefillStrategy = "grouped";
   /// Parallel kernel compiles; 0 = one per core.
   int jobs = 0;
   /// Where compiled kernels are cached across runs; empty = default

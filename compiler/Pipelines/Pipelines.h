@@ -23,7 +23,7 @@ struct MoELowerPipelineOptions
   Option<std::string> prefillStrategy{
       *this, "prefill-strategy",
       llvm::cl::desc("expert dispatch for prefill: gather|grouped"),
-      llvm::cl::init("gather")};
+      llvm::cl::init("grouped")};
 };
 
 /// Stage 3, fusion and dispatch: attention split, dispatch strategies,

@@ -64,6 +64,7 @@ def main():
     ap.add_argument("--prefix", default="")
     ap.add_argument("--dtype", default="F32", help="dtype of the checkpoint's tensors")
     ap.add_argument("--prefill-chunk", type=int, default=0)
+    ap.add_argument("--prefill-strategy", default="")
     # Prompts are separated by '/' (a ';' does not survive CMake).
     ap.add_argument("--prompts", default="1,2,3,4,5,6,7/9/42,0,42,0,17,33,2,2,2,71,11")
     ap.add_argument("--generate", type=int, default=8)
@@ -86,6 +87,8 @@ def main():
         compile_cmd = [args.moec, "compile", model_dir, "-o", exe, "-q"]
         if args.prefill_chunk:
             compile_cmd.append("--prefill-chunk=%d" % args.prefill_chunk)
+        if args.prefill_strategy:
+            compile_cmd.append("--prefill-strategy=" + args.prefill_strategy)
         run(compile_cmd)
 
         reference = physics_model.PhysicsModel.from_dir(model_dir)

@@ -55,8 +55,9 @@ cl::opt<int64_t> prefillChunk(
     cl::init(256), cl::cat(category));
 cl::opt<std::string> prefillStrategy(
     "prefill-strategy",
-    cl::desc("expert dispatch in prefill: gather | grouped (default: gather)"),
-    cl::init("gather"), cl::cat(category));
+    cl::desc("expert dispatch in prefill: grouped (bucket tokens by expert, "
+             "a GEMM per expert; default) | gather (a GEMV per token)"),
+    cl::init("grouped"), cl::cat(category));
 cl::opt<int> jobs("j",
                   cl::desc("kernels compiled in parallel (default: "
                            "one per core)"),

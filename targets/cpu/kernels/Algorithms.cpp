@@ -604,3 +604,142 @@ OpFuncs expertDispatchGather(const KernelEnv &env, const TensorFunc &input,
 }
 
 } // namespace mlir::moe::cpu
+
+namespace mlir::moe::cpu {
+
+OpFuncs expertDispatchGrouped(const KernelEnv &env, const TensorFunc &input,
+                              const TensorFunc &indices,
+                              const TensorFunc &weights, const TensorFunc *gate,
+                              const TensorFunc &up, const TensorFunc &down,
+                              ActivationKind activation) {
+  const int experts = static_cast<int>(up.shape[0]);
+  const int width = static_cast<int>(up.shape[1]);  // D (stored [E, D, F])
+  const int hidden = static_cast<int>(up.shape[2]); // F
+  const int topK = static_cast<int>(indices.shape[1]);
+  // Rows per block: one block is one expert's matrix-matrix tile. Eight
+  // rows times two vectors of F keep 16 accumulators in registers.
+  const int block = 8;
+  Expr assignments = env.tokens * topK;
+  // Upper bound on the padded rows: every expert may waste block - 1.
+  Expr rows = assignments + experts * (block - 1);
+
+  Var a("a"), e("e"), s("s"), bk("b"), f("f"), d("d"), t("t");
+  // Assignment a is (token a / k, slot a % k).
+  Func expertOf(env.name("assignment_expert"));
+  expertOf(a) = clamp(indices.func(a % topK, a / topK), 0, experts - 1);
+
+  // 1. Counting sort of the assignments by expert.
+  RDom ra(0, assignments, "ra");
+  Func count(env.name("expert_count"));
+  count(e) = 0;
+  count(expertOf(ra)) += 1;
+  Func padded(env.name("expert_padded"));
+  padded(e) = (count(e) + block - 1) / block * block;
+  RDom re(0, experts, "re");
+  Func start(env.name("expert_start"));
+  start(e) = sum(select(re < e, padded(re), 0));
+  // The rank of an assignment among those of its expert, in order.
+  RDom rb(0, assignments, "rb");
+  rb.where(rb < a);
+  Func rank(env.name("assignment_rank"));
+  rank(a) = 0;
+  rank(a) += select(expertOf(rb) == expertOf(a), 1, 0);
+  Func slot(env.name("assignment_row"));
+  slot(a) = clamp(start(expertOf(a)) + rank(a), 0, rows - 1);
+  // Which token each row holds (padding rows: none, read as token 0), and
+  // which expert each block belongs to: the number of experts whose rows
+  // end at or before it.
+  Func rowToken(env.name("row_token"));
+  rowToken(s) = 0;
+  rowToken(slot(ra)) = ra / topK;
+  Func blockExpert(env.name("block_expert"));
+  blockExpert(bk) = clamp(
+      sum(select(start(re) + padded(re) <= bk * block, 1, 0)), 0, experts - 1);
+
+  // 2. Per row: hidden = act(gate x) * (up x), then y = down hidden.
+  Expr rowExpert = blockExpert(s / block);
+  Expr token = clamp(rowToken(s), 0, env.tokens - 1);
+  RDom rd(0, width, "rd");
+  Func upProj(env.name("grouped_up"));
+  upProj(f, s) = 0.0f;
+  upProj(f, s) += up.func(f, rd, rowExpert) * input.func(rd, token);
+  Func gateProj(env.name("grouped_gate"));
+  Expr act;
+  if (gate) {
+    gateProj(f, s) = 0.0f;
+    gateProj(f, s) += gate->func(f, rd, rowExpert) * input.func(rd, token);
+    act = activate(activation, gateProj(f, s)) * upProj(f, s);
+  } else {
+    act = activate(activation, upProj(f, s));
+  }
+  Func hid(env.name("grouped_hidden"));
+  hid(f, s) = act;
+  RDom rf(0, hidden, "rf");
+  Func rowOut(env.name("grouped_down"));
+  rowOut(d, s) = 0.0f;
+  rowOut(d, s) += down.func(d, rf, rowExpert) * hid(rf, s);
+
+  // 3. Each token sums its k rows with its routing weights.
+  RDom rj(0, topK, "rj");
+  Func out(env.name("expert_dispatch"));
+  out(d, t) = 0.0f;
+  out(d, t) += weights.func(rj, t) * rowOut(d, slot(t * topK + rj));
+
+  int lanes = env.lanes;
+  int64_t model = input.shape[1];
+  bool gated = gate != nullptr;
+  RootSchedule schedule = [=](Func &o) mutable {
+    // The sort: a few values per assignment, computed once per call.
+    for (Func stage :
+         {expertOf, count, padded, start, rank, slot, rowToken, blockExpert}) {
+      stage.compute_root();
+    }
+    rank.parallel(a);
+    rank.update().parallel(a);
+    // Hidden rows: tiles of one block of rows (one expert) by a vector
+    // tile of F; each weight vector loaded once serves the block's rows.
+    Var so("so"), si("si"), fo("fo"), fi("fi"), dox("do"), di("di");
+    int ftile = staticTile(hidden, lanes, 2);
+    int fvec = std::min(lanes, ftile);
+    hid.compute_root()
+        .split(s, so, si, block)
+        .split(f, fo, fi, ftile, TailStrategy::ShiftInwards)
+        .reorder(fi, si, fo, so)
+        .vectorize(fi, fvec)
+        .parallel(so);
+    for (Func proj : gated ? std::vector<Func>{upProj, gateProj}
+                           : std::vector<Func>{upProj}) {
+      Var po("po"), pi("pi");
+      proj.compute_at(hid, fo).vectorize(f, fvec);
+      proj.update()
+          .split(f, po, pi, fvec)
+          .reorder(pi, po, s, rd)
+          .vectorize(pi)
+          .unroll(po)
+          .unroll(s);
+    }
+    int dtile = staticTile(model, lanes, 2);
+    int dvec = std::min(lanes, dtile);
+    Var ro("ro"), ri("ri");
+    rowOut.compute_root()
+        .split(s, so, si, block)
+        .split(d, dox, di, dtile, TailStrategy::ShiftInwards)
+        .reorder(di, si, dox, so)
+        .vectorize(di, dvec)
+        .parallel(so);
+    rowOut.update()
+        .split(s, so, si, block)
+        .split(d, dox, di, dtile, TailStrategy::GuardWithIf)
+        .split(di, ro, ri, dvec)
+        .reorder(ri, ro, si, rf, dox, so)
+        .vectorize(ri)
+        .unroll(ro)
+        .unroll(si)
+        .parallel(so);
+    o.compute_root().vectorize(d, lanes, TailStrategy::GuardWithIf).parallel(t);
+    o.update().vectorize(d, lanes, TailStrategy::GuardWithIf).parallel(t);
+  };
+  return {{{out, input.shape}}, {schedule}, false};
+}
+
+} // namespace mlir::moe::cpu

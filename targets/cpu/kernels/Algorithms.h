@@ -141,6 +141,17 @@ OpFuncs expertDispatchGather(const KernelEnv &env, const TensorFunc &input,
                              const TensorFunc &up, const TensorFunc &down,
                              ActivationKind activation);
 
+/// Grouped dispatch: the T*k (token, slot) assignments are sorted by expert
+/// into buckets padded to whole blocks of rows (a counting sort), every
+/// block runs the hidden and down projections of its one expert as a
+/// matrix-matrix product, and each token gathers its k rows back with its
+/// routing weights. Same layouts as the gather dispatch.
+OpFuncs expertDispatchGrouped(const KernelEnv &env, const TensorFunc &input,
+                              const TensorFunc &indices,
+                              const TensorFunc &weights, const TensorFunc *gate,
+                              const TensorFunc &up, const TensorFunc &down,
+                              ActivationKind activation);
+
 } // namespace mlir::moe::cpu
 
 #endif // MOE_TARGETS_CPU_KERNELS_ALGORITHMS_H

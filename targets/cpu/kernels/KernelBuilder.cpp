@@ -235,19 +235,20 @@ LogicalResult Builder::buildOp(Operation *op) {
           return unsupported("activation '" +
                              stringifyActivation(e.getActivation()) + "'");
         }
-        if (e.getStrategy() == DispatchStrategy::Grouped) {
-          return unsupported("the grouped dispatch strategy");
-        }
         if (!transposed(e.getUp()) || !transposed(e.getDown()) ||
             (e.getGate() && !transposed(e.getGate()))) {
           return unsupported("expert weights that are not stored transposed "
                              "(run moe-cpu-assign-weight-layouts)");
         }
-        record(e,
-               expertDispatchGather(env, need(e.getInput()),
-                                    need(e.getIndices()), need(e.getWeights()),
-                                    e.getGate() ? &need(e.getGate()) : nullptr,
-                                    need(e.getUp()), need(e.getDown()), kind));
+        // One token has nothing to group: the gather kernel is its GEMV.
+        auto dispatch =
+            e.getStrategy() == DispatchStrategy::Grouped && !env.singleToken
+                ? expertDispatchGrouped
+                : expertDispatchGather;
+        record(e, dispatch(env, need(e.getInput()), need(e.getIndices()),
+                           need(e.getWeights()),
+                           e.getGate() ? &need(e.getGate()) : nullptr,
+                           need(e.getUp()), need(e.getDown()), kind));
         return success();
       })
       .Default([&](Operation *other) -> LogicalResult {

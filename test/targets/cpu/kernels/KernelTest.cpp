@@ -20,6 +20,9 @@
 #include "mlir/IR/MLIRContext.h"
 #include "mlir/Parser/Parser.h"
 
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/MemoryBuffer.h"
+
 #include <gtest/gtest.h>
 
 #include <random>
@@ -182,6 +185,19 @@ public:
       }
     }
     return results;
+  }
+
+  /// Halide's lowered statement of the kernel, to check which algorithm a
+  /// strategy selected (every strategy computes the same values).
+  std::string statement() {
+    llvm::SmallString<128> path;
+    llvm::sys::fs::createTemporaryFile("kernel", "stmt", path);
+    built.pipeline.compile_to_lowered_stmt(path.str().str(), built.arguments,
+                                           Halide::StmtOutputFormat::Text,
+                                           Halide::get_host_target());
+    auto buffer = llvm::MemoryBuffer::getFile(path);
+    llvm::sys::fs::remove(path);
+    return buffer ? (*buffer)->getBuffer().str() : "";
   }
 
   bool ok = false;
@@ -557,31 +573,41 @@ TEST(CpuKernels, RouteSigmoidWithSelectionBias) {
              2, false, 0, 1);
 }
 
-TEST(CpuKernels, ExpertDispatchGather) {
-  // 5 experts of 7 hidden units over 9 features, 2 per token, with and
-  // without a gate projection.
+/// 5 experts of 7 hidden units over 9 features, 2 per token, with and
+/// without a gate projection, under `strategy`. `routing` picks the
+/// experts of token t.
+void checkExpertDispatch(const std::string &strategy,
+                         const std::vector<std::pair<std::string, int>> &runs,
+                         const std::function<int(int, int)> &routing) {
   const int E = 5, F = 7, D = 9, K = 2;
-  for (auto [t, T] : kSchedules) {
-    Kernel k(withTokens(R"(
+  for (auto [t, T] : runs) {
+    std::string ir = R"(
       moe.kernel @k(%x: tensor<Tx9xf32>, %i: tensor<Tx2xi32>, %w: tensor<Tx2xf32>,
                     %g: tensor<5x7x9xf32> {moe.layout = #moe.weight_layout<transposed>},
                     %u: tensor<5x7x9xf32> {moe.layout = #moe.weight_layout<transposed>},
                     %d: tensor<5x9x7xf32> {moe.layout = #moe.weight_layout<transposed>})
           -> (tensor<Tx9xf32>, tensor<Tx9xf32>) {
-        %0 = moe.expert_dispatch %x, experts(%i, %w) gate %g up %u down %d activation(silu) strategy(gather)
+        %0 = moe.expert_dispatch %x, experts(%i, %w) gate %g up %u down %d activation(silu) strategy(STRATEGY)
             : (tensor<Tx9xf32>, tensor<Tx2xi32>, tensor<Tx2xf32>, tensor<5x7x9xf32>, tensor<5x7x9xf32>, tensor<5x9x7xf32>) -> tensor<Tx9xf32>
-        %1 = moe.expert_dispatch %x, experts(%i, %w) up %u down %d activation(relu) strategy(gather)
+        %1 = moe.expert_dispatch %x, experts(%i, %w) up %u down %d activation(relu) strategy(STRATEGY)
             : (tensor<Tx9xf32>, tensor<Tx2xi32>, tensor<Tx2xf32>, tensor<5x7x9xf32>, tensor<5x9x7xf32>) -> tensor<Tx9xf32>
         moe.yield %0, %1 : tensor<Tx9xf32>, tensor<Tx9xf32>
-      })",
-                        t));
+      })";
+    ir = std::regex_replace(ir, std::regex("STRATEGY"), strategy);
+    Kernel k(withTokens(ir, t));
+    // A grouped dispatch of several tokens sorts them into expert blocks;
+    // one token (static) always gathers.
+    bool grouped = strategy == "grouped" && t == "?";
+    std::string stmt = k.statement();
+    EXPECT_EQ(stmt.find("grouped_hidden") != std::string::npos, grouped)
+        << strategy << " T=" << t;
     Vec x = randomValues(T * D, 34), w = randomValues(T * K, 35, 0, 1);
     Vec g = randomValues(E * F * D, 36), u = randomValues(E * F * D, 37);
     Vec d = randomValues(E * D * F, 38);
     Vec idx;
     for (int tok = 0; tok < T; ++tok) {
-      idx.push_back(float((tok * 2 + 1) % E));
-      idx.push_back(float((tok * 3 + 4) % E));
+      idx.push_back(float(routing(tok, 0)));
+      idx.push_back(float(routing(tok, 1)));
     }
     std::vector<Vec> out = k.run({{x, {T, D}},
                                   {idx, {T, K}},
@@ -616,9 +642,31 @@ TEST(CpuKernels, ExpertDispatchGather) {
         }
       }
       expectClose(out[gated ? 0 : 1], want, 1e-5,
-                  gated ? "gated experts" : "relu experts");
+                  strategy + (gated ? " gated experts" : " relu experts") +
+                      " T=" + std::to_string(T));
     }
   }
+}
+
+int spreadRouting(int tok, int j) {
+  return j == 0 ? (tok * 2 + 1) % 5 : (tok * 3 + 4) % 5;
+}
+
+TEST(CpuKernels, ExpertDispatchGather) {
+  checkExpertDispatch("gather", kSchedules, spreadRouting);
+}
+
+TEST(CpuKernels, ExpertDispatchGrouped) {
+  // 17 and 29 tokens put more than one block of rows on some experts.
+  checkExpertDispatch("grouped", {{"?", 5}, {"?", 1}, {"?", 17}, {"?", 29}},
+                      spreadRouting);
+}
+
+TEST(CpuKernels, ExpertDispatchGroupedUnevenExperts) {
+  // Experts 1 and 3 get nothing, expert 0 gets every token.
+  checkExpertDispatch("grouped", {{"?", 13}}, [](int tok, int j) {
+    return j == 0 ? 0 : (tok % 3 == 0 ? 4 : 2);
+  });
 }
 
 TEST(CpuKernels, FusedNormProjectionGroup) {
