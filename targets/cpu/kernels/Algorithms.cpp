@@ -75,6 +75,27 @@ Expr activate(ActivationKind kind, Expr x) {
   return x;
 }
 
+/// Schedules the gate and up projections of expert FFNs inside a tile of
+/// `consumer` (at its loop `tile`): vectorised over the hidden units `f`,
+/// with the reduction over the model width outermost, so each weight vector
+/// is loaded once per tile. `rows`, when given, are the tile's token rows:
+/// unrolled, so that one weight load serves all of them.
+void scheduleExpertProjections(const std::vector<Func> &projections,
+                               Func consumer, Var tile, Var f, int vec,
+                               RDom reduction, std::optional<Var> rows) {
+  for (Func proj : projections) {
+    Var po("po"), pi("pi");
+    proj.compute_at(consumer, tile).vectorize(f, vec);
+    Stage update = proj.update().split(f, po, pi, vec);
+    if (rows) {
+      update.reorder(pi, po, *rows, reduction.x).unroll(*rows);
+    } else {
+      update.reorder(pi, po, reduction.x);
+    }
+    update.vectorize(pi).unroll(po);
+  }
+}
+
 } // namespace
 
 RootSchedule pointwiseSchedule(const KernelEnv &env, int rank) {
@@ -575,16 +596,9 @@ OpFuncs expertDispatchGather(const KernelEnv &env, const TensorFunc &input,
     } else {
       hid.parallel(t);
     }
-    for (Func proj : gated ? std::vector<Func>{upProj, gateProj}
-                           : std::vector<Func>{upProj}) {
-      Var po("po"), pi("pi");
-      proj.compute_at(hid, fo).vectorize(f, fvec);
-      proj.update()
-          .split(f, po, pi, fvec)
-          .reorder(pi, po, rd)
-          .vectorize(pi)
-          .unroll(po);
-    }
+    scheduleExpertProjections(gated ? std::vector<Func>{upProj, gateProj}
+                                    : std::vector<Func>{upProj},
+                              hid, fo, f, fvec, rd, std::nullopt);
     // Down projection: vectorised over D, summing over (f, slot).
     int dtile = staticTile(model, lanes, 4);
     int dvec = std::min(lanes, dtile);
@@ -698,35 +712,29 @@ OpFuncs expertDispatchGrouped(const KernelEnv &env, const TensorFunc &input,
     rank.update().parallel(a);
     // Hidden rows: tiles of one block of rows (one expert) by a vector
     // tile of F; each weight vector loaded once serves the block's rows.
-    Var so("so"), si("si"), fo("fo"), fi("fi"), dox("do"), di("di");
-    int ftile = staticTile(hidden, lanes, 2);
-    int fvec = std::min(lanes, ftile);
-    hid.compute_root()
-        .split(s, so, si, block)
-        .split(f, fo, fi, ftile, TailStrategy::ShiftInwards)
-        .reorder(fi, si, fo, so)
-        .vectorize(fi, fvec)
-        .parallel(so);
-    for (Func proj : gated ? std::vector<Func>{upProj, gateProj}
-                           : std::vector<Func>{upProj}) {
-      Var po("po"), pi("pi");
-      proj.compute_at(hid, fo).vectorize(f, fvec);
-      proj.update()
-          .split(f, po, pi, fvec)
-          .reorder(pi, po, s, rd)
-          .vectorize(pi)
-          .unroll(po)
-          .unroll(s);
-    }
+    // f(feature, row) materialised in tiles of one block of rows by a
+    // vector tile of features, blocks in parallel; returns the tile's
+    // feature loop, where the producers of a tile are computed.
+    auto tileRowBlocks = [&](Func f, Var feature, int extent) {
+      Var so("so"), si("si"), fo("fo"), fi("fi");
+      int tile = staticTile(extent, lanes, 2);
+      f.compute_root()
+          .split(s, so, si, block)
+          .split(feature, fo, fi, tile, TailStrategy::ShiftInwards)
+          .reorder(fi, si, fo, so)
+          .vectorize(fi, std::min(lanes, tile))
+          .parallel(so);
+      return fo;
+    };
+    Var fo = tileRowBlocks(hid, f, hidden);
+    int fvec = std::min(lanes, staticTile(hidden, lanes, 2));
+    scheduleExpertProjections(gated ? std::vector<Func>{upProj, gateProj}
+                                    : std::vector<Func>{upProj},
+                              hid, fo, f, fvec, rd, s);
     int dtile = staticTile(model, lanes, 2);
     int dvec = std::min(lanes, dtile);
-    Var ro("ro"), ri("ri");
-    rowOut.compute_root()
-        .split(s, so, si, block)
-        .split(d, dox, di, dtile, TailStrategy::ShiftInwards)
-        .reorder(di, si, dox, so)
-        .vectorize(di, dvec)
-        .parallel(so);
+    Var ro("ro"), ri("ri"), so("so"), si("si"), dox("do"), di("di");
+    tileRowBlocks(rowOut, d, model);
     rowOut.update()
         .split(s, so, si, block)
         .split(d, dox, di, dtile, TailStrategy::GuardWithIf)
