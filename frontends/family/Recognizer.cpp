@@ -741,11 +741,10 @@ llvm::Expected<AttentionDesc> Recognition::attention(const json &object,
     if (!theta) {
       return theta.takeError();
     }
-    auto dims =
-        (*rope)->contains("dims")
-            ? evaluateInt((**rope)["dims"], ropePath + ".dims")
-            : llvm::Expected<int64_t>(static_cast<int64_t>(desc.q.shape[0]) /
-                                      static_cast<int64_t>(values["n_heads"]));
+    // Without `dims`, RoPE rotates whole heads.
+    auto dims = evaluateInt((*rope)->contains("dims") ? (**rope)["dims"]
+                                                      : json("head_dim"),
+                            ropePath + ".dims");
     if (!dims) {
       return dims.takeError();
     }

@@ -321,6 +321,7 @@ static int run_bench(moert_session_t *session, const options_t *o) {
     prompt[i] = (int32_t)((state >> 8) % (uint32_t)moert_model.vocab);
   }
   double prefill_time = 0, decode_time = 0;
+  uint64_t warm_allocations = 0;
   for (int32_t run = 0; run <= o->repeat; ++run) {
     moert_session_reset(session);
     double t0 = now_seconds();
@@ -337,9 +338,11 @@ static int run_bench(moert_session_t *session, const options_t *o) {
       free(prompt);
       return session_failed(session, status);
     }
-    if (run > 0) { /* run 0 warms caches and the thread pool */
+    if (run > 0) { /* run 0 warms caches, the thread pool and scratch */
       prefill_time += t1 - t0;
       decode_time += t2 - t1;
+    } else {
+      warm_allocations = moert_session_scratch_allocations(session);
     }
   }
   free(prompt);
@@ -347,18 +350,24 @@ static int run_bench(moert_session_t *session, const options_t *o) {
   double decode_tps = o->gen_len ? o->gen_len * o->repeat / decode_time : 0.0;
   int threads =
       o->threads > 0 ? o->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+  /* Kernel scratch blocks allocated during the timed runs: 0 when every
+   * call reuses what the warm-up run left in the pool. */
+  unsigned long long timed_allocations =
+      moert_session_scratch_allocations(session) - warm_allocations;
+  unsigned long long scratch = moert_session_scratch_bytes(session);
   if (o->json) {
     printf("{\"model\": \"%s\", \"target\": \"%s\", \"threads\": %d, "
            "\"prompt_len\": %d, \"gen_len\": %d, \"repeat\": %d, "
            "\"prefill_tokens_per_s\": %.2f, \"decode_tokens_per_s\": %.2f, "
            "\"prefill_ms\": %.3f, \"decode_ms_per_token\": %.3f, "
-           "\"session_bytes\": %llu, \"weights_bytes\": %llu}\n",
+           "\"session_bytes\": %llu, \"kernel_scratch_bytes\": %llu, "
+           "\"timed_scratch_allocations\": %llu, \"weights_bytes\": %llu}\n",
            moert_model.family, moert_model.target, threads, o->prompt_len,
            o->gen_len, o->repeat, prefill_tps, decode_tps,
            prefill_time / o->repeat * 1e3,
            o->gen_len ? decode_time / o->repeat / o->gen_len * 1e3 : 0.0,
-           (unsigned long long)moert_session_bytes(session),
-           (unsigned long long)moert_model.weights_bytes);
+           (unsigned long long)moert_session_bytes(session), scratch,
+           timed_allocations, (unsigned long long)moert_model.weights_bytes);
   } else {
     printf("model:   %s (%s)\n", moert_model.family, moert_model.target);
     printf("threads: %d, prompt %d tokens, generate %d tokens, %d runs\n",
@@ -367,6 +376,10 @@ static int run_bench(moert_session_t *session, const options_t *o) {
            prefill_time / o->repeat * 1e3);
     printf("decode:  %10.2f tokens/s  (%.3f ms per token)\n", decode_tps,
            o->gen_len ? decode_time / o->repeat / o->gen_len * 1e3 : 0.0);
+    printf("memory:  session %.2f MiB, kernel scratch %.2f MiB (%llu blocks "
+           "allocated while timed)\n",
+           (double)moert_session_bytes(session) / (1 << 20),
+           (double)scratch / (1 << 20), timed_allocations);
   }
   return 0;
 }

@@ -13,6 +13,8 @@
 
 #include "moert/session.h"
 
+#include "scratch.h"
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,8 +28,13 @@ struct moert_session_t {
   float *scratch_logits; /* [prefill_chunk, vocab] */
   float *last_logits;    /* [vocab] */
   uint64_t bytes;
+  moert_scratch_t scratch; /* the kernels' intermediates, kept across calls */
   char error[1024];
 };
+
+moert_scratch_t *moert_session_scratch(void *session) {
+  return &((moert_session_t *)session)->scratch;
+}
 
 static void session_error(moert_session_t *session, const char *format, ...) {
   va_list args;
@@ -86,6 +93,8 @@ moert_status_t moert_session_create(const moert_model_desc_t *model,
     return MOERT_STATUS_INVALID_ARGUMENT;
   }
   halide_set_error_handler(moert_on_halide_error);
+  halide_set_custom_malloc(moert_scratch_malloc);
+  halide_set_custom_free(moert_scratch_free);
 
   moert_session_t *session = calloc(1, sizeof(*session));
   if (!session) {
@@ -93,6 +102,7 @@ moert_status_t moert_session_create(const moert_model_desc_t *model,
   }
   session->model = model;
   session->context = (int32_t)context;
+  moert_scratch_init(&session->scratch);
   size_t kv_bytes = (size_t)model->n_layers * 2 * (size_t)model->n_kv_heads *
                     (size_t)context * (size_t)model->head_dim * sizeof(float);
   size_t scratch_bytes =
@@ -127,6 +137,7 @@ void moert_session_release(moert_session_t *session) {
   free(session->exec.tokens);
   free(session->scratch_logits);
   free(session->last_logits);
+  moert_scratch_destroy(&session->scratch);
   free(session);
 }
 
@@ -223,6 +234,14 @@ const char *moert_session_last_error(const moert_session_t *session) {
 
 uint64_t moert_session_bytes(const moert_session_t *session) {
   return session->bytes;
+}
+
+uint64_t moert_session_scratch_bytes(const moert_session_t *session) {
+  return session->scratch.bytes;
+}
+
+uint64_t moert_session_scratch_allocations(const moert_session_t *session) {
+  return session->scratch.allocations;
 }
 
 void moert_set_threads(int threads) {

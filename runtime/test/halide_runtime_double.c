@@ -19,6 +19,9 @@ halide_set_error_handler(halide_error_handler_t handler) {
   return previous;
 }
 
+halide_malloc_t halide_set_custom_malloc(halide_malloc_t f) { return f; }
+halide_free_t halide_set_custom_free(halide_free_t f) { return f; }
+
 int halide_set_num_threads(int n) {
   int previous = moert_test_num_threads;
   moert_test_num_threads = n;

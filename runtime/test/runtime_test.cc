@@ -19,6 +19,8 @@
 #include <vector>
 
 extern "C" halide_error_handler_t moert_test_error_handler;
+extern "C" void *moert_scratch_malloc(void *user_context, size_t bytes);
+extern "C" void moert_scratch_free(void *user_context, void *pointer);
 
 namespace {
 
@@ -272,6 +274,35 @@ TEST_F(SessionTest, KernelErrorsAreCaptured) {
   EXPECT_STREQ(moert_session_last_error(session),
                "Input buffer arg3 is accessed at 63");
   EXPECT_EQ(moert_session_position(session), 0);
+}
+
+TEST_F(SessionTest, KernelScratchIsReused) {
+  // What a kernel does on every call: allocate its intermediates, free them.
+  for (int call = 0; call < 5; ++call) {
+    void *big = moert_scratch_malloc(session, 1 << 20);
+    void *small = moert_scratch_malloc(session, 200 << 10);
+    ASSERT_NE(big, nullptr);
+    ASSERT_NE(small, nullptr);
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(big) % 128, 0u);
+    std::memset(big, 1, 1 << 20);
+    moert_scratch_free(session, small);
+    moert_scratch_free(session, big);
+  }
+  // Two blocks, made on the first call and reused by the next four.
+  EXPECT_EQ(moert_session_scratch_allocations(session), 2u);
+  EXPECT_GE(moert_session_scratch_bytes(session), (1u << 20) + (200u << 10));
+  // A much smaller large request does not take the big block.
+  void *medium = moert_scratch_malloc(session, 300 << 10);
+  EXPECT_EQ(moert_session_scratch_allocations(session), 3u);
+  moert_scratch_free(session, medium);
+  // Small blocks are not pooled: malloc's thread caches serve them.
+  void *tiny = moert_scratch_malloc(session, 16);
+  EXPECT_EQ(moert_session_scratch_allocations(session), 3u);
+  moert_scratch_free(session, tiny);
+  // Without a session (Halide's own runtime) memory is not pooled.
+  void *loose = moert_scratch_malloc(nullptr, 64);
+  ASSERT_NE(loose, nullptr);
+  moert_scratch_free(nullptr, loose);
 }
 
 TEST_F(SessionTest, ContextOption) {

@@ -47,7 +47,8 @@ def MoE_Dialect : Dialect {
     one sequence), and anything target-specific. Layout and scheduling
     decisions appear only at the kernel level (`moe.fused`, `moe.kernel`,
     `moe.call`), which the `moe-lower-pipeline` forms and a target's
-    pipeline (`moe-cpu-pipeline`) turns into Halide kernels and host code.
+    pipelines (`moe-cpu-kernel-pipeline`, `moe-cpu-host-pipeline`) turn into
+    Halide kernels and host code.
   }];
   let useDefaultTypePrinterParser = 1;
   let useDefaultAttributePrinterParser = 1;

@@ -34,8 +34,9 @@ def MoE_WeightOp : MoE_Op<"weight", [Pure]> {
     Names the checkpoint tensor(s) that hold a weight. The bytes never enter
     the IR; a compiled model stores them in its weight file.
 
-    * One name: the result is that tensor, with the prefix the importer
-      stripped (`_orig_mod.`, `module.`) already removed.
+    * One name: the result is that tensor. Names are the checkpoint's own
+      keys, prefixes such as `_orig_mod.` included, so the IR says exactly
+      which bytes a weight comes from.
     * Several names: the tensors are stacked along a new leading dimension,
       which is how per-expert tensors (`experts.{e}.w1`) become the stacked
       `[E, F, D]` operand of `moe.expert_dispatch`.

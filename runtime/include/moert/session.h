@@ -69,8 +69,14 @@ int32_t moert_session_context(const moert_session_t *session);
 /* The message of the last failure ("" if none). Owned by the session. */
 const char *moert_session_last_error(const moert_session_t *session);
 
-/* Bytes the session allocated (cache + arena + logits). */
+/* Bytes the session allocated up front (cache + arena + logits). */
 uint64_t moert_session_bytes(const moert_session_t *session);
+
+/* The kernels' scratch pool: bytes held, and blocks ever allocated. Blocks
+ * are reused across calls, so the count stops growing once every kernel
+ * has run with its largest token count. */
+uint64_t moert_session_scratch_bytes(const moert_session_t *session);
+uint64_t moert_session_scratch_allocations(const moert_session_t *session);
 
 /* Threads the kernels use (Halide's pool); <= 0 = one per core. */
 void moert_set_threads(int threads);

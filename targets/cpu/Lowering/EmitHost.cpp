@@ -272,15 +272,13 @@ LogicalResult HostEmitter::emitEntry(OpBuilder &b, func::FuncOp func) {
             operandRef(0),          operandRef(1),
             i32(layer->second),     i32(values ? 1 : 0),
             i32(type.getKvHeads()), i32(type.getHeadDim())};
+        // A write covers the new positions; a read the whole capacity.
         if (write) {
           operands.append({position, nTokens});
+          cargs.append({operandRef(2), operandRef(3)});
         } else {
           operands.push_back(callOpaque(b, l, i32Type, "moert_kv_capacity",
                                         {exec}, {operandRef(0)}));
-        }
-        if (write) {
-          cargs.append({operandRef(2), operandRef(3)});
-        } else {
           cargs.append({i32(0), operandRef(2)});
         }
         args.push_back(

@@ -268,7 +268,6 @@ FailureOr<BuiltKernel> Builder::build() {
   // The token count: the extent of the token dimension of a tensor input,
   // or 1 when every tensor has a static one.
   BuiltKernel built;
-  std::vector<ImageParam> tensorParams(kernel.getNumArguments());
   std::vector<Param<int32_t>> scalarParams;
   Expr tokens;
   bool dynamicTokens = false;
@@ -296,7 +295,6 @@ FailureOr<BuiltKernel> Builder::build() {
       }
       ImageParam param(type, static_cast<int>(shape.size()), name);
       constrainDense(param, shape);
-      tensorParams[slot.index] = param;
       Func f(name);
       std::vector<Var> vars;
       for (int i = 0; i < param.dimensions(); ++i) {
