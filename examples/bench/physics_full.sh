@@ -18,14 +18,17 @@ if [[ ! -f "$work/model/model.safetensors" ]]; then
     --preset full --seed 1
 fi
 
+# Seconds since `start` (nanoseconds), with millisecond precision.
+elapsed() { local ns=$(( $(date +%s%N) - $1 )); printf '%d.%03d' $((ns / 1000000000)) $((ns / 1000000 % 1000)); }
+
 cache="$work/kernel-cache"
 rm -rf "$cache"
-start=$(date +%s.%N)
+start=$(date +%s%N)
 "$moec" compile "$work/model" -o "$work/physics" --kernel-cache="$cache" -q
-cold=$(echo "$(date +%s.%N) - $start" | bc)
-start=$(date +%s.%N)
+cold=$(elapsed "$start")
+start=$(date +%s%N)
 "$moec" compile "$work/model" -o "$work/physics" --kernel-cache="$cache" -q
-warm=$(echo "$(date +%s.%N) - $start" | bc)
+warm=$(elapsed "$start")
 
 echo "compile (cold kernel cache): ${cold} s"
 echo "compile (warm kernel cache): ${warm} s"

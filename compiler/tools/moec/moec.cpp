@@ -29,6 +29,23 @@ using namespace llvm;
 namespace {
 
 cl::OptionCategory category("moec options");
+cl::OptionCategory
+    debugCategory("Debugging options (IR of every pass, timing, statistics)");
+
+/// Shows moec's own options and MLIR's IR-printing, timing and statistics
+/// options in --help; hides the hundreds of LLVM-internal ones.
+void organiseHelp() {
+  cl::HideUnrelatedOptions({&category, &debugCategory});
+  for (auto &entry : cl::getRegisteredOptions()) {
+    llvm::StringRef name = entry.first;
+    if (name.starts_with("mlir-print-ir") || name == "mlir-timing" ||
+        name == "mlir-pass-statistics" || name == "mlir-print-op-generic" ||
+        name == "mlir-print-debuginfo") {
+      entry.second->addCategory(debugCategory);
+      entry.second->setHiddenFlag(cl::NotHidden);
+    }
+  }
+}
 
 cl::opt<std::string> modelPath(cl::Positional, cl::desc("<model>"),
                                cl::cat(category));
@@ -100,6 +117,7 @@ int main(int argc, char **argv) {
            << "' (expected import or compile)\n";
     return usage();
   }
+  organiseHelp();
   // The command is not a flag; hide it from the option parser.
   std::vector<char *> args{argv[0]};
   args.insert(args.end(), argv + (isHelp ? 1 : 2), argv + argc);
