@@ -14,6 +14,7 @@ config.test_exec_root = os.path.join(config.moe_obj_root, "test")
 config.excludes = ["reference", "e2e", "unit", "CMakeLists.txt", "lit.cfg.py"]
 config.substitutions.append(("%PATH%", config.environment["PATH"]))
 config.substitutions.append(("%reference_python", config.moe_reference_python))
+config.substitutions.append(("%moe_obj_root", config.moe_obj_root))
 config.substitutions.append(("%fixture_dir", os.path.join(config.moe_src_root, "test", "reference")))
 
 llvm_config.use_default_substitutions()

@@ -25,7 +25,7 @@
 #include "compiler/Pipelines/Registration.h"
 #include "frontends/family/LoadModel.h"
 #include "frontends/import/ImportModel.h"
-#include "targets/cpu/CpuTargets.h"
+#include "targets/common/TargetRegistry.h"
 #include "targets/cpu/kernels/KernelCompiler.h"
 
 #include "mlir/IR/Builders.h"
@@ -324,8 +324,7 @@ LogicalResult runCompile(const DriverOptions &options) {
   MLIRContext context(registry, MLIRContext::Threading::DISABLED);
   DiagnosticPrinter printer(context);
 
-  llvm::Expected<TargetDescription> target =
-      cpu::lookupCpuTarget(options.target);
+  llvm::Expected<TargetDescription> target = lookupTarget(options.target);
   if (!target) {
     llvm::errs() << "moec: error: " << llvm::toString(target.takeError())
                  << "\n";
@@ -334,6 +333,21 @@ LogicalResult runCompile(const DriverOptions &options) {
   if (options.emit == EmitStage::Exe && options.outputPath.empty()) {
     llvm::errs() << "moec: error: compile needs -o <executable>\n";
     return failure();
+  }
+  // What linking needs is checked before any expensive work.
+  std::optional<RuntimeLocation> runtime;
+  if (options.emit == EmitStage::Obj || options.emit == EmitStage::Exe) {
+    if (llvm::Error err = checkToolchain(*target)) {
+      llvm::errs() << "moec: error: " << llvm::toString(std::move(err)) << "\n";
+      return failure();
+    }
+    llvm::Expected<RuntimeLocation> found = findRuntime(options.argv0, *target);
+    if (!found) {
+      llvm::errs() << "moec: error: " << llvm::toString(found.takeError())
+                   << "\n";
+      return failure();
+    }
+    runtime = *found;
   }
   if (options.prefillChunk < 1 || options.prefillChunk > 65536) {
     llvm::errs() << "moec: error: --prefill-chunk=" << options.prefillChunk
@@ -371,14 +385,15 @@ LogicalResult runCompile(const DriverOptions &options) {
   if (failed(runPipeline(module, buildMoECpuKernelPipeline))) {
     return failure();
   }
+  // What `--info` and the kernel-level IR show: the target as named, and
+  // its ISA.
+  module->setAttr("moe.target",
+                  StringAttr::get(&context, target->name + " (" +
+                                                target->halideTarget + ")"));
   if (options.emit == EmitStage::Kernels) {
     return emitIR();
   }
   std::string halideTarget = cpu::kernelHalideTarget(*target);
-  // What `--info` shows: the target as named, and its ISA.
-  module->setAttr("moe.target",
-                  StringAttr::get(&context, target->name + " (" +
-                                                target->halideTarget + ")"));
   if (options.emit == EmitStage::C) {
     std::string source;
     if (failed(translateHost(module, source))) {
@@ -464,12 +479,6 @@ LogicalResult runCompile(const DriverOptions &options) {
   }
   std::string hostC = work.path + "/host.c", hostO = work.path + "/host.o";
   if (failed(writeText(hostC, [&](llvm::raw_ostream &os) { os << source; }))) {
-    return failure();
-  }
-  llvm::Expected<RuntimeLocation> runtime = findRuntime(options.argv0);
-  if (!runtime) {
-    llvm::errs() << "moec: error: " << llvm::toString(runtime.takeError())
-                 << "\n";
     return failure();
   }
   if (llvm::Error err = compileHostCode(*target, *runtime, hostC, hostO)) {

@@ -1,5 +1,4 @@
-//===- Toolchain.cpp - Compiling host code and linking executables
-//---------===//
+//===- Toolchain.cpp - Compiling host code, linking executables -----------===//
 
 #include "compiler/Driver/Toolchain.h"
 
@@ -16,15 +15,21 @@ namespace mlir::moe {
 
 namespace {
 
+/// The compiler driver and the flags every use of it shares.
+std::vector<std::string> compilerDriver(const TargetDescription &target) {
+  std::vector<std::string> argv{target.cc};
+  if (!target.sysroot.empty()) {
+    argv.push_back("--sysroot=" + target.sysroot);
+  }
+  return argv;
+}
+
 /// Runs `argv`; on failure the error quotes the command and its stderr.
 llvm::Error run(const TargetDescription &target, std::vector<std::string> argv,
                 llvm::StringRef what) {
   llvm::ErrorOr<std::string> program = llvm::sys::findProgramByName(argv[0]);
   if (!program) {
-    return llvm::createStringError(
-        "cannot " + what + ": the C compiler '" + argv[0] + "' of target " +
-        target.name + " is not installed (Debian package: " + target.ccPackage +
-        ")");
+    return checkToolchain(target);
   }
   llvm::SmallString<128> errors;
   llvm::sys::fs::createTemporaryFile("moec-cc", "txt", errors);
@@ -51,7 +56,18 @@ llvm::Error run(const TargetDescription &target, std::vector<std::string> argv,
 
 } // namespace
 
-llvm::Expected<RuntimeLocation> findRuntime(const char *argv0) {
+llvm::Error checkToolchain(const TargetDescription &target) {
+  if (!llvm::sys::findProgramByName(target.cc)) {
+    return llvm::createStringError(
+        "--target=" + target.name + " needs the C compiler '" + target.cc +
+        "', which is not installed: install the Debian package " +
+        target.ccPackage);
+  }
+  return llvm::Error::success();
+}
+
+llvm::Expected<RuntimeLocation> findRuntime(const char *argv0,
+                                            const TargetDescription &target) {
   RuntimeLocation location;
   location.halideIncludeDir = MOEC_HALIDE_INCLUDE_DIR;
   std::string root;
@@ -64,16 +80,17 @@ llvm::Expected<RuntimeLocation> findRuntime(const char *argv0) {
     root =
         llvm::sys::path::parent_path(llvm::sys::path::parent_path(exe)).str();
   }
-  location.libDir = root + "/lib";
+  location.libDir = root + "/" + target.runtimeDir;
   location.includeDir = root + "/include";
   for (const std::string &file :
        {location.libDir + "/libmoert.a", location.libDir + "/libmoert_main.a",
         location.includeDir + "/moert/host_abi.h"}) {
     if (!llvm::sys::fs::exists(file)) {
       return llvm::createStringError(
-          "the moec runtime is missing: " + file +
-          " does not exist (set MOEC_RUNTIME_DIR to a directory with lib/ "
-          "and include/, or rebuild moec)");
+          "the moec runtime for --target=" + target.name + " is missing: " +
+          file + " does not exist (rebuild moec with " + target.ccPackage +
+          " installed, or set MOEC_RUNTIME_DIR to a directory with " +
+          target.runtimeDir + "/ and include/)");
     }
   }
   return location;
@@ -82,7 +99,7 @@ llvm::Expected<RuntimeLocation> findRuntime(const char *argv0) {
 llvm::Error compileHostCode(const TargetDescription &target,
                             const RuntimeLocation &runtime,
                             llvm::StringRef source, llvm::StringRef object) {
-  std::vector<std::string> argv{target.cc};
+  std::vector<std::string> argv = compilerDriver(target);
   argv.insert(argv.end(), target.cflags.begin(), target.cflags.end());
   argv.insert(argv.end(), {"-std=c11", "-fPIC", "-I" + runtime.includeDir,
                            "-I" + runtime.halideIncludeDir, "-c", source.str(),
@@ -94,7 +111,8 @@ llvm::Error linkExecutable(const TargetDescription &target,
                            const RuntimeLocation &runtime,
                            const std::vector<std::string> &objects,
                            llvm::StringRef output) {
-  std::vector<std::string> argv{target.cc, "-o", output.str()};
+  std::vector<std::string> argv = compilerDriver(target);
+  argv.insert(argv.end(), {"-o", output.str()});
   argv.insert(argv.end(), objects.begin(), objects.end());
   argv.insert(argv.end(), {runtime.libDir + "/libmoert_main.a",
                            runtime.libDir + "/libmoert.a"});

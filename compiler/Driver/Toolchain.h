@@ -1,5 +1,4 @@
-//===- Toolchain.h - Compiling host code and linking executables -*- C++
-//-*-===//
+//===- Toolchain.h - Compiling host code, linking executables ---*- C++ -*-===//
 
 #ifndef MOE_COMPILER_DRIVER_TOOLCHAIN_H
 #define MOE_COMPILER_DRIVER_TOOLCHAIN_H
@@ -21,10 +20,15 @@ struct RuntimeLocation {
   std::string halideIncludeDir;
 };
 
-/// Finds the runtime: $MOEC_RUNTIME_DIR if set, else next to the moec
-/// executable (<bin>/../lib and <bin>/../include), as in the build tree
-/// and after installation.
-llvm::Expected<RuntimeLocation> findRuntime(const char *argv0);
+/// Finds `target`'s runtime: under $MOEC_RUNTIME_DIR if set, else next to
+/// the moec executable (<bin>/../<runtime_dir> and <bin>/../include), as in
+/// the build tree and after installation.
+llvm::Expected<RuntimeLocation> findRuntime(const char *argv0,
+                                            const TargetDescription &target);
+
+/// Fails, naming the Debian package, when `target`'s C compiler is not
+/// installed: checked before any expensive work.
+llvm::Error checkToolchain(const TargetDescription &target);
 
 /// Compiles the host C file `source` to `object` for `target`.
 llvm::Error compileHostCode(const TargetDescription &target,

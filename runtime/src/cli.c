@@ -294,6 +294,8 @@ static int run_generate(moert_session_t *session, const options_t *o,
     }
   }
   putchar('\n');
+  // The tokens before the statistics, when both go to one terminal or file.
+  fflush(stdout);
   double done = now_seconds();
   fprintf(stderr,
           "prompt: %d tokens in %.1f ms; generated %d tokens in %.1f ms "

@@ -1,15 +1,21 @@
 //===- TargetDescription.h - What moec needs to know of a target -*- C++
 //-*-===//
 //
-// A target as data: the triple, the Halide target its kernels are compiled
-// for, the vector width its schedules use, and the toolchain that compiles
-// its host code and links the executable. Schedules consult this, never a
-// hard-coded ISA.
+// A target as data (targets/<t>/*.json, or a file the user names with
+// --target=board.json): the triple, the Halide target its kernels are
+// compiled for, the vector width and register count its schedules size
+// their tiles with, the C toolchain that compiles its host code and links
+// the executable, the emulator tests run it under, and where its prebuilt
+// runtime lives. Schedules consult this, never a hard-coded ISA; adding a
+// target is a new description, not edits across the compiler.
 //
 //===----------------------------------------------------------------------===//
 
 #ifndef MOE_TARGETS_COMMON_TARGETDESCRIPTION_H
 #define MOE_TARGETS_COMMON_TARGETDESCRIPTION_H
+
+#include "llvm/Support/Error.h"
+#include "llvm/Support/JSON.h"
 
 #include <string>
 #include <vector>
@@ -17,27 +23,50 @@
 namespace mlir::moe {
 
 struct TargetDescription {
-  /// The --target name: host, x86-64, x86-64-avx2, x86-64-avx512, ...
+  /// The --target name: host, x86-64, x86-64-avx2, x86-64-avx512, aarch64.
   std::string name;
   /// One line for `--target=help`.
   std::string summary;
-  /// LLVM triple of the host code and executable.
+  /// The code generator that compiles it: "cpu" (x86-64 and AArch64).
+  std::string backend = "cpu";
+  /// Triple of the host code and executable, e.g. aarch64-linux-gnu.
   std::string triple;
   /// Halide target string of the kernels, without the features moec adds
   /// itself (user_context, no_runtime).
   std::string halideTarget;
-  /// Bytes in one vector register the kernels are scheduled for.
+  /// Bytes in one vector register, and how many registers there are: the
+  /// schedules size vectors and register tiles from them.
   int vectorBytes = 16;
-  /// C compiler driver for the host code and the link.
+  int vectorRegisters = 16;
+  /// The C compiler driver of the host code and the link, its flags, and
+  /// the Debian package that provides it (named in errors).
   std::string cc;
-  /// Flags every compile and link of this target gets.
   std::vector<std::string> cflags;
   std::vector<std::string> ldflags;
-  /// The Debian package that provides `cc`, named in errors.
   std::string ccPackage;
+  /// The root of the target's C library and headers, given to the compiler
+  /// as --sysroot; empty when the compiler knows its own (as Debian's cross
+  /// compilers do).
+  std::string sysroot;
+  /// The command that runs an executable of this target on this machine
+  /// (tests, benchmarks), and its package; empty when it runs natively.
+  std::vector<std::string> emulator;
+  std::string emulatorPackage;
+  /// Where the target's libmoert.a and libmoert_main.a are, relative to
+  /// moec's installation root (`lib` beside moec's `bin`).
+  std::string runtimeDir = "lib";
+  /// Where the description came from, for messages.
+  std::string source;
 
   int floatLanes() const { return vectorBytes / 4; }
+
+  llvm::json::Value toJson() const;
 };
+
+/// Reads a description from JSON; `source` names it in errors, which also
+/// name the field at fault.
+llvm::Expected<TargetDescription>
+parseTargetDescription(const llvm::json::Value &value, llvm::StringRef source);
 
 } // namespace mlir::moe
 

@@ -3,17 +3,23 @@
 
 1. Writes a random-weight checkpoint in the published on-disk format
    (test/reference/make_fixture.py), with seeds checked for top-k margins.
-2. Compiles it with moec.
+2. Compiles it with moec for --target (default: host).
 3. For every prompt: runs the executable's prefill (--logits-out) and its
    token-by-token decode (--logits-out --decode), and compares both with
    the independent PyTorch reference under the DESIGN.md tolerance
    (max |got - ref| <= 1e-4 * max(1, range of the reference row)).
 4. Greedy generation (-n) must produce the reference's greedy tokens.
 
+Executables of another architecture run under the target's emulator (from
+`moec targets --json`, e.g. qemu-aarch64). An x86 variant whose ISA
+extensions this CPU lacks cannot run here: the test is then skipped (exit
+77, which ctest reports as skipped, never as passed).
+
 Prints "N passed, N failed" last; exits 1 on any failure.
 """
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -30,6 +36,36 @@ import physics_model  # noqa: E402
 import torch  # noqa: E402
 
 TOLERANCE = 1e-4
+SKIPPED = 77
+
+
+def halide_features(halide_target):
+    """The feature set of a Halide target string (arch-bits-os-features)."""
+    return set(halide_target.split("-")[3:])
+
+
+def runner_for(moec, name):
+    """The command prefix that runs `name`'s executables here, or why none
+    can run here."""
+    targets = {t["name"]: t for t in json.loads(run([moec, "targets", "--json"]).stdout)}
+    if name not in targets:
+        raise RuntimeError("moec has no target '%s' (known: %s)" % (name, ", ".join(targets)))
+    target, host = targets[name], targets["host"]
+    emulator = target["emulator"]["command"]
+    if emulator:
+        # install-deps installs it: a missing emulator is a broken set-up,
+        # not a reason to skip.
+        if not shutil.which(emulator[0]):
+            raise RuntimeError("--target=%s runs under %s, which is not installed "
+                               "(Debian package %s)" % (name, emulator[0],
+                                                        target["emulator"]["package"]))
+        return emulator, None
+    if target["halide_target"].split("-")[:2] != host["halide_target"].split("-")[:2]:
+        return None, "it is another architecture and names no emulator"
+    missing = halide_features(target["halide_target"]) - halide_features(host["halide_target"])
+    if missing:
+        return None, "this CPU lacks %s" % ", ".join(sorted(missing))
+    return [], None
 
 
 def run(cmd, **kw):
@@ -59,6 +95,7 @@ def compare(got, ref, what):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--moec", required=True)
+    ap.add_argument("--target", default="host", help="a target from `moec targets`")
     ap.add_argument("--preset", default="tiny")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--prefix", default="")
@@ -71,6 +108,10 @@ def main():
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args()
 
+    runner, why_not = runner_for(args.moec, args.target)
+    if why_not:
+        print("skipped: --target=%s cannot run here: %s" % (args.target, why_not))
+        return SKIPPED
     work = tempfile.mkdtemp(prefix="moec-e2e-")
     passed = failed = 0
     try:
@@ -84,7 +125,8 @@ def main():
             make += ["--dtype", args.dtype]
         run(make)
         exe = os.path.join(work, "model.exe")
-        compile_cmd = [args.moec, "compile", model_dir, "-o", exe, "-q"]
+        compile_cmd = [args.moec, "compile", model_dir, "-o", exe, "-q",
+                       "--target=" + args.target]
         if args.prefill_chunk:
             compile_cmd.append("--prefill-chunk=%d" % args.prefill_chunk)
         if args.prefill_strategy:
@@ -99,7 +141,7 @@ def main():
                 ref = reference.forward(tokens).numpy().astype(np.float32)
             for mode in ["prefill", "decode"]:
                 out = os.path.join(work, "logits.f32")
-                cmd = [exe, "--tokens", prompt, "--logits-out", out]
+                cmd = runner + [exe, "--tokens", prompt, "--logits-out", out]
                 if mode == "decode":
                     cmd.append("--decode")
                 run(cmd)
@@ -119,7 +161,7 @@ def main():
                         logits = reference.forward(sequence)[-1]
                         sequence.append(int(torch.argmax(logits)))
                 want = sequence[len(tokens):]
-                out = run([exe, "--tokens", prompt, "-n", str(args.generate)])
+                out = run(runner + [exe, "--tokens", prompt, "-n", str(args.generate)])
                 got = [int(t) for t in out.stdout.strip().split(",")]
                 if got == want:
                     print("  ok  greedy generation after %d tokens" % len(tokens))
@@ -132,7 +174,7 @@ def main():
             print("kept " + work)
         else:
             shutil.rmtree(work, ignore_errors=True)
-    print("%d passed, %d failed" % (passed, failed))
+    print("%d passed, %d failed (--target=%s)" % (passed, failed, args.target))
     return 1 if failed else 0
 
 

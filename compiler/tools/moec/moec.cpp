@@ -11,7 +11,7 @@
 
 #include "compiler/Driver/Driver.h"
 #include "compiler/Pipelines/Registration.h"
-#include "targets/cpu/CpuTargets.h"
+#include "targets/common/TargetRegistry.h"
 
 #include "mlir/IR/AsmState.h"
 #include "mlir/IR/MLIRContext.h"
@@ -20,6 +20,7 @@
 #include "llvm/Support/CommandLine.h"
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/InitLLVM.h"
+#include "llvm/Support/JSON.h"
 #include "llvm/Support/raw_ostream.h"
 
 #include <cstring>
@@ -56,10 +57,12 @@ cl::opt<std::string>
            cl::desc("family name or description file (default: detect from the "
                     "checkpoint's tensor names)"),
            cl::value_desc("name|file.json"), cl::cat(category));
-cl::opt<std::string> target("target",
-                            cl::desc("target to compile for; 'help' lists "
-                                     "them (default: host)"),
-                            cl::init("host"), cl::cat(category));
+cl::opt<std::string>
+    target("target",
+           cl::desc("target to compile for: a name from `moec targets`, or a "
+                    "description file; 'help' lists them (default: host)"),
+           cl::value_desc("name|file.json"), cl::init("host"),
+           cl::cat(category));
 cl::opt<std::string> emit(
     "emit",
     cl::desc("stop after a stage and write it: moe | lowered | kernels | c | "
@@ -88,11 +91,15 @@ cl::opt<bool> noKernelCache("no-kernel-cache",
                             cl::desc("compile every kernel afresh"),
                             cl::cat(category));
 cl::opt<bool> quiet("q", cl::desc("print errors only"), cl::cat(category));
+cl::opt<bool> asJson("json",
+                     cl::desc("with `moec targets`: the descriptions as JSON"),
+                     cl::cat(category));
 
 int usage() {
   errs() << "usage: moec import <model> [-o model.mlir] [--family=NAME|FILE]\n"
             "       moec compile <model> -o <exe> [--target=T] "
             "[--emit=STAGE] [options]\n"
+            "       moec targets [--json]\n"
             "       moec --help\n";
   return 1;
 }
@@ -112,9 +119,10 @@ int main(int argc, char **argv) {
   std::string command = argv[1];
   bool isHelp =
       command == "--help" || command == "-h" || command == "--help-hidden";
-  if (!isHelp && command != "import" && command != "compile") {
+  if (!isHelp && command != "import" && command != "compile" &&
+      command != "targets") {
     errs() << "moec: error: unknown command '" << command
-           << "' (expected import or compile)\n";
+           << "' (expected import, compile or targets)\n";
     return usage();
   }
   organiseHelp();
@@ -125,15 +133,20 @@ int main(int argc, char **argv) {
                                    "moec: compiles Mixture-of-Experts models "
                                    "into native executables\n\n"
                                    "  moec import  <model> [-o model.mlir]\n"
-                                   "  moec compile <model> -o <exe>\n",
+                                   "  moec compile <model> -o <exe>\n"
+                                   "  moec targets [--json]\n",
                                    &errs())) {
     return 1;
   }
-  if (target == "help") {
-    outs() << "targets (--target=NAME):\n";
-    for (const auto &t : mlir::moe::cpu::cpuTargets()) {
-      outs() << formatv("  {0,-14} {1}\n  {2,-14} halide: {3}; needs: {4}\n",
-                        t.name, t.summary, "", t.halideTarget, t.ccPackage);
+  if (command == "targets" || target == "help") {
+    if (asJson) {
+      llvm::json::Array all;
+      for (const auto &t : mlir::moe::builtinTargets()) {
+        all.push_back(t.toJson());
+      }
+      outs() << formatv("{0:2}\n", llvm::json::Value(std::move(all)));
+    } else {
+      outs() << mlir::moe::describeTargets();
     }
     return 0;
   }

@@ -251,6 +251,7 @@ OpFuncs linear(const KernelEnv &env, const TensorFunc &input,
   }
 
   int lanes = env.lanes;
+  int gemmVectors = env.tileVectors(4);
   bool single = env.singleToken;
   bool reshaped = resultShape.size() != 2;
   int rank = static_cast<int>(resultShape.size());
@@ -281,7 +282,7 @@ OpFuncs linear(const KernelEnv &env, const TensorFunc &input,
     } else {
       // Matrix-matrix: tiles of (features x 4 tokens); each weight vector
       // loaded once per tile serves 4 tokens.
-      int tile = staticTile(n, lanes, 2);
+      int tile = staticTile(n, lanes, gemmVectors);
       int vec = std::min(lanes, tile);
       target.split(nv, no, ni, tile, TailStrategy::ShiftInwards)
           .split(t, to, ti, 4, TailStrategy::GuardWithIf)
@@ -630,9 +631,10 @@ OpFuncs expertDispatchGrouped(const KernelEnv &env, const TensorFunc &input,
   const int width = static_cast<int>(up.shape[1]);  // D (stored [E, D, F])
   const int hidden = static_cast<int>(up.shape[2]); // F
   const int topK = static_cast<int>(indices.shape[1]);
-  // Rows per block: one block is one expert's matrix-matrix tile. Eight
-  // rows times two vectors of F keep 16 accumulators in registers.
+  // Rows per block: one block is one expert's matrix-matrix tile, of eight
+  // rows by as many vectors of features as the registers allow.
   const int block = 8;
+  const int blockVectors = env.tileVectors(block);
   Expr assignments = env.tokens * topK;
   // Upper bound on the padded rows: every expert may waste block - 1.
   Expr rows = assignments + experts * (block - 1);
@@ -717,7 +719,7 @@ OpFuncs expertDispatchGrouped(const KernelEnv &env, const TensorFunc &input,
     // feature loop, where the producers of a tile are computed.
     auto tileRowBlocks = [&](Func f, Var feature, int extent) {
       Var so("so"), si("si"), fo("fo"), fi("fi");
-      int tile = staticTile(extent, lanes, 2);
+      int tile = staticTile(extent, lanes, blockVectors);
       f.compute_root()
           .split(s, so, si, block)
           .split(feature, fo, fi, tile, TailStrategy::ShiftInwards)
@@ -727,11 +729,11 @@ OpFuncs expertDispatchGrouped(const KernelEnv &env, const TensorFunc &input,
       return fo;
     };
     Var fo = tileRowBlocks(hid, f, hidden);
-    int fvec = std::min(lanes, staticTile(hidden, lanes, 2));
+    int fvec = std::min(lanes, staticTile(hidden, lanes, blockVectors));
     scheduleExpertProjections(gated ? std::vector<Func>{upProj, gateProj}
                                     : std::vector<Func>{upProj},
                               hid, fo, f, fvec, rd, s);
-    int dtile = staticTile(model, lanes, 2);
+    int dtile = staticTile(model, lanes, blockVectors);
     int dvec = std::min(lanes, dtile);
     Var ro("ro"), ri("ri"), so("so"), si("si"), dox("do"), di("di");
     tileRowBlocks(rowOut, d, model);

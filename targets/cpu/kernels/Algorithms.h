@@ -19,6 +19,7 @@
 
 #include <Halide.h>
 
+#include <algorithm>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -41,8 +42,18 @@ struct TensorFunc {
 /// What every algorithm of one kernel shares.
 struct KernelEnv {
   const TargetDescription *target = nullptr;
-  /// f32 lanes of a vector register.
+  /// f32 lanes of a vector register, and how many vector registers there
+  /// are (from the target description).
   int lanes = 4;
+  int registers = 16;
+
+  /// Vectors of output features in a matrix-matrix register tile of `rows`
+  /// tokens: its accumulators take at most half the registers, leaving the
+  /// rest to the loaded weights and inputs (four rows: 2 vectors with 16
+  /// registers as on AVX2, 4 with 32 as on AVX-512 and NEON).
+  int tileVectors(int rows) const {
+    return std::clamp(registers / 2 / rows, 1, 4);
+  }
   /// The number of tokens of this call, and whether it is known to be 1
   /// (decode), which changes schedules from matrix-matrix to matrix-vector.
   Halide::Expr tokens;

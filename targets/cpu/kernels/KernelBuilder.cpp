@@ -264,6 +264,7 @@ FailureOr<BuiltKernel> Builder::build() {
   Block &body = kernel.getBody().front();
   env.target = &target;
   env.lanes = target.floatLanes();
+  env.registers = target.vectorRegisters;
 
   // The token count: the extent of the token dimension of a tensor input,
   // or 1 when every tensor has a static one.
