@@ -1,5 +1,4 @@
-//===- Driver.cpp - The library behind moec
-//--------------------------------===//
+//===- Driver.cpp - The library behind moec -------------------------------===//
 //
 // `moec compile` in order (DESIGN.md §3):
 //   1. load and recognise the model (frontends), import it as moe IR;

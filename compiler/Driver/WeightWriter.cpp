@@ -1,5 +1,4 @@
-//===- WeightWriter.cpp - Writing a compiled model's weight file
-//-----------===//
+//===- WeightWriter.cpp - Writing a compiled model's weight file ----------===//
 //
 // Weights are produced one at a time in offset order and hashed as they are
 // written; padding between weights is zeros and part of the hash, exactly as

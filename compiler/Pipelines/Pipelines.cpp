@@ -1,5 +1,4 @@
-//===- Pipelines.cpp - The named pass pipelines of moec
-//--------------------===//
+//===- Pipelines.cpp - The named pass pipelines of moec -------------------===//
 
 #include "compiler/Pipelines/Pipelines.h"
 

@@ -1,5 +1,4 @@
-//===- Registration.cpp - Everything moe tools register
-//--------------------===//
+//===- Registration.cpp - Everything moe tools register -------------------===//
 
 #include "compiler/Pipelines/Registration.h"
 

@@ -1,5 +1,4 @@
-//===- DType.cpp - Element types of checkpoint tensors
-//---------------------===//
+//===- DType.cpp - Element types of checkpoint tensors --------------------===//
 
 #include "frontends/checkpoint/DType.h"
 

@@ -1,5 +1,4 @@
-//===- MappedFile.cpp - A read-only memory-mapped file
-//---------------------===//
+//===- MappedFile.cpp - A read-only memory-mapped file --------------------===//
 
 #include "frontends/checkpoint/MappedFile.h"
 

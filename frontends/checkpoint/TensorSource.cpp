@@ -1,5 +1,4 @@
-//===- TensorSource.cpp - Named tensors of a checkpoint
-//--------------------===//
+//===- TensorSource.cpp - Named tensors of a checkpoint -------------------===//
 
 #include "frontends/checkpoint/TensorSource.h"
 

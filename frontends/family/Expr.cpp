@@ -1,5 +1,4 @@
-//===- Expr.cpp - Arithmetic in family descriptions
-//------------------------===//
+//===- Expr.cpp - Arithmetic in family descriptions -----------------------===//
 //
 // A recursive-descent evaluator. Expressions are a line long, so recursion
 // depth is bounded by a fixed limit rather than by the text.

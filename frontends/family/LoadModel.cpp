@@ -1,5 +1,4 @@
-//===- LoadModel.cpp - From a model path to a ModelDescription
-//-------------===//
+//===- LoadModel.cpp - From a model path to a ModelDescription ------------===//
 //
 // Compiled with exceptions on (nlohmann_json).
 //

@@ -1,5 +1,4 @@
-//===- Recognizer.cpp - Family descriptions and the recogniser
-//-------------===//
+//===- Recognizer.cpp - Family descriptions and the recogniser ------------===//
 //
 // Algorithm (recognizeModel):
 //   1. Map the checkpoint's keys to stripped names (`strip_prefixes`),

@@ -1,5 +1,4 @@
-//===- ImportModel.cpp - ModelDescription to moe IR
-//------------------------===//
+//===- ImportModel.cpp - ModelDescription to moe IR -----------------------===//
 //
 // One code path for every family: the description says which variant each
 // step takes, and this file only translates that into ops. The order of

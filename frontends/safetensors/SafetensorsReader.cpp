@@ -1,5 +1,4 @@
-//===- SafetensorsReader.cpp - Bounds-checked safetensors reader
-//-----------===//
+//===- SafetensorsReader.cpp - Bounds-checked safetensors reader ----------===//
 //
 // Validation happens in three passes: the 8-byte prefix and header bounds,
 // the JSON (parsed with a callback that rejects duplicate keys and nesting

@@ -1,5 +1,4 @@
-//===- KernelAbi.cpp - How a compiled kernel is called
-//---------------------===//
+//===- KernelAbi.cpp - How a compiled kernel is called --------------------===//
 
 #include "targets/common/KernelAbi.h"
 

@@ -1,9 +1,8 @@
-//===- TargetDescription.cpp - What moec needs to know of a target ---------===//
+//===- TargetDescription.cpp - What moec knows of a target ----------------===//
 
 #include "targets/common/TargetDescription.h"
 
 #include "llvm/ADT/StringExtras.h"
-
 
 namespace mlir::moe {
 
@@ -82,8 +81,8 @@ public:
   void onlyKeys(llvm::ArrayRef<llvm::StringRef> known) {
     for (const auto &entry : object) {
       if (!llvm::is_contained(known, llvm::StringRef(entry.first))) {
-        fail(entry.first, "unknown field (expected one of " +
-                              llvm::join(known, ", ") + ")");
+        fail(entry.first,
+             "unknown field (expected one of " + llvm::join(known, ", ") + ")");
         return;
       }
     }

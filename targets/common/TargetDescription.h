@@ -1,5 +1,4 @@
-//===- TargetDescription.h - What moec needs to know of a target -*- C++
-//-*-===//
+//===- TargetDescription.h - What moec knows of a target --------*- C++ -*-===//
 //
 // A target as data (targets/<t>/*.json, or a file the user names with
 // --target=board.json): the triple, the Halide target its kernels are

@@ -1,4 +1,4 @@
-//===- TargetRegistry.cpp - The targets moec compiles for ------------------===//
+//===- TargetRegistry.cpp - The targets moec compiles for -----------------===//
 //
 // Compiled with exceptions on: resolving `host` asks libHalide.
 //
@@ -53,8 +53,8 @@ llvm::Expected<std::vector<TargetDescription>>
 parseTargetFile(llvm::StringRef text, llvm::StringRef source) {
   llvm::Expected<llvm::json::Value> json = llvm::json::parse(text);
   if (!json) {
-    return llvm::createStringError(source + ": not valid JSON: " +
-                                   llvm::toString(json.takeError()));
+    return llvm::createStringError(
+        source + ": not valid JSON: " + llvm::toString(json.takeError()));
   }
   std::vector<TargetDescription> targets;
   std::vector<const llvm::json::Value *> entries;
@@ -81,8 +81,8 @@ parseTargetFile(llvm::StringRef text, llvm::StringRef source) {
 std::vector<TargetDescription> makeTargets() {
   std::vector<TargetDescription> targets;
   for (const EmbeddedFile &file : kEmbeddedFiles) {
-    auto parsed = parseTargetFile(file.text,
-                                  std::string("built-in:") + file.file);
+    auto parsed =
+        parseTargetFile(file.text, std::string("built-in:") + file.file);
     // test/targets/common/targets.test parses them all; a broken one is a
     // bug in moec, reported rather than hidden.
     if (!parsed) {
@@ -96,8 +96,8 @@ std::vector<TargetDescription> makeTargets() {
   // extension Halide finds here.
   Halide::Target hostTarget =
       Halide::get_host_target().without_feature(Halide::Target::JIT);
-  std::string arch = hostTarget.arch == Halide::Target::ARM ? "aarch64"
-                                                            : "x86-64";
+  std::string arch =
+      hostTarget.arch == Halide::Target::ARM ? "aarch64" : "x86-64";
   std::optional<TargetDescription> host;
   for (TargetDescription &target : targets) {
     if (Halide::Target(target.halideTarget).arch != hostTarget.arch) {
@@ -154,10 +154,9 @@ llvm::Expected<TargetDescription> lookupTarget(llvm::StringRef nameOrPath) {
     }
     return parsed->front();
   }
-  return llvm::createStringError("--target=" + nameOrPath +
-                                 ": unknown target (known: " +
-                                 llvm::join(names, ", ") +
-                                 "; or the path of a description .json)");
+  return llvm::createStringError(
+      "--target=" + nameOrPath + ": unknown target (known: " +
+      llvm::join(names, ", ") + "; or the path of a description .json)");
 }
 
 std::string describeTargets() {

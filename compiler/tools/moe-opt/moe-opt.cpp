@@ -1,5 +1,4 @@
-//===- moe-opt.cpp - Runs moe passes and pipelines on IR
-//-------------------===//
+//===- moe-opt.cpp - Runs moe passes and pipelines on IR ------------------===//
 //
 // mlir-opt for the moe dialect: registers only the dialects moe IR can
 // contain, and every moe pass and pipeline, so that lit tests and users run

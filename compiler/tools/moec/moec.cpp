@@ -1,5 +1,4 @@
-//===- moec.cpp - The moec compiler driver
-//---------------------------------===//
+//===- moec.cpp - The moec compiler driver --------------------------------===//
 //
 //   moec import  <model> [-o model.mlir] [--family=NAME|FILE]
 //   moec compile <model> -o <exe> [--target=T] [--emit=STAGE] [options]

@@ -1,5 +1,4 @@
-//===- MoEDialect.cpp - The moe dialect
-//------------------------------------===//
+//===- MoEDialect.cpp - The moe dialect -----------------------------------===//
 
 #include "dialects/MoE/IR/MoEDialect.h"
 #include "dialects/MoE/IR/MoEOps.h"

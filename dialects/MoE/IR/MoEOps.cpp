@@ -1,5 +1,4 @@
-//===- MoEOps.cpp - Operations of the moe dialect
-//--------------------------===//
+//===- MoEOps.cpp - Operations of the moe dialect -------------------------===//
 //
 // Verifiers for the rules ODS cannot state (shapes that relate several
 // operands and attributes), memory effects on session state, and the

@@ -1,5 +1,4 @@
-//===- MoEOps.h - Operations of the moe dialect ------------------*- C++
-//-*-===//
+//===- MoEOps.h - Operations of the moe dialect -----------------*- C++ -*-===//
 //
 // The generated op classes. See MoEOps.td for what each op means.
 //

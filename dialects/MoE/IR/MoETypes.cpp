@@ -1,5 +1,4 @@
-//===- MoETypes.cpp - Types of the moe dialect
-//-----------------------------===//
+//===- MoETypes.cpp - Types of the moe dialect ----------------------------===//
 //
 // Verifiers of the session-state types: every size must be positive, and
 // the element type a float, because the kernels that read the state index it

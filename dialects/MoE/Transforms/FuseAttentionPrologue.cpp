@@ -1,5 +1,4 @@
-//===- FuseAttentionPrologue.cpp - Per-head ops with the cache write
-//-------===//
+//===- FuseAttentionPrologue.cpp - Per-head ops with the cache write ------===//
 //
 // Algorithm:
 //   1. For each moe.kv_cache_write, find the moe.cached_attention that reads

@@ -1,5 +1,4 @@
-//===- FuseGatedFfn.cpp - Gate and up projections with their activation
-//----===//
+//===- FuseGatedFfn.cpp - Gate and up projections with their activation ---===//
 
 #include "dialects/MoE/Transforms/Passes.h"
 

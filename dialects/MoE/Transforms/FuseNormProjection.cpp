@@ -1,5 +1,4 @@
-//===- FuseNormProjection.cpp - Norms with the projections reading them
-//----===//
+//===- FuseNormProjection.cpp - Norms with the projections reading them ---===//
 //
 // A norm over the model width is cheap to compute and is read by one or
 // more projections (Q/K/V; router and shared expert; the logits). Computing

@@ -1,5 +1,4 @@
-//===- FuseResidualAdd.cpp - Projections with the sums they feed
-//-----------===//
+//===- FuseResidualAdd.cpp - Projections with the sums they feed ----------===//
 
 #include "dialects/MoE/Transforms/Passes.h"
 

@@ -1,5 +1,4 @@
-//===- OutlineKernels.cpp - Fused groups and compute ops become kernels
-//----===//
+//===- OutlineKernels.cpp - Fused groups and compute ops become kernels ---===//
 //
 // Algorithm, for every function of the module:
 //   1. Each top-level `moe.fused` and each compute op (anything but

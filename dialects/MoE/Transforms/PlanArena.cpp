@@ -1,5 +1,4 @@
-//===- PlanArena.cpp - Static memory plan of every entry point
-//-------------===//
+//===- PlanArena.cpp - Static memory plan of every entry point ------------===//
 //
 // Algorithm, per function (straight-line code):
 //   1. Number the ops. A tensor produced by a moe.call lives from its call to

@@ -1,5 +1,4 @@
-//===- PlanWeights.cpp - Layout of the compiled weight file
-//----------------===//
+//===- PlanWeights.cpp - Layout of the compiled weight file ---------------===//
 
 #include "dialects/MoE/Transforms/Passes.h"
 

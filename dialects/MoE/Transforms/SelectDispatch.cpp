@@ -1,5 +1,4 @@
-//===- SelectDispatch.cpp - Choose expert-dispatch strategies
-//--------------===//
+//===- SelectDispatch.cpp - Choose expert-dispatch strategies -------------===//
 //
 // Decode reads k experts' weights for one token; gathering them per token is
 // the only sensible way. Prefill visits many tokens per expert, where

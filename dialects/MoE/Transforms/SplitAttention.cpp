@@ -1,5 +1,4 @@
-//===- SplitAttention.cpp - Attention as a cache write and a cache read
-//----===//
+//===- SplitAttention.cpp - Attention as a cache write and a cache read ---===//
 
 #include "dialects/MoE/Transforms/Passes.h"
 

@@ -1,5 +1,4 @@
-//===- Fusion.cpp - Forming moe.fused groups
-//-------------------------------===//
+//===- Fusion.cpp - Forming moe.fused groups ------------------------------===//
 //
 // Algorithm:
 //   1. Sort the requested ops by position; the first one is the anchor.

@@ -1,5 +1,4 @@
-//===- AssignWeightLayouts.cpp - Storage layout of each weight for CPUs
-//----===//
+//===- AssignWeightLayouts.cpp - Storage layout of each weight for CPUs ---===//
 //
 // A projection y[t, n] = sum_k x[t, k] W[n, k] is computed by the CPU
 // kernels with n innermost in vector registers. Stored as PyTorch ships it,

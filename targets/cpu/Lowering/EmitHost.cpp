@@ -1,5 +1,4 @@
-//===- EmitHost.cpp - Host functions as EmitC
-//------------------------------===//
+//===- EmitHost.cpp - Host functions as EmitC -----------------------------===//
 //
 // Algorithm:
 //   1. Declare every kernel as an external C function with the machine

@@ -1,5 +1,4 @@
-//===- Algorithms.cpp - Halide algorithms of the moe ops
-//-------------------===//
+//===- Algorithms.cpp - Halide algorithms of the moe ops ------------------===//
 //
 // Each function builds Funcs for one op and a schedule for materialising its
 // result. Schedules only look at the KernelEnv (vector lanes from the target

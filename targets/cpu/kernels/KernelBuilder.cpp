@@ -1,5 +1,4 @@
-//===- KernelBuilder.cpp - A moe.kernel as a Halide pipeline
-//---------------===//
+//===- KernelBuilder.cpp - A moe.kernel as a Halide pipeline --------------===//
 //
 // Algorithm:
 //   1. Create the pipeline's parameters from the kernel ABI: an ImageParam

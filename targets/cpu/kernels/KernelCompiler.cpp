@@ -1,5 +1,4 @@
-//===- KernelCompiler.cpp - Compile and cache a module's kernels
-//-----------===//
+//===- KernelCompiler.cpp - Compile and cache a module's kernels ----------===//
 //
 // Algorithm:
 //   1. Key every kernel: hash(content hash, symbol, Halide target, Halide

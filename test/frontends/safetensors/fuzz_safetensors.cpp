@@ -1,5 +1,4 @@
-//===- fuzz_safetensors.cpp - libFuzzer target of the safetensors reader
-//---===//
+//===- fuzz_safetensors.cpp - libFuzzer target of the safetensors reader --===//
 //
 // Any byte string must either parse into tensors that lie inside it, or be
 // refused with a message: never crash, hang, leak or read out of bounds

@@ -1,5 +1,4 @@
-//===- DTypeTest.cpp - Element types and their conversion to f32
-//-----------===//
+//===- DTypeTest.cpp - Element types and their conversion to f32 ----------===//
 
 #include "frontends/checkpoint/DType.h"
 

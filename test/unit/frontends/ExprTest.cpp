@@ -1,5 +1,4 @@
-//===- ExprTest.cpp - Arithmetic in family descriptions
-//--------------------===//
+//===- ExprTest.cpp - Arithmetic in family descriptions -------------------===//
 
 #include "frontends/family/Expr.h"
 

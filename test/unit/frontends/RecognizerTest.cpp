@@ -1,5 +1,4 @@
-//===- RecognizerTest.cpp - Family descriptions applied to checkpoints
-//-----===//
+//===- RecognizerTest.cpp - Family descriptions applied to checkpoints ----===//
 //
 // Runs the built-in physics description, and edited copies of it, on small
 // in-memory checkpoints: sizes from shapes, prefixes, config trust, and a

@@ -1,5 +1,4 @@
-//===- SafetensorsBuilder.h - Writing safetensors bytes in tests -*- C++
-//-*-===//
+//===- SafetensorsBuilder.h - Safetensors bytes for tests -------*- C++ -*-===//
 //
 // Builds safetensors files byte by byte, including malformed ones, so that
 // reader tests state exactly which byte is wrong.

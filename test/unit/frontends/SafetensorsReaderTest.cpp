@@ -1,5 +1,4 @@
-//===- SafetensorsReaderTest.cpp - The safetensors reader
-//------------------===//
+//===- SafetensorsReaderTest.cpp - The safetensors reader -----------------===//
 //
 // Valid files of every dtype, and one test per way a file can be wrong:
 // each must be refused with a message naming the file, the tensor and what
