@@ -2,6 +2,7 @@
 # The lit suite of moec: moe-opt / moec runs checked with FileCheck.
 
 import os
+import platform
 
 import lit.formats
 from lit.llvm import llvm_config
@@ -16,6 +17,10 @@ config.substitutions.append(("%PATH%", config.environment["PATH"]))
 config.substitutions.append(("%reference_python", config.moe_reference_python))
 config.substitutions.append(("%moe_obj_root", config.moe_obj_root))
 config.substitutions.append(("%fixture_dir", os.path.join(config.moe_src_root, "test", "reference")))
+
+# Tests that run x86 executables under qemu-x86_64 with an older CPU model.
+if platform.machine() == "x86_64":
+    config.available_features.add("host-x86_64")
 
 llvm_config.use_default_substitutions()
 llvm_config.with_environment("PATH", config.llvm_tools_dir, append_path=True)

@@ -340,7 +340,8 @@ LogicalResult runCompile(const DriverOptions &options) {
       llvm::errs() << "moec: error: " << llvm::toString(std::move(err)) << "\n";
       return failure();
     }
-    llvm::Expected<RuntimeLocation> found = findRuntime(options.argv0, *target);
+    llvm::Expected<RuntimeLocation> found =
+        findRuntime(options.argv0, *target, options.emit == EmitStage::Exe);
     if (!found) {
       llvm::errs() << "moec: error: " << llvm::toString(found.takeError())
                    << "\n";
@@ -389,6 +390,11 @@ LogicalResult runCompile(const DriverOptions &options) {
   module->setAttr("moe.target",
                   StringAttr::get(&context, target->name + " (" +
                                                 target->halideTarget + ")"));
+  std::vector<uint64_t> features = cpu::kernelFeatureWords(*target);
+  module->setAttr(
+      "moe.halide_features",
+      DenseI64ArrayAttr::get(
+          &context, SmallVector<int64_t>(features.begin(), features.end())));
   if (options.emit == EmitStage::Kernels) {
     return emitIR();
   }

@@ -3,6 +3,7 @@
 #include "compiler/Driver/Toolchain.h"
 
 #include "compiler/Driver/DriverConfig.h"
+#include "targets/common/TargetRegistry.h"
 
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/Support/FileSystem.h"
@@ -27,7 +28,7 @@ std::vector<std::string> compilerDriver(const TargetDescription &target) {
 /// Runs `argv`; on failure the error quotes the command and its stderr.
 llvm::Error run(const TargetDescription &target, std::vector<std::string> argv,
                 llvm::StringRef what) {
-  llvm::ErrorOr<std::string> program = llvm::sys::findProgramByName(argv[0]);
+  std::optional<std::string> program = findTool(argv[0]);
   if (!program) {
     return checkToolchain(target);
   }
@@ -57,7 +58,7 @@ llvm::Error run(const TargetDescription &target, std::vector<std::string> argv,
 } // namespace
 
 llvm::Error checkToolchain(const TargetDescription &target) {
-  if (!llvm::sys::findProgramByName(target.cc)) {
+  if (!findTool(target.cc)) {
     return llvm::createStringError(
         "--target=" + target.name + " needs the C compiler '" + target.cc +
         "', which is not installed: install the Debian package " +
@@ -67,7 +68,8 @@ llvm::Error checkToolchain(const TargetDescription &target) {
 }
 
 llvm::Expected<RuntimeLocation> findRuntime(const char *argv0,
-                                            const TargetDescription &target) {
+                                            const TargetDescription &target,
+                                            bool libraries) {
   RuntimeLocation location;
   location.halideIncludeDir = MOEC_HALIDE_INCLUDE_DIR;
   std::string root;
@@ -80,11 +82,16 @@ llvm::Expected<RuntimeLocation> findRuntime(const char *argv0,
     root =
         llvm::sys::path::parent_path(llvm::sys::path::parent_path(exe)).str();
   }
-  location.libDir = root + "/" + target.runtimeDir;
+  location.libDir = llvm::sys::path::is_absolute(target.runtimeDir)
+                        ? target.runtimeDir
+                        : root + "/" + target.runtimeDir;
   location.includeDir = root + "/include";
-  for (const std::string &file :
-       {location.libDir + "/libmoert.a", location.libDir + "/libmoert_main.a",
-        location.includeDir + "/moert/host_abi.h"}) {
+  std::vector<std::string> needed{location.includeDir + "/moert/host_abi.h"};
+  if (libraries) {
+    needed.push_back(location.libDir + "/libmoert.a");
+    needed.push_back(location.libDir + "/libmoert_main.a");
+  }
+  for (const std::string &file : needed) {
     if (!llvm::sys::fs::exists(file)) {
       return llvm::createStringError(
           "the moec runtime for --target=" + target.name + " is missing: " +

@@ -22,9 +22,11 @@ struct RuntimeLocation {
 
 /// Finds `target`'s runtime: under $MOEC_RUNTIME_DIR if set, else next to
 /// the moec executable (<bin>/../<runtime_dir> and <bin>/../include), as in
-/// the build tree and after installation.
+/// the build tree and after installation. Objects need only the headers;
+/// an executable also needs the `libraries`.
 llvm::Expected<RuntimeLocation> findRuntime(const char *argv0,
-                                            const TargetDescription &target);
+                                            const TargetDescription &target,
+                                            bool libraries = true);
 
 /// Fails, naming the Debian package, when `target`'s C compiler is not
 /// installed: checked before any expensive work.

@@ -427,6 +427,13 @@ int main(int argc, char **argv) {
   if (o.threads > 0) {
     moert_set_threads(o.threads);
   }
+  // Before anything runs a kernel: a clear message, not SIGILL.
+  if (!moert_model_runs_here(&moert_model)) {
+    return fail("this executable was compiled for --target=%s, and this CPU "
+                "lacks instructions its kernels use; compile the model with "
+                "--target=host (or a target this CPU has: moec targets)",
+                moert_model.target);
+  }
 
   char error[1024] = "";
   moert_weights_t *weights = NULL;

@@ -1,5 +1,4 @@
-/*===- sampler.c - Choosing the next token
- * ---------------------------------===*/
+/*===- sampler.c - Choosing the next token --------------------------------===*/
 
 #include "moert/sampler.h"
 

@@ -75,6 +75,12 @@ void moert_session_options_initialize(moert_session_options_t *options) {
   memset(options, 0, sizeof(*options));
 }
 
+int moert_model_runs_here(const moert_model_desc_t *model) {
+  return model->halide_feature_words <= 0 ||
+         halide_can_use_target_features(model->halide_feature_words,
+                                        model->halide_features);
+}
+
 moert_status_t moert_session_create(const moert_model_desc_t *model,
                                     const moert_weights_t *weights,
                                     const moert_session_options_t *options,
@@ -86,6 +92,9 @@ moert_status_t moert_session_create(const moert_model_desc_t *model,
   if (!model || !weights || model->abi_version != MOERT_ABI_VERSION ||
       model->vocab <= 0 || model->prefill_chunk <= 0) {
     return MOERT_STATUS_INVALID_ARGUMENT;
+  }
+  if (!moert_model_runs_here(model)) {
+    return MOERT_STATUS_UNSUPPORTED_CPU;
   }
   int64_t context = options && options->context > 0 ? options->context
                                                     : model->context_length;

@@ -1,5 +1,4 @@
-/*===- status.c - Status codes of the runtime
- * ------------------------------===*/
+/*===- status.c - Status codes of the runtime -----------------------------===*/
 
 #include "moert/status.h"
 
@@ -19,6 +18,8 @@ const char *moert_status_name(moert_status_t status) {
     return "out of range";
   case MOERT_STATUS_KERNEL_ERROR:
     return "kernel error";
+  case MOERT_STATUS_UNSUPPORTED_CPU:
+    return "this CPU lacks instructions the kernels use";
   }
   return "unknown status";
 }

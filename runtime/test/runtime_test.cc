@@ -1,5 +1,4 @@
-//===- runtime_test.cc - Tests of the C runtime
-//----------------------------===//
+//===- runtime_test.cc - Tests of the C runtime ---------------------------===//
 //
 // The hash (streaming equals one-shot at every split), the weight file
 // checks, the sampler, and the session against a model descriptor whose
@@ -19,6 +18,7 @@
 #include <vector>
 
 extern "C" halide_error_handler_t moert_test_error_handler;
+extern "C" int moert_test_cpu_lacks_features;
 extern "C" void *moert_scratch_malloc(void *user_context, size_t bytes);
 extern "C" void moert_scratch_free(void *user_context, void *pointer);
 
@@ -321,6 +321,23 @@ TEST_F(SessionTest, ContextOption) {
   EXPECT_EQ(moert_session_create(&wrongAbi, weights, nullptr, &small),
             MOERT_STATUS_INVALID_ARGUMENT);
   EXPECT_EQ(small, nullptr);
+}
+
+TEST_F(SessionTest, RefusesACpuWithoutTheKernelsFeatures) {
+  const uint64_t features[2] = {0x5u, 0};
+  moert_model_desc_t avx512 = model;
+  avx512.halide_feature_words = 2;
+  avx512.halide_features = features;
+  EXPECT_TRUE(moert_model_runs_here(&avx512));
+  moert_test_cpu_lacks_features = 1;
+  EXPECT_FALSE(moert_model_runs_here(&avx512));
+  moert_session_t *refused = nullptr;
+  EXPECT_EQ(moert_session_create(&avx512, weights, nullptr, &refused),
+            MOERT_STATUS_UNSUPPORTED_CPU);
+  EXPECT_EQ(refused, nullptr);
+  // A model that names no features is not checked.
+  EXPECT_TRUE(moert_model_runs_here(&model));
+  moert_test_cpu_lacks_features = 0;
 }
 
 } // namespace

@@ -22,10 +22,13 @@ public:
     if (!value) {
       return;
     }
-    if (std::optional<llvm::StringRef> text = value->getAsString()) {
-      out = text->str();
-    } else {
+    std::optional<llvm::StringRef> text = value->getAsString();
+    if (!text) {
       fail(field, "expected a string");
+    } else if (required && text->empty()) {
+      fail(field, "must not be empty");
+    } else {
+      out = text->str();
     }
   }
 
@@ -139,9 +142,11 @@ parseTargetDescription(const llvm::json::Value &value, llvm::StringRef source) {
   top.string("runtime_dir", target.runtimeDir, false);
   if (const llvm::json::Object *toolchain = top.nested("toolchain", true)) {
     FieldReader fields(*toolchain, source, "toolchain.", error);
-    fields.onlyKeys({"cc", "package", "sysroot", "cflags", "ldflags"});
+    fields.onlyKeys(
+        {"cc", "package", "native_package", "sysroot", "cflags", "ldflags"});
     fields.string("cc", target.cc, true);
     fields.string("package", target.ccPackage, true);
+    fields.string("native_package", target.ccNativePackage, false);
     fields.string("sysroot", target.sysroot, false);
     fields.strings("cflags", target.cflags);
     fields.strings("ldflags", target.ldflags);
@@ -184,6 +189,7 @@ llvm::json::Value TargetDescription::toJson() const {
       {"runtime_dir", runtimeDir},
       {"toolchain", llvm::json::Object{{"cc", cc},
                                        {"package", ccPackage},
+                                       {"native_package", ccNativePackage},
                                        {"sysroot", sysroot},
                                        {"cflags", strings(cflags)},
                                        {"ldflags", strings(ldflags)}}},

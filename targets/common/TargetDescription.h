@@ -38,11 +38,14 @@ struct TargetDescription {
   int vectorBytes = 16;
   int vectorRegisters = 16;
   /// The C compiler driver of the host code and the link, its flags, and
-  /// the Debian package that provides it (named in errors).
+  /// the Debian package that provides it (named in errors): on another
+  /// architecture's machine (the cross compiler), and on one of the
+  /// target's own (empty: the same).
   std::string cc;
   std::vector<std::string> cflags;
   std::vector<std::string> ldflags;
   std::string ccPackage;
+  std::string ccNativePackage;
   /// The root of the target's C library and headers, given to the compiler
   /// as --sysroot; empty when the compiler knows its own (as Debian's cross
   /// compilers do).

@@ -7,6 +7,7 @@
 #include "targets/common/TargetRegistry.h"
 
 #include "llvm/ADT/StringExtras.h"
+#include "llvm/Support/FileSystem.h"
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/MemoryBuffer.h"
 #include "llvm/Support/Program.h"
@@ -14,7 +15,7 @@
 
 #include <Halide.h>
 
-#include <optional>
+#include <set>
 
 namespace mlir::moe {
 
@@ -78,6 +79,43 @@ parseTargetFile(llvm::StringRef text, llvm::StringRef source) {
   return targets;
 }
 
+Halide::Target thisMachine() {
+  return Halide::get_host_target().without_feature(Halide::Target::JIT);
+}
+
+bool sameArchitecture(const Halide::Target &a, const Halide::Target &b) {
+  return a.arch == b.arch && a.bits == b.bits;
+}
+
+/// Whether `machine` has every feature `target` asks for.
+bool runsOn(const Halide::Target &target, const Halide::Target &machine) {
+  if (!sameArchitecture(target, machine)) {
+    return false;
+  }
+  for (int f = 0; f < Halide::Target::FeatureEnd; ++f) {
+    auto feature = static_cast<Halide::Target::Feature>(f);
+    if (target.has_feature(feature) && !machine.has_feature(feature)) {
+      return false;
+    }
+  }
+  return true;
+}
+
+/// A target of this machine's architecture is compiled for with the
+/// native compiler (its native package), links the runtime built natively
+/// beside moec, and runs without an emulator.
+void adaptToThisMachine(TargetDescription &target) {
+  if (!sameArchitecture(Halide::Target(target.halideTarget), thisMachine())) {
+    return;
+  }
+  target.emulator.clear();
+  target.emulatorPackage.clear();
+  target.runtimeDir = "lib";
+  if (!target.ccNativePackage.empty()) {
+    target.ccPackage = target.ccNativePackage;
+  }
+}
+
 std::vector<TargetDescription> makeTargets() {
   std::vector<TargetDescription> targets;
   for (const EmbeddedFile &file : kEmbeddedFiles) {
@@ -92,33 +130,43 @@ std::vector<TargetDescription> makeTargets() {
     }
     targets.insert(targets.end(), parsed->begin(), parsed->end());
   }
-  // `host`: the built-in description of this architecture, with every
-  // extension Halide finds here.
-  Halide::Target hostTarget =
-      Halide::get_host_target().without_feature(Halide::Target::JIT);
-  std::string arch =
-      hostTarget.arch == Halide::Target::ARM ? "aarch64" : "x86-64";
-  std::optional<TargetDescription> host;
-  for (TargetDescription &target : targets) {
-    if (Halide::Target(target.halideTarget).arch != hostTarget.arch) {
+  std::set<std::string> names{"host"};
+  for (auto it = targets.begin(); it != targets.end();) {
+    if (names.insert(it->name).second) {
+      ++it;
       continue;
     }
-    // Executables of this machine's architecture run here natively.
-    target.emulator.clear();
-    target.emulatorPackage.clear();
-    if (target.name == arch) {
-      host = target;
+    llvm::errs() << "moec: internal error: " << it->source << ": target '"
+                 << it->name << "' is defined twice\n";
+    it = targets.erase(it);
+  }
+  // `host`: of the built-in descriptions this machine runs, the one with
+  // the most features (its register count), with every feature Halide
+  // finds here.
+  Halide::Target machine = thisMachine();
+  const TargetDescription *basis = nullptr;
+  size_t basisFeatures = 0;
+  for (TargetDescription &target : targets) {
+    adaptToThisMachine(target);
+    Halide::Target halide(target.halideTarget);
+    size_t features = 0;
+    for (int f = 0; f < Halide::Target::FeatureEnd; ++f) {
+      features += halide.has_feature(static_cast<Halide::Target::Feature>(f));
+    }
+    if (runsOn(halide, machine) && (!basis || features > basisFeatures)) {
+      basis = &target;
+      basisFeatures = features;
     }
   }
-  if (host) {
-    host->name = "host";
-    host->summary = "this machine: " + arch + " with every extension it has";
-    host->halideTarget = hostTarget.to_string();
-    host->vectorBytes = hostTarget.natural_vector_size(Halide::Float(32)) * 4;
-    if (hostTarget.has_feature(Halide::Target::AVX512)) {
-      host->vectorRegisters = 32;
-    }
-    targets.insert(targets.begin(), *host);
+  if (basis) {
+    TargetDescription host = *basis;
+    host.name = "host";
+    host.summary = "this machine: " + basis->triple +
+                   ", every extension it has (registers as " + basis->name +
+                   ")";
+    host.halideTarget = machine.to_string();
+    host.vectorBytes = machine.natural_vector_size(Halide::Float(32)) * 4;
+    targets.insert(targets.begin(), host);
   }
   return targets;
 }
@@ -152,6 +200,7 @@ llvm::Expected<TargetDescription> lookupTarget(llvm::StringRef nameOrPath) {
       return llvm::createStringError(
           nameOrPath + ": a --target file holds exactly one description");
     }
+    adaptToThisMachine(parsed->front());
     return parsed->front();
   }
   return llvm::createStringError(
@@ -159,19 +208,34 @@ llvm::Expected<TargetDescription> lookupTarget(llvm::StringRef nameOrPath) {
       llvm::join(names, ", ") + "; or the path of a description .json)");
 }
 
-std::string describeTargets() {
+std::optional<std::string> findTool(llvm::StringRef name) {
+  if (name.contains('/')) {
+    if (llvm::sys::fs::can_execute(name)) {
+      return name.str();
+    }
+    return std::nullopt;
+  }
+  if (llvm::ErrorOr<std::string> path = llvm::sys::findProgramByName(name)) {
+    return *path;
+  }
+  return std::nullopt;
+}
+
+std::string describeTargets(
+    llvm::function_ref<std::string(const TargetDescription &)> runtimeStatus) {
   std::string text;
   llvm::raw_string_ostream os(text);
   os << "targets (--target=NAME, or --target=FILE.json for your own):\n";
+  auto status = [](llvm::StringRef program) {
+    return findTool(program) ? "installed" : "MISSING";
+  };
   for (const TargetDescription &t : builtinTargets()) {
     os << llvm::formatv("  {0,-14} {1}\n", t.name, t.summary);
-    os << llvm::formatv("  {0,-14} halide {1}; {2}-byte vectors\n", "",
-                        t.halideTarget, t.vectorBytes);
-    auto status = [](llvm::StringRef program) {
-      return llvm::sys::findProgramByName(program) ? "installed" : "MISSING";
-    };
-    os << llvm::formatv("  {0,-14} needs {1} ({2}: {3})\n", "", t.ccPackage,
-                        t.cc, status(t.cc));
+    os << llvm::formatv("  {0,-14} halide {1}; {2}-byte vectors, {3} "
+                        "registers\n",
+                        "", t.halideTarget, t.vectorBytes, t.vectorRegisters);
+    os << llvm::formatv("  {0,-14} needs {1} ({2}: {3}); runtime: {4}\n", "",
+                        t.ccPackage, t.cc, status(t.cc), runtimeStatus(t));
     if (!t.emulator.empty()) {
       os << llvm::formatv("  {0,-14} runs here under {1} ({2}: {3})\n", "",
                           t.emulatorPackage, t.emulator.front(),

@@ -12,6 +12,10 @@
 
 #include "targets/common/TargetDescription.h"
 
+#include "llvm/ADT/STLFunctionalExtras.h"
+
+#include <optional>
+
 namespace mlir::moe {
 
 /// `host` first, then every built-in description.
@@ -21,8 +25,14 @@ const std::vector<TargetDescription> &builtinTargets();
 /// description file. The error lists the known names.
 llvm::Expected<TargetDescription> lookupTarget(llvm::StringRef nameOrPath);
 
-/// What `--target=help` prints: every target and what it needs installed.
-std::string describeTargets();
+/// What `moec targets` prints: every target, what it needs installed and
+/// whether it is; `runtimeStatus` says whether its runtime is built.
+std::string describeTargets(
+    llvm::function_ref<std::string(const TargetDescription &)> runtimeStatus);
+
+/// The program `name` runs: found on PATH, or, for a path, if it can be
+/// executed.
+std::optional<std::string> findTool(llvm::StringRef name);
 
 } // namespace mlir::moe
 

@@ -9,6 +9,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "compiler/Driver/Driver.h"
+#include "compiler/Driver/Toolchain.h"
 #include "compiler/Pipelines/Registration.h"
 #include "targets/common/TargetRegistry.h"
 
@@ -145,7 +146,16 @@ int main(int argc, char **argv) {
       }
       outs() << formatv("{0:2}\n", llvm::json::Value(std::move(all)));
     } else {
-      outs() << mlir::moe::describeTargets();
+      outs() << mlir::moe::describeTargets(
+          [&](const mlir::moe::TargetDescription &t) -> std::string {
+            llvm::Expected<mlir::moe::RuntimeLocation> runtime =
+                mlir::moe::findRuntime(argv[0], t);
+            if (runtime) {
+              return "built";
+            }
+            llvm::consumeError(runtime.takeError());
+            return "MISSING (rebuild moec with " + t.ccPackage + " installed)";
+          });
     }
     return 0;
   }

@@ -26,7 +26,7 @@ extern "C" {
 #endif
 
 /* Bumped whenever a struct below or the host code's expectations change. */
-#define MOERT_ABI_VERSION 1
+#define MOERT_ABI_VERSION 2
 
 /* What one call of an entry point reads and writes. The session owns it. */
 typedef struct moert_exec_t {
@@ -62,6 +62,10 @@ typedef struct moert_model_desc_t {
   uint64_t weights_hash;  /* must equal the weight file's header */
   moert_entry_fn prefill; /* 1..prefill_chunk tokens */
   moert_entry_fn decode;  /* exactly one token */
+  /* The Halide target features of the kernels, as
+   * halide_can_use_target_features() takes them (0 words: not checked). */
+  int32_t halide_feature_words;
+  const uint64_t *halide_features;
 } moert_model_desc_t;
 
 /* Storage for one buffer descriptor of the generated code. */

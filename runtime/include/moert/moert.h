@@ -1,5 +1,4 @@
-/*===- moert.h - The moec runtime
- * ------------------------------------------===*/
+/*===- moert.h - The moec runtime -----------------------------------------===*/
 
 #ifndef MOERT_MOERT_H
 #define MOERT_MOERT_H

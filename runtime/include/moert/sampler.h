@@ -1,5 +1,4 @@
-/*===- sampler.h - Choosing the next token
- * ---------------------------------===*/
+/*===- sampler.h - Choosing the next token --------------------------------===*/
 
 #ifndef MOERT_SAMPLER_H
 #define MOERT_SAMPLER_H

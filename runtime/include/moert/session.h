@@ -32,9 +32,13 @@ typedef struct moert_session_options_t {
 
 void moert_session_options_initialize(moert_session_options_t *options);
 
+/* Whether this CPU has every instruction-set feature the model's kernels
+ * were compiled for (e.g. AVX-512 for --target=x86-64-avx512). */
+int moert_model_runs_here(const moert_model_desc_t *model);
+
 /* Creates a session over `model` and its `weights` (both must outlive it).
- * On failure *out_session is NULL; returns INVALID_ARGUMENT or
- * OUT_OF_MEMORY. */
+ * On failure *out_session is NULL; returns INVALID_ARGUMENT,
+ * UNSUPPORTED_CPU (see moert_model_runs_here) or OUT_OF_MEMORY. */
 moert_status_t moert_session_create(const moert_model_desc_t *model,
                                     const moert_weights_t *weights,
                                     const moert_session_options_t *options,

@@ -17,10 +17,11 @@ typedef enum moert_status_t {
   MOERT_STATUS_OK = 0,
   MOERT_STATUS_INVALID_ARGUMENT = 1, /* a bad value from the caller */
   MOERT_STATUS_OUT_OF_MEMORY = 2,
-  MOERT_STATUS_IO_ERROR = 3,     /* a file could not be read */
-  MOERT_STATUS_FORMAT_ERROR = 4, /* a file is not what it should be */
-  MOERT_STATUS_OUT_OF_RANGE = 5, /* e.g. the context is full */
-  MOERT_STATUS_KERNEL_ERROR = 6, /* a kernel reported an error */
+  MOERT_STATUS_IO_ERROR = 3,        /* a file could not be read */
+  MOERT_STATUS_FORMAT_ERROR = 4,    /* a file is not what it should be */
+  MOERT_STATUS_OUT_OF_RANGE = 5,    /* e.g. the context is full */
+  MOERT_STATUS_KERNEL_ERROR = 6,    /* a kernel reported an error */
+  MOERT_STATUS_UNSUPPORTED_CPU = 7, /* the CPU lacks the kernels' ISA */
 } moert_status_t;
 
 /* A short name for `status`, e.g. "kernel error". Never NULL. */

@@ -23,6 +23,7 @@
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 
+#include "llvm/ADT/StringExtras.h"
 #include "llvm/Support/FormatVariadic.h"
 
 namespace mlir::moe::cpu {
@@ -317,7 +318,21 @@ void HostEmitter::emitDescriptor(OpBuilder &b, ArrayRef<std::string> entries) {
     return llvm::is_contained(entries, name) ? ("moe_" + name).str()
                                              : std::string("0");
   };
-  std::string text = llvm::formatv(
+  // The kernels' Halide features, checked against the CPU at start.
+  std::string features = "0, 0";
+  std::string text;
+  if (auto words =
+          module->getAttrOfType<DenseI64ArrayAttr>("moe.halide_features")) {
+    std::vector<std::string> list;
+    for (int64_t word : words.asArrayRef()) {
+      list.push_back(
+          llvm::formatv("0x{0:x-}u", static_cast<uint64_t>(word)).str());
+    }
+    text += "static const uint64_t moe_halide_features[] = {" +
+            llvm::join(list, ", ") + "};\n";
+    features = llvm::formatv("{0}, moe_halide_features", words.size()).str();
+  }
+  text += llvm::formatv(
       "const moert_model_desc_t moert_model = {{\n"
       "    MOERT_ABI_VERSION,\n"
       "    {0},\n    {1},\n    {2},\n"
@@ -326,7 +341,8 @@ void HostEmitter::emitDescriptor(OpBuilder &b, ArrayRef<std::string> entries) {
       "    /*context_length=*/{7}, /*prefill_chunk=*/{8},\n"
       "    /*arena_bytes=*/{9}u, /*weights_bytes=*/{10}u,\n"
       "    /*weights_hash=*/0x{11:x-}u,\n"
-      "    {12}, {13}};",
+      "    {12}, {13},\n"
+      "    /*halide_feature_words, halide_features=*/{14}};",
       cString(strAttr("moe.family")), cString(strAttr("moe.target")),
       cString(strAttr("moe.manifest")), intAttr("moe.vocab"),
       cache ? cache.getLayers() : 0, cache ? cache.getKvHeads() : 0,
@@ -334,7 +350,7 @@ void HostEmitter::emitDescriptor(OpBuilder &b, ArrayRef<std::string> entries) {
       intAttr("moe.prefill_chunk"), intAttr("moe.arena_bytes"),
       intAttr("moe.weights_bytes"),
       static_cast<uint64_t>(intAttr("moe.weights_hash")), entryOr("prefill"),
-      entryOr("decode"));
+      entryOr("decode"), features);
   emitc::VerbatimOp::create(b, module.getLoc(), b.getStringAttr(text));
 }
 

@@ -1,9 +1,10 @@
 //===- KernelCompiler.cpp - Compile and cache a module's kernels ----------===//
 //
 // Algorithm:
-//   1. Key every kernel: hash(content hash, symbol, Halide target, Halide
-//      version, generator source hash). A cached object with that key is
-//      copied; the rest are compiled.
+//   1. Key every kernel: hash(content hash, symbol, Halide target, the
+//      description's vector width and registers, Halide version, generator
+//      source hash). A cached object with that key is copied; the rest are
+//      compiled.
 //   2. With jobs > 1, fork that many workers; worker w compiles every
 //      jobs-th missing kernel and writes its object to the cache (or the
 //      work directory) atomically. Forking is safe here: moec runs MLIR
@@ -102,6 +103,17 @@ std::string kernelHalideTarget(const TargetDescription &target) {
       .to_string();
 }
 
+std::vector<uint64_t> kernelFeatureWords(const TargetDescription &target) {
+  Halide::Target t(target.halideTarget);
+  std::vector<uint64_t> words((Halide::Target::FeatureEnd + 63) / 64, 0);
+  for (int f = 0; f < Halide::Target::FeatureEnd; ++f) {
+    if (t.has_feature(static_cast<Halide::Target::Feature>(f))) {
+      words[f / 64] |= uint64_t(1) << (f % 64);
+    }
+  }
+  return words;
+}
+
 FailureOr<CompiledKernels> compileKernels(ModuleOp module,
                                           const KernelCompileOptions &options) {
   std::string halideTarget;
@@ -124,15 +136,21 @@ FailureOr<CompiledKernels> compileKernels(ModuleOp module,
   // Halide 14's headers carry no version macros; the major version is in
   // the library's name.
   std::string version = "halide-14";
+  // What the schedules read of the description beyond the Halide target:
+  // two descriptions that differ only there build different code.
+  std::string schedule =
+      llvm::formatv("vector_bytes={0},vector_registers={1}",
+                    options.target.vectorBytes, options.target.vectorRegisters)
+          .str();
   bool listings = options.emitStmt || options.emitAssembly;
   std::vector<Job> jobs;
   for (KernelOp kernel : module.getOps<KernelOp>()) {
     Job job;
     job.kernel = kernel;
     job.symbol = kernel.getSymName().str();
-    job.key =
-        hashText(kernelContentHash(kernel) + "|" + job.symbol + "|" +
-                 halideTarget + "|" + version + "|" + MOE_KERNEL_SOURCE_HASH);
+    job.key = hashText(kernelContentHash(kernel) + "|" + job.symbol + "|" +
+                       halideTarget + "|" + schedule + "|" + version + "|" +
+                       MOE_KERNEL_SOURCE_HASH);
     llvm::SmallString<256> path(options.workDir);
     llvm::sys::path::append(path, job.symbol + ".o");
     job.object = path.str().str();
