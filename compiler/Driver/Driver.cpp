@@ -66,6 +66,12 @@ std::optional<EmitStage> parseEmitStage(llvm::StringRef text) {
 
 namespace {
 
+/// Prints `err` as moec's error and fails.
+LogicalResult reportError(llvm::Error err) {
+  llvm::errs() << "moec: error: " << llvm::toString(std::move(err)) << "\n";
+  return failure();
+}
+
 using Clock = std::chrono::steady_clock;
 
 double secondsSince(Clock::time_point start) {
@@ -222,9 +228,7 @@ loadAndImport(MLIRContext &context, const DriverOptions &options) {
   llvm::Expected<fe::LoadedModel> loaded =
       fe::loadModel(options.modelPath, loadOptions);
   if (!loaded) {
-    llvm::errs() << "moec: error: " << llvm::toString(loaded.takeError())
-                 << "\n";
-    return failure();
+    return reportError(loaded.takeError());
   }
   const fe::ModelDescription &model = loaded->description;
   if (options.verbose) {
@@ -325,9 +329,7 @@ LogicalResult runCompile(const DriverOptions &options) {
 
   llvm::Expected<TargetDescription> target = lookupTarget(options.target);
   if (!target) {
-    llvm::errs() << "moec: error: " << llvm::toString(target.takeError())
-                 << "\n";
-    return failure();
+    return reportError(target.takeError());
   }
   if (options.emit == EmitStage::Exe && options.outputPath.empty()) {
     llvm::errs() << "moec: error: compile needs -o <executable>\n";
@@ -337,15 +339,12 @@ LogicalResult runCompile(const DriverOptions &options) {
   std::optional<RuntimeLocation> runtime;
   if (options.emit == EmitStage::Obj || options.emit == EmitStage::Exe) {
     if (llvm::Error err = checkToolchain(*target)) {
-      llvm::errs() << "moec: error: " << llvm::toString(std::move(err)) << "\n";
-      return failure();
+      return reportError(std::move(err));
     }
     llvm::Expected<RuntimeLocation> found =
         findRuntime(options.argv0, *target, options.emit == EmitStage::Exe);
     if (!found) {
-      llvm::errs() << "moec: error: " << llvm::toString(found.takeError())
-                   << "\n";
-      return failure();
+      return reportError(found.takeError());
     }
     runtime = *found;
   }
@@ -390,7 +389,7 @@ LogicalResult runCompile(const DriverOptions &options) {
   module->setAttr("moe.target",
                   StringAttr::get(&context, target->name + " (" +
                                                 target->halideTarget + ")"));
-  std::vector<uint64_t> features = cpu::kernelFeatureWords(*target);
+  std::vector<uint64_t> features = halideFeatureWords(target->halideTarget);
   module->setAttr(
       "moe.halide_features",
       DenseI64ArrayAttr::get(
@@ -487,8 +486,7 @@ LogicalResult runCompile(const DriverOptions &options) {
     return failure();
   }
   if (llvm::Error err = compileHostCode(*target, *runtime, hostC, hostO)) {
-    llvm::errs() << "moec: error: " << llvm::toString(std::move(err)) << "\n";
-    return failure();
+    return reportError(std::move(err));
   }
   std::vector<std::string> objects{hostO};
   objects.insert(objects.end(), kernels->objects.begin(),
@@ -515,8 +513,7 @@ LogicalResult runCompile(const DriverOptions &options) {
   PendingFile exeFile(exePath);
   if (llvm::Error err =
           linkExecutable(*target, *runtime, objects, exeFile.tempPath())) {
-    llvm::errs() << "moec: error: " << llvm::toString(std::move(err)) << "\n";
-    return failure();
+    return reportError(std::move(err));
   }
   if (failed(weightsFile.commit()) || failed(exeFile.commit())) {
     return failure();

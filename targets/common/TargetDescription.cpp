@@ -128,10 +128,11 @@ parseTargetDescription(const llvm::json::Value &value, llvm::StringRef source) {
   target.source = source.str();
   llvm::Error error = llvm::Error::success();
   FieldReader top(*object, source, "", error);
-  // `source` is what `moec targets --json` adds; it is ignored.
+  // `source` and `runs_natively` are what `moec targets --json` adds about
+  // this moec and this machine; they are ignored.
   top.onlyKeys({"name", "summary", "backend", "triple", "halide_target",
                 "vector_bytes", "vector_registers", "toolchain", "emulator",
-                "runtime_dir", "source"});
+                "runtime_dir", "source", "runs_natively"});
   top.string("name", target.name, true);
   top.string("summary", target.summary, false);
   top.string("backend", target.backend, false);

@@ -7,6 +7,7 @@
 #include "targets/common/TargetRegistry.h"
 
 #include "llvm/ADT/StringExtras.h"
+#include "llvm/ADT/bit.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/MemoryBuffer.h"
@@ -79,26 +80,15 @@ parseTargetFile(llvm::StringRef text, llvm::StringRef source) {
   return targets;
 }
 
-Halide::Target thisMachine() {
-  return Halide::get_host_target().without_feature(Halide::Target::JIT);
+/// This machine as Halide sees it, asked once.
+const Halide::Target &thisMachine() {
+  static const Halide::Target machine =
+      Halide::get_host_target().without_feature(Halide::Target::JIT);
+  return machine;
 }
 
 bool sameArchitecture(const Halide::Target &a, const Halide::Target &b) {
   return a.arch == b.arch && a.bits == b.bits;
-}
-
-/// Whether `machine` has every feature `target` asks for.
-bool runsOn(const Halide::Target &target, const Halide::Target &machine) {
-  if (!sameArchitecture(target, machine)) {
-    return false;
-  }
-  for (int f = 0; f < Halide::Target::FeatureEnd; ++f) {
-    auto feature = static_cast<Halide::Target::Feature>(f);
-    if (target.has_feature(feature) && !machine.has_feature(feature)) {
-      return false;
-    }
-  }
-  return true;
 }
 
 /// A target of this machine's architecture is compiled for with the
@@ -143,17 +133,16 @@ std::vector<TargetDescription> makeTargets() {
   // `host`: of the built-in descriptions this machine runs, the one with
   // the most features (its register count), with every feature Halide
   // finds here.
-  Halide::Target machine = thisMachine();
   const TargetDescription *basis = nullptr;
-  size_t basisFeatures = 0;
+  int basisFeatures = 0;
   for (TargetDescription &target : targets) {
     adaptToThisMachine(target);
-    Halide::Target halide(target.halideTarget);
-    size_t features = 0;
-    for (int f = 0; f < Halide::Target::FeatureEnd; ++f) {
-      features += halide.has_feature(static_cast<Halide::Target::Feature>(f));
+    int features = 0;
+    for (uint64_t word : halideFeatureWords(target.halideTarget)) {
+      features += llvm::popcount(word);
     }
-    if (runsOn(halide, machine) && (!basis || features > basisFeatures)) {
+    if (runsNatively(target.halideTarget) &&
+        (!basis || features > basisFeatures)) {
       basis = &target;
       basisFeatures = features;
     }
@@ -164,8 +153,8 @@ std::vector<TargetDescription> makeTargets() {
     host.summary = "this machine: " + basis->triple +
                    ", every extension it has (registers as " + basis->name +
                    ")";
-    host.halideTarget = machine.to_string();
-    host.vectorBytes = machine.natural_vector_size(Halide::Float(32)) * 4;
+    host.halideTarget = thisMachine().to_string();
+    host.vectorBytes = thisMachine().natural_vector_size(Halide::Float(32)) * 4;
     targets.insert(targets.begin(), host);
   }
   return targets;
@@ -206,6 +195,31 @@ llvm::Expected<TargetDescription> lookupTarget(llvm::StringRef nameOrPath) {
   return llvm::createStringError(
       "--target=" + nameOrPath + ": unknown target (known: " +
       llvm::join(names, ", ") + "; or the path of a description .json)");
+}
+
+std::vector<uint64_t> halideFeatureWords(llvm::StringRef halideTarget) {
+  Halide::Target target(halideTarget.str());
+  std::vector<uint64_t> words((Halide::Target::FeatureEnd + 63) / 64, 0);
+  for (int f = 0; f < Halide::Target::FeatureEnd; ++f) {
+    if (target.has_feature(static_cast<Halide::Target::Feature>(f))) {
+      words[f / 64] |= uint64_t(1) << (f % 64);
+    }
+  }
+  return words;
+}
+
+bool runsNatively(const std::string &halideTarget) {
+  if (!sameArchitecture(Halide::Target(halideTarget), thisMachine())) {
+    return false;
+  }
+  std::vector<uint64_t> wanted = halideFeatureWords(halideTarget);
+  std::vector<uint64_t> present = halideFeatureWords(thisMachine().to_string());
+  for (size_t i = 0; i < wanted.size(); ++i) {
+    if (wanted[i] & ~present[i]) {
+      return false;
+    }
+  }
+  return true;
 }
 
 std::optional<std::string> findTool(llvm::StringRef name) {

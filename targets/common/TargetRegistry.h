@@ -14,6 +14,7 @@
 
 #include "llvm/ADT/STLFunctionalExtras.h"
 
+#include <cstdint>
 #include <optional>
 
 namespace mlir::moe {
@@ -29,6 +30,16 @@ llvm::Expected<TargetDescription> lookupTarget(llvm::StringRef nameOrPath);
 /// whether it is; `runtimeStatus` says whether its runtime is built.
 std::string describeTargets(
     llvm::function_ref<std::string(const TargetDescription &)> runtimeStatus);
+
+/// The features of a Halide target string as bit words, feature f at bit
+/// f % 64 of word f / 64: the form halide_can_use_target_features() takes,
+/// so an executable can check at start that the CPU has its kernels'
+/// features.
+std::vector<uint64_t> halideFeatureWords(llvm::StringRef halideTarget);
+
+/// Whether this machine runs code of `halideTarget` natively: same
+/// architecture, every feature present.
+bool runsNatively(const std::string &halideTarget);
 
 /// The program `name` runs: found on PATH, or, for a path, if it can be
 /// executed.

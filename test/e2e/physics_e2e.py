@@ -39,18 +39,13 @@ TOLERANCE = 1e-4
 SKIPPED = 77
 
 
-def halide_features(halide_target):
-    """The feature set of a Halide target string (arch-bits-os-features)."""
-    return set(halide_target.split("-")[3:])
-
-
 def runner_for(moec, name):
     """The command prefix that runs `name`'s executables here, or why none
-    can run here."""
+    can run here (moec knows: `moec targets --json`)."""
     targets = {t["name"]: t for t in json.loads(run([moec, "targets", "--json"]).stdout)}
     if name not in targets:
         raise RuntimeError("moec has no target '%s' (known: %s)" % (name, ", ".join(targets)))
-    target, host = targets[name], targets["host"]
+    target = targets[name]
     emulator = target["emulator"]["command"]
     if emulator:
         # install-deps installs it: a missing emulator is a broken set-up,
@@ -60,11 +55,9 @@ def runner_for(moec, name):
                                "(Debian package %s)" % (name, emulator[0],
                                                         target["emulator"]["package"]))
         return emulator, None
-    if target["halide_target"].split("-")[:2] != host["halide_target"].split("-")[:2]:
-        return None, "it is another architecture and names no emulator"
-    missing = halide_features(target["halide_target"]) - halide_features(host["halide_target"])
-    if missing:
-        return None, "this CPU lacks %s" % ", ".join(sorted(missing))
+    if not target["runs_natively"]:
+        return None, "this CPU lacks features of %s and no emulator is named" % (
+            target["halide_target"])
     return [], None
 
 

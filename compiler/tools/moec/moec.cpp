@@ -142,7 +142,10 @@ int main(int argc, char **argv) {
     if (asJson) {
       llvm::json::Array all;
       for (const auto &t : mlir::moe::builtinTargets()) {
-        all.push_back(t.toJson());
+        llvm::json::Value description = t.toJson();
+        description.getAsObject()->try_emplace(
+            "runs_natively", mlir::moe::runsNatively(t.halideTarget));
+        all.push_back(std::move(description));
       }
       outs() << formatv("{0:2}\n", llvm::json::Value(std::move(all)));
     } else {

@@ -103,17 +103,6 @@ std::string kernelHalideTarget(const TargetDescription &target) {
       .to_string();
 }
 
-std::vector<uint64_t> kernelFeatureWords(const TargetDescription &target) {
-  Halide::Target t(target.halideTarget);
-  std::vector<uint64_t> words((Halide::Target::FeatureEnd + 63) / 64, 0);
-  for (int f = 0; f < Halide::Target::FeatureEnd; ++f) {
-    if (t.has_feature(static_cast<Halide::Target::Feature>(f))) {
-      words[f / 64] |= uint64_t(1) << (f % 64);
-    }
-  }
-  return words;
-}
-
 FailureOr<CompiledKernels> compileKernels(ModuleOp module,
                                           const KernelCompileOptions &options) {
   std::string halideTarget;

@@ -50,11 +50,6 @@ FailureOr<CompiledKernels> compileKernels(ModuleOp module,
 /// The Halide target string kernels of `target` are compiled for.
 std::string kernelHalideTarget(const TargetDescription &target);
 
-/// The features of `target`'s kernels as the bit words
-/// halide_can_use_target_features() takes: the executable checks at start
-/// that this CPU has them, rather than dying on an illegal instruction.
-std::vector<uint64_t> kernelFeatureWords(const TargetDescription &target);
-
 } // namespace mlir::moe::cpu
 
 #endif // MOE_TARGETS_CPU_KERNELS_KERNELCOMPILER_H
