@@ -16,6 +16,7 @@ config.excludes = ["reference", "e2e", "unit", "CMakeLists.txt", "lit.cfg.py"]
 config.substitutions.append(("%PATH%", config.environment["PATH"]))
 config.substitutions.append(("%reference_python", config.moe_reference_python))
 config.substitutions.append(("%moe_obj_root", config.moe_obj_root))
+config.substitutions.append(("%moe_src_root", config.moe_src_root))
 config.substitutions.append(("%fixture_dir", os.path.join(config.moe_src_root, "test", "reference")))
 
 # Tests that run x86 executables under qemu-x86_64 with an older CPU model.

@@ -1,7 +1,7 @@
 //===- TensorSource.h - Named tensors of a checkpoint -----------*- C++ -*-===//
 //
 // What a family recogniser and the weight writer need from any checkpoint
-// container (safetensors now; torch zip-pickle files share the interface):
+// container (safetensors, torch.save zip files):
 // the tensors by name, each with dtype, shape and its bytes.
 //
 //===----------------------------------------------------------------------===//
@@ -45,8 +45,12 @@ public:
   virtual const std::string &path() const = 0;
   /// All tensors, sorted by name.
   virtual llvm::ArrayRef<TensorInfo> tensors() const = 0;
-  /// Free-form string metadata of the container (safetensors __metadata__).
+  /// Free-form string metadata of the container (safetensors __metadata__;
+  /// a torch checkpoint's non-tensor entries as JSON text).
   virtual const std::map<std::string, std::string> &metadata() const = 0;
+  /// What the reader decided on the way, in words (e.g. where it found the
+  /// state dict, which tensors it left out and why), for `moec inspect`.
+  virtual llvm::ArrayRef<std::string> notes() const { return {}; }
 
   /// The tensor called `name`, or null.
   const TensorInfo *find(llvm::StringRef name) const;

@@ -8,8 +8,8 @@
 
 #include "frontends/checkpoint/Errors.h"
 
+#include "frontends/checkpoint/OpenCheckpoint.h"
 #include "frontends/family/Recognizer.h"
-#include "frontends/safetensors/SafetensorsReader.h"
 
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/Support/FileSystem.h"
@@ -24,36 +24,102 @@ namespace {
 
 llvm::Error error(const llvm::Twine &message) { return makeError(message); }
 
-/// The weights file in a model directory: model.safetensors, else the only
-/// *.safetensors file there.
-llvm::Expected<std::string> findWeights(llvm::StringRef dir) {
-  llvm::SmallString<256> preferred(dir);
-  llvm::sys::path::append(preferred, "model.safetensors");
-  if (llvm::sys::fs::exists(preferred)) {
-    return preferred.str().str();
-  }
+/// The files in `dir` whose names end with one of `suffixes`, sorted.
+llvm::Expected<std::vector<std::string>>
+filesEndingWith(llvm::StringRef dir, llvm::ArrayRef<llvm::StringRef> suffixes) {
   std::vector<std::string> found;
   std::error_code ec;
   for (llvm::sys::fs::directory_iterator it(dir, ec), end; it != end && !ec;
        it.increment(ec)) {
-    if (llvm::StringRef(it->path()).ends_with(".safetensors")) {
+    llvm::StringRef name(it->path());
+    if (llvm::any_of(suffixes,
+                     [&](llvm::StringRef s) { return name.ends_with(s); })) {
       found.push_back(it->path());
     }
   }
   if (ec) {
     return error(dir + ": " + ec.message());
   }
-  if (found.size() == 1) {
-    return found.front();
-  }
-  if (found.empty()) {
-    return error(dir + ": no weights found (expected model.safetensors)");
-  }
   std::sort(found.begin(), found.end());
-  return error(dir +
-               ": several *.safetensors files and no model.safetensors "
-               "(" +
-               llvm::join(found, ", ") + "); name the one to use");
+  return found;
+}
+
+/// The weights file in a model directory, in the order publishers' loaders
+/// prefer them: model.safetensors, the only *.safetensors file,
+/// pytorch_model.bin, the only *.pt/*.pth/*.bin file.
+llvm::Expected<std::string> findWeights(llvm::StringRef dir) {
+  for (llvm::StringRef kind : {"safetensors", "torch"}) {
+    bool safetensors = kind == "safetensors";
+    llvm::SmallString<256> preferred(dir);
+    llvm::sys::path::append(preferred, safetensors ? "model.safetensors"
+                                                   : "pytorch_model.bin");
+    if (llvm::sys::fs::exists(preferred)) {
+      return preferred.str().str();
+    }
+    std::vector<llvm::StringRef> suffixes;
+    if (safetensors) {
+      suffixes = {".safetensors"};
+    } else {
+      suffixes = {".pt", ".pth", ".bin"};
+    }
+    auto found = filesEndingWith(dir, suffixes);
+    if (!found) {
+      return found.takeError();
+    }
+    if (found->size() == 1) {
+      return found->front();
+    }
+    if (found->size() > 1) {
+      return error(dir + ": several weights files (" +
+                   llvm::join(*found, ", ") + ") and no " + preferred.str() +
+                   "; name the one to use");
+    }
+  }
+  return error(dir + ": no weights found (expected model.safetensors, "
+                     "pytorch_model.bin or one *.safetensors, *.pt, *.pth or "
+                     "*.bin file)");
+}
+
+/// The model's config: the checkpoint's own entry when the family names one
+/// and the checkpoint has it (torch training checkpoints carry their
+/// config), else the family's config file beside the weights. `where` is
+/// set to what it came from, for messages.
+llvm::Expected<std::optional<json>> readConfig(const FamilyDescription &family,
+                                               const TensorSource &tensors,
+                                               llvm::StringRef dir,
+                                               std::string &where) {
+  std::string entry = family.root.value("config_checkpoint_entry", "");
+  auto embedded = tensors.metadata().find(entry);
+  llvm::StringRef text;
+  std::unique_ptr<llvm::MemoryBuffer> buffer;
+  if (!entry.empty() && embedded != tensors.metadata().end()) {
+    where = tensors.path() + " entry '" + entry + "'";
+    text = embedded->second;
+  } else {
+    std::string configName = family.root.value("config_file", "config.json");
+    llvm::SmallString<256> configPath(dir.empty() ? "." : dir);
+    llvm::sys::path::append(configPath, configName);
+    where = configPath.str().str();
+    if (!llvm::sys::fs::exists(configPath)) {
+      return std::nullopt;
+    }
+    auto file = llvm::MemoryBuffer::getFile(configPath);
+    if (!file) {
+      return error(configPath + ": " + file.getError().message());
+    }
+    buffer = std::move(*file);
+    text = buffer->getBuffer();
+  }
+  json config;
+  try {
+    config = json::parse(text.begin(), text.end());
+  } catch (const json::exception &e) {
+    return error(where + ": not valid JSON: " + e.what());
+  }
+  if (!config.is_object()) {
+    return error(where + ": expected a JSON object");
+  }
+  return config;
 }
 
 llvm::Expected<FamilyDescription> chooseFamily(const TensorSource &tensors,
@@ -118,11 +184,7 @@ llvm::Expected<LoadedModel> loadModel(llvm::StringRef path,
     weightsPath = *found;
     dir = path.str();
   }
-  if (!llvm::StringRef(weightsPath).ends_with(".safetensors")) {
-    return error(weightsPath + ": unsupported weights file (expected "
-                               "*.safetensors)");
-  }
-  auto file = SafetensorsFile::open(weightsPath);
+  auto file = openCheckpoint(weightsPath);
   if (!file) {
     return file.takeError();
   }
@@ -131,34 +193,20 @@ llvm::Expected<LoadedModel> loadModel(llvm::StringRef path,
   if (!family) {
     return family.takeError();
   }
-
-  std::string configName = family->root.value("config_file", "config.json");
-  llvm::SmallString<256> configPath(dir.empty() ? "." : dir);
-  llvm::sys::path::append(configPath, configName);
-  json config;
-  bool haveConfig = false;
-  if (llvm::sys::fs::exists(configPath)) {
-    auto buffer = llvm::MemoryBuffer::getFile(configPath);
-    if (!buffer) {
-      return error(configPath + ": " + buffer.getError().message());
-    }
-    llvm::StringRef text = (*buffer)->getBuffer();
-    try {
-      config = json::parse(text.begin(), text.end());
-    } catch (const json::exception &e) {
-      return error(configPath + ": not valid JSON: " + e.what());
-    }
-    if (!config.is_object()) {
-      return error(configPath + ": expected a JSON object");
-    }
-    haveConfig = true;
+  std::string configPath;
+  auto config = readConfig(*family, **file, dir, configPath);
+  if (!config) {
+    return config.takeError();
   }
 
   auto description = recognizeModel(*family, **file,
-                                    haveConfig ? &config : nullptr, configPath);
+                                    *config ? &**config : nullptr, configPath);
   if (!description) {
     return description.takeError();
   }
+  // What the reader decided comes first among the assumptions.
+  description->notes.insert(description->notes.begin(),
+                            (*file)->notes().begin(), (*file)->notes().end());
   LoadedModel model;
   model.tensors = std::move(*file);
   model.description = std::move(*description);
