@@ -4,12 +4,20 @@
 
 #include "frontends/checkpoint/MappedFile.h"
 #include "frontends/safetensors/SafetensorsReader.h"
+#include "frontends/safetensors/ShardedSafetensors.h"
 #include "frontends/torch/TorchCheckpoint.h"
 
 namespace moe::frontend {
 
 llvm::Expected<std::unique_ptr<TensorSource>>
 openCheckpoint(llvm::StringRef path) {
+  if (path.ends_with(".safetensors.index.json")) {
+    auto sharded = ShardedSafetensors::open(path);
+    if (!sharded) {
+      return sharded.takeError();
+    }
+    return std::unique_ptr<TensorSource>(std::move(*sharded));
+  }
   // Peek at the first bytes through a mapping, then let the chosen reader
   // map the file itself (mappings are cheap; the bytes are not copied).
   bool torch;

@@ -17,7 +17,9 @@
 
 namespace moe::frontend {
 
-/// Opens `path` as a torch.save file or a safetensors file.
+/// Opens `path` as the index of sharded safetensors (by its name,
+/// *.safetensors.index.json), else as a torch.save file or a safetensors
+/// file (by its first bytes).
 llvm::Expected<std::unique_ptr<TensorSource>>
 openCheckpoint(llvm::StringRef path);
 

@@ -45,8 +45,9 @@ filesEndingWith(llvm::StringRef dir, llvm::ArrayRef<llvm::StringRef> suffixes) {
 }
 
 /// The weights file in a model directory, in the order publishers' loaders
-/// prefer them: model.safetensors, the only *.safetensors file,
-/// pytorch_model.bin, the only *.pt/*.pth/*.bin file.
+/// prefer them: model.safetensors, model.safetensors.index.json (shards),
+/// the only *.safetensors file, pytorch_model.bin, the only *.pt/*.pth/*.bin
+/// file.
 llvm::Expected<std::string> findWeights(llvm::StringRef dir) {
   for (llvm::StringRef kind : {"safetensors", "torch"}) {
     bool safetensors = kind == "safetensors";
@@ -55,6 +56,13 @@ llvm::Expected<std::string> findWeights(llvm::StringRef dir) {
                                                    : "pytorch_model.bin");
     if (llvm::sys::fs::exists(preferred)) {
       return preferred.str().str();
+    }
+    if (safetensors) {
+      llvm::SmallString<256> index(dir);
+      llvm::sys::path::append(index, "model.safetensors.index.json");
+      if (llvm::sys::fs::exists(index)) {
+        return index.str().str();
+      }
     }
     std::vector<llvm::StringRef> suffixes;
     if (safetensors) {

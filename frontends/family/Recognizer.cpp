@@ -61,12 +61,17 @@ std::string numberText(double value) {
   return text;
 }
 
-/// Replaces `{i}` in a name template by the layer index.
-std::string instantiate(llvm::StringRef pattern, int64_t layer) {
+/// Replaces `{i}` in a name template by the layer index and `{e}` by the
+/// expert index.
+std::string instantiate(llvm::StringRef pattern, int64_t layer,
+                        int64_t expert = 0) {
   std::string out;
   for (size_t i = 0; i < pattern.size(); ++i) {
     if (pattern.substr(i).starts_with("{i}")) {
       out += std::to_string(layer);
+      i += 2;
+    } else if (pattern.substr(i).starts_with("{e}")) {
+      out += std::to_string(expert);
       i += 2;
     } else {
       out += pattern[i];
@@ -158,6 +163,13 @@ private:
                                                     int64_t layer,
                                                     bool required,
                                                     llvm::StringRef usePath);
+  /// Adds experts 1..n-1 of a role whose name has {e} to `ref`.
+  llvm::Error stackExperts(const json &def, llvm::StringRef defPath,
+                           int64_t layer, const TensorInfo &first,
+                           WeightRef &ref);
+  /// Restricts `ref` to the role's "rows".
+  llvm::Error selectRows(const json &def, llvm::StringRef defPath,
+                         WeightRef &ref);
   llvm::Expected<WeightRef> bindRequired(const json &object, const char *key,
                                          int64_t layer, llvm::StringRef path);
   llvm::Expected<std::optional<WeightRef>> bindOptional(const json &object,
@@ -526,13 +538,116 @@ Recognition::bindRole(llvm::StringRef role, int64_t layer, bool required,
     }
   }
   boundKeys.insert(key);
+  if (def->contains("stack")) {
+    if (auto err = stackExperts(*def, defPath, layer, *tensor, ref)) {
+      return std::move(err);
+    }
+  }
+  if (def->contains("rows")) {
+    if (auto err = selectRows(*def, defPath, ref)) {
+      return std::move(err);
+    }
+  }
   return std::optional<WeightRef>(std::move(ref));
+}
+
+llvm::Error Recognition::stackExperts(const json &def, llvm::StringRef defPath,
+                                      int64_t layer, const TensorInfo &first,
+                                      WeightRef &ref) {
+  auto count = evaluateInt(def["stack"], (defPath + ".stack").str());
+  if (!count) {
+    return count.takeError();
+  }
+  std::string pattern = def["name"].get<std::string>();
+  if (pattern.find("{e}") == std::string::npos || *count < 1) {
+    return descError((defPath + ".stack").str(),
+                     "stacks tensors whose 'name' has an {e} (expert index), "
+                     "at least one of them");
+  }
+  for (int64_t e = 1; e < *count; ++e) {
+    std::string name = instantiate(pattern, layer, e);
+    auto it = strippedToKey.find(name);
+    const TensorInfo *tensor =
+        it == strippedToKey.end() ? nullptr : tensors.find(it->second);
+    if (!tensor) {
+      return ckptError(llvm::formatv("missing tensor '{0}' ({1}, expert {2} "
+                                     "of {3})",
+                                     name, ref.role, e, *count));
+    }
+    if (tensor->shape != first.shape || tensor->dtype != first.dtype) {
+      return ckptError(llvm::formatv(
+          "tensor '{0}' ({1}, expert {2}) is {3} {4}; expert 0 is {5} {6}",
+          it->second, ref.role, e, dtypeName(tensor->dtype),
+          shapeText(tensor->shape), dtypeName(first.dtype),
+          shapeText(first.shape)));
+    }
+    ref.sources.push_back(it->second);
+    boundKeys.insert(it->second);
+  }
+  ref.shape.insert(ref.shape.begin(), *count);
+  return llvm::Error::success();
+}
+
+llvm::Error Recognition::selectRows(const json &def, llvm::StringRef defPath,
+                                    WeightRef &ref) {
+  std::string path = (defPath + ".rows").str();
+  const json &rows = def["rows"];
+  if (!rows.is_array() || rows.size() != 2) {
+    return descError(path, "expected [first row, end row]");
+  }
+  auto begin = evaluateInt(rows[0], path + "[0]");
+  if (!begin) {
+    return begin.takeError();
+  }
+  auto end = evaluateInt(rows[1], path + "[1]");
+  if (!end) {
+    return end.takeError();
+  }
+  // Rows of each source: dimension 1 of a stack, else dimension 0.
+  size_t dim = def.contains("stack") ? 1 : 0;
+  if (ref.shape.size() <= dim || *begin < 0 || *begin >= *end ||
+      *end > ref.shape[dim]) {
+    return ckptError(llvm::formatv("tensor '{0}' ({1}) of shape {2} has no "
+                                   "rows [{3}, {4}) ({5})",
+                                   ref.sources.front(), ref.role,
+                                   shapeText(ref.shape), *begin, *end, path));
+  }
+  ref.rows = std::array<int64_t, 2>{*begin, *end};
+  ref.shape[dim] = *end - *begin;
+  return llvm::Error::success();
 }
 
 llvm::Expected<WeightRef> Recognition::bindRequired(const json &object,
                                                     const char *key,
                                                     int64_t layer,
                                                     llvm::StringRef path) {
+  // A list of roles: the first the checkpoint has (e.g. an lm_head, else
+  // the tied embedding).
+  auto it = object.find(key);
+  if (it != object.end() && it->is_array() && !it->empty()) {
+    const json *chosen = &it->back();
+    for (const json &candidate : *it) {
+      if (candidate.is_string() &&
+          roleTensor(candidate.get<std::string>(), layer)) {
+        chosen = &candidate;
+        break;
+      }
+    }
+    if (!chosen->is_string()) {
+      return descError((path + "." + key).str(), "expected role names");
+    }
+    if (chosen != &it->front()) {
+      notes.push_back(llvm::formatv("{0}.{1}: no '{2}' tensor, using '{3}'",
+                                    path, key, it->front().get<std::string>(),
+                                    chosen->get<std::string>()));
+    }
+    auto ref = bindRole(chosen->get<std::string>(), layer, /*required=*/true,
+                        (path + "." + key).str());
+    if (!ref) {
+      return ref.takeError();
+    }
+    return std::move(**ref);
+  }
   auto role = string(object, key, path);
   if (!role) {
     return role.takeError();

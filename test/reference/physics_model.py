@@ -392,6 +392,10 @@ class PhysicsModel:
 
     # ------------------------------------------------------------------ shared helpers
 
+    @property
+    def vocab(self) -> int:
+        return self.dims.vocab
+
     def _check_tokens(self, tokens) -> torch.Tensor:
         ids = torch.as_tensor(list(tokens), dtype=torch.long)
         if ids.dim() != 1 or ids.numel() == 0:

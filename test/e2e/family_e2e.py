@@ -1,8 +1,8 @@
 #!/usr/bin/python3
-"""End-to-end test of one physics fixture: generate, compile, run, compare.
+"""End-to-end test of one family's fixture: generate, compile, run, compare.
 
-1. Writes a random-weight checkpoint in the published on-disk format
-   (test/reference/make_fixture.py), with seeds checked for top-k margins.
+1. Writes a random-weight checkpoint of --family in its publisher's on-disk
+   format (test/reference/families.py), with seeds checked for top-k margins.
 2. Compiles it with moec for --target (default: host).
 3. For every prompt: runs the executable's prefill (--logits-out) and its
    token-by-token decode (--logits-out --decode), and compares both with
@@ -32,7 +32,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REFERENCE = os.path.join(os.path.dirname(HERE), "reference")
 sys.path.insert(0, REFERENCE)
 
-import physics_model  # noqa: E402
+import families  # noqa: E402
 import torch  # noqa: E402
 
 TOLERANCE = 1e-4
@@ -89,10 +89,14 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--moec", required=True)
     ap.add_argument("--target", default="host", help="a target from `moec targets`")
+    ap.add_argument("--family", default="physics", help=", ".join(families.FAMILIES))
     ap.add_argument("--preset", default="tiny")
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--prefix", default="")
-    ap.add_argument("--dtype", default="F32", help="dtype of the checkpoint's tensors")
+    ap.add_argument("--fixture", action="append", default=[], metavar="KEY=VALUE",
+                    help="an option of the family's fixture writer (VALUE is JSON, "
+                         "or a plain string)")
+    ap.add_argument("--compile-flag", action="append", default=[],
+                    help="an extra moec compile flag")
     ap.add_argument("--prefill-chunk", type=int, default=0)
     ap.add_argument("--prefill-strategy", default="")
     # Prompts are separated by '/' (a ';' does not survive CMake).
@@ -109,30 +113,34 @@ def main():
     passed = failed = 0
     try:
         model_dir = os.path.join(work, "model")
-        make = [sys.executable, os.path.join(REFERENCE, "make_fixture.py"),
-                "--out", model_dir, "--preset", args.preset,
-                "--seed", str(args.seed), "--check-tokens", args.prompts.replace("/", ";")]
-        if args.prefix:
-            make += ["--prefix", args.prefix]
-        if args.dtype != "F32":
-            make += ["--dtype", args.dtype]
-        run(make)
+        family = families.get(args.family)
+        prompts = families.parse_prompts(args.prompts)
+        options = {}
+        for item in args.fixture:
+            key, _, value = item.partition("=")
+            try:
+                options[key] = json.loads(value)
+            except ValueError:
+                options[key] = value
+        seed = family.write_checked_fixture(model_dir, args.preset, args.seed, prompts, options)
+        print("fixture: %s preset %s seed %d %s" % (args.family, args.preset, seed, options))
         exe = os.path.join(work, "model.exe")
         compile_cmd = [args.moec, "compile", model_dir, "-o", exe, "-q",
-                       "--target=" + args.target]
+                       "--target=" + args.target] + args.compile_flag
         if args.prefill_chunk:
             compile_cmd.append("--prefill-chunk=%d" % args.prefill_chunk)
         if args.prefill_strategy:
             compile_cmd.append("--prefill-strategy=" + args.prefill_strategy)
         run(compile_cmd)
 
-        reference = physics_model.PhysicsModel.from_dir(model_dir)
-        vocab = reference.dims.vocab
-        for prompt in args.prompts.split("/"):
-            tokens = [int(t) for t in prompt.split(",")]
-            with torch.no_grad():
-                ref = reference.forward(tokens).numpy().astype(np.float32)
+        reference = family.load(model_dir)
+        vocab = reference.vocab
+        for tokens in prompts:
+            prompt = ",".join(map(str, tokens))
             for mode in ["prefill", "decode"]:
+                with torch.no_grad():
+                    ref = (reference.forward(tokens) if mode == "prefill"
+                           else reference.decode(tokens)).numpy().astype(np.float32)
                 out = os.path.join(work, "logits.f32")
                 cmd = runner + [exe, "--tokens", prompt, "--logits-out", out]
                 if mode == "decode":
@@ -167,7 +175,8 @@ def main():
             print("kept " + work)
         else:
             shutil.rmtree(work, ignore_errors=True)
-    print("%d passed, %d failed (--target=%s)" % (passed, failed, args.target))
+    print("%d passed, %d failed (--family=%s --target=%s)" % (passed, failed, args.family,
+                                                            args.target))
     return 1 if failed else 0
 
 
