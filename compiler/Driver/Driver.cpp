@@ -230,7 +230,37 @@ loadAndImport(MLIRContext &context, const DriverOptions &options) {
   if (!loaded) {
     return reportError(loaded.takeError());
   }
-  const fe::ModelDescription &model = loaded->description;
+  fe::ModelDescription &model = loaded->description;
+  bool capacityRule = false;
+  for (fe::LayerDesc &layer : model.layers) {
+    if (layer.moe && layer.moe->router.capacity != fe::CapacityRule::Dropless) {
+      if (options.moeDropless) {
+        layer.moe->router.capacity = fe::CapacityRule::Dropless;
+      } else {
+        capacityRule = true;
+      }
+    }
+  }
+  int64_t prefillChunk = options.prefillChunk.value_or(0);
+  if (options.moeDropless) {
+    model.notes.push_back("--moe-dropless: routers keep every assignment "
+                          "(the family's capacity rule is off)");
+  }
+  if (capacityRule && prefillChunk == 0) {
+    prefillChunk = model.contextLength;
+    model.notes.push_back(llvm::formatv(
+        "prefill runs the whole prompt in one call (up to the context, {0} "
+        "tokens): the routers' capacity rule is per call",
+        prefillChunk));
+  } else if (capacityRule && prefillChunk < model.contextLength) {
+    model.notes.push_back(llvm::formatv(
+        "--prefill-chunk={0}: prompts longer than that are prefilled in "
+        "chunks, and the routers' capacity rule then applies per chunk, not "
+        "per prompt as in the reference",
+        prefillChunk));
+  } else if (prefillChunk == 0) {
+    prefillChunk = 256;
+  }
   if (options.verbose) {
     llvm::errs() << llvm::formatv(
         "moec: {0}: family {1}, {2} layers, d_model {3}, vocab {4}, "
@@ -242,7 +272,7 @@ loadAndImport(MLIRContext &context, const DriverOptions &options) {
     }
   }
   ImportOptions importOptions;
-  importOptions.prefillChunk = options.prefillChunk;
+  importOptions.prefillChunk = prefillChunk;
   FailureOr<OwningOpRef<ModuleOp>> module =
       importModel(context, model, importOptions);
   if (failed(module)) {
@@ -348,8 +378,9 @@ LogicalResult runCompile(const DriverOptions &options) {
     }
     runtime = *found;
   }
-  if (options.prefillChunk < 1 || options.prefillChunk > 65536) {
-    llvm::errs() << "moec: error: --prefill-chunk=" << options.prefillChunk
+  if (options.prefillChunk &&
+      (*options.prefillChunk < 1 || *options.prefillChunk > 65536)) {
+    llvm::errs() << "moec: error: --prefill-chunk=" << *options.prefillChunk
                  << ": expected a value in [1, 65536]\n";
     return failure();
   }

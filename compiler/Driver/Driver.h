@@ -38,8 +38,13 @@ struct DriverOptions {
   std::string family;
   std::string target = "host";
   EmitStage emit = EmitStage::Exe;
-  int64_t prefillChunk = 256;
+  /// The most tokens one prefill call runs; unset: 256, or the whole
+  /// context for a model whose routers have a capacity rule (the rule is
+  /// per call, so chunking would change which tokens it drops).
+  std::optional<int64_t> prefillChunk;
   std::string prefillStrategy = "grouped";
+  /// Turn off the routers' capacity rule (every assignment is kept).
+  bool moeDropless = false;
   /// Parallel kernel compiles; 0 = one per core.
   int jobs = 0;
   /// Where compiled kernels are cached across runs; empty = default

@@ -457,7 +457,7 @@ llvm::Expected<double> Recognition::setting(llvm::StringRef name) {
         return error(configPath + ": '" + key + "' should be a number, got " +
                      field->dump());
       }
-      notes.push_back(llvm::formatv("{0} = {1} (config.json '{2}')", name,
+      notes.push_back(llvm::formatv("{0} = {1} (config '{2}')", name,
                                     numberText(field->get<double>()), key));
       return field->get<double>();
     }
@@ -1230,8 +1230,14 @@ llvm::Expected<ModelDescription> Recognition::run() {
   // active = all but the routed experts a token does not visit.
   std::set<std::string> counted;
   auto count = [&](const WeightRef &ref, double activeFraction) {
+    // A tensor counts once however many roles read it (tied weights); row
+    // ranges of a fused tensor (Q, K, V of one QKV) count separately.
+    std::string rows =
+        ref.rows
+            ? llvm::formatv("[{0}, {1})", (*ref.rows)[0], (*ref.rows)[1]).str()
+            : "";
     for (const std::string &source : ref.sources) {
-      if (!counted.insert(source).second) {
+      if (!counted.insert(source + rows).second) {
         return;
       }
     }

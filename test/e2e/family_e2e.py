@@ -97,6 +97,9 @@ def main():
                          "or a plain string)")
     ap.add_argument("--compile-flag", action="append", default=[],
                     help="an extra moec compile flag")
+    ap.add_argument("--moe-dropless", action="store_true",
+                    help="compile with --moe-dropless and compare with the reference's "
+                         "dropless forward (families with a capacity rule)")
     ap.add_argument("--prefill-chunk", type=int, default=0)
     ap.add_argument("--prefill-strategy", default="")
     # Prompts are separated by '/' (a ';' does not survive CMake).
@@ -127,6 +130,10 @@ def main():
         exe = os.path.join(work, "model.exe")
         compile_cmd = [args.moec, "compile", model_dir, "-o", exe, "-q",
                        "--target=" + args.target] + args.compile_flag
+        reference_options = {}
+        if args.moe_dropless:
+            compile_cmd.append("--moe-dropless")
+            reference_options["dropless"] = True
         if args.prefill_chunk:
             compile_cmd.append("--prefill-chunk=%d" % args.prefill_chunk)
         if args.prefill_strategy:
@@ -139,7 +146,7 @@ def main():
             prompt = ",".join(map(str, tokens))
             for mode in ["prefill", "decode"]:
                 with torch.no_grad():
-                    ref = (reference.forward(tokens) if mode == "prefill"
+                    ref = (reference.forward(tokens, **reference_options) if mode == "prefill"
                            else reference.decode(tokens)).numpy().astype(np.float32)
                 out = os.path.join(work, "logits.f32")
                 cmd = runner + [exe, "--tokens", prompt, "--logits-out", out]
@@ -156,12 +163,9 @@ def main():
 
             # Greedy generation equals the reference's own greedy loop.
             if args.generate:
-                sequence = list(tokens)
                 with torch.no_grad():
-                    for _ in range(args.generate):
-                        logits = reference.forward(sequence)[-1]
-                        sequence.append(int(torch.argmax(logits)))
-                want = sequence[len(tokens):]
+                    want = families.greedy(reference, tokens, args.generate,
+                                           **reference_options)
                 out = run(runner + [exe, "--tokens", prompt, "-n", str(args.generate)])
                 got = [int(t) for t in out.stdout.strip().split(",")]
                 if got == want:

@@ -94,3 +94,15 @@ def get(name: str) -> Family:
 def parse_prompts(text: str) -> List[List[int]]:
     """Prompts separated by '/' (a ';' does not survive CMake), ids by ','."""
     return [[int(t) for t in p.split(",")] for p in text.split("/")]
+
+
+def greedy(model, tokens: Sequence[int], n: int, **options) -> List[int]:
+    """n greedy tokens after `tokens`: the reference's own generate when it has one
+    (Moonlight: prefill with the capacity rule, then cached decode), else argmax of a
+    fresh prefill over the growing sequence (the same thing for a dropless model)."""
+    if hasattr(model, "generate"):
+        return model.generate(list(tokens), n, **options)
+    sequence = list(tokens)
+    for _ in range(n):
+        sequence.append(int(model.forward(sequence, **options)[-1].argmax()))
+    return sequence[len(tokens):]

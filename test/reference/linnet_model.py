@@ -78,7 +78,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import math
 import os
 import re
@@ -86,7 +85,6 @@ import shutil
 import sys
 import tempfile
 import time
-import zlib
 from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
@@ -95,6 +93,8 @@ import torch
 _HERE = os.path.dirname(os.path.abspath(__file__))
 if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
+from reference_common import (check_tokens, strip_prefixes, tensor_getter, tensor_rng,  # noqa: E402
+                              write_json)
 from safetensors_io import LazyTensor, read_safetensors, write_safetensors  # noqa: E402
 
 # --------------------------------------------------------------------------- constants
@@ -105,7 +105,6 @@ ROPE_THETA = 50000.0    # spec §2: RotaryEmbedding(base=50000.0)
 CONV_KERNEL = 3         # spec §3: l_conv.weight [n_embd, 1, 3]
 TOP_K = 2               # spec §2: n_active_experts default 2
 DEFAULT_HEAD_DIM = 64   # spec §2: head_dim = n_embd // n_head = 64 for every depth
-KEY_PREFIXES = ("_orig_mod.", "module.")
 MARGIN_MIN = 1e-3       # smallest router logit margin accepted for a fixture seed
 MAX_TRIES = 50
 
@@ -207,23 +206,6 @@ def param_counts(preset_or_model) -> tuple:
 
 
 # --------------------------------------------------------------------------- loading
-
-def strip_prefixes(sd: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    """Remove any stack of leading "_orig_mod." / "module." from every key (spec §3)."""
-    out = {}
-    for key, v in sd.items():
-        k = key
-        changed = True
-        while changed:
-            changed = False
-            for p in KEY_PREFIXES:
-                if k.startswith(p):
-                    k, changed = k[len(p):], True
-        if k in out:
-            raise ValueError(f"key {key!r} collides with another key after prefix stripping ({k!r})")
-        out[k] = v
-    return out
-
 
 def load_state_dict(path: str, prefer: Optional[str] = None) -> Dict[str, torch.Tensor]:
     """Read a checkpoint like a user would: `path` is a directory (model.safetensors, else
@@ -334,19 +316,7 @@ class Model:
         sd = {k: (v.to(self.dtype).contiguous() if v.is_floating_point() else v) for k, v in sd.items()}
         self.notes: List[str] = []
         used = set()
-
-        def get(name, shape=None, optional=False):
-            if name not in sd:
-                if optional:
-                    return None
-                raise ValueError(f"checkpoint is missing tensor {name!r}")
-            t = sd[name]
-            if shape is not None and tuple(t.shape) != tuple(shape):
-                raise ValueError(f"tensor {name!r} has shape {tuple(t.shape)}, expected {tuple(shape)}")
-            if not t.is_floating_point():
-                raise ValueError(f"tensor {name!r} has non-float dtype {t.dtype}")
-            used.add(name)
-            return t
+        get = tensor_getter(sd, used)
 
         # ---- tied embedding: either name, or both (then they must agree)
         wte = get("transformer.wte.weight", optional=True)
@@ -500,14 +470,7 @@ class Model:
         return torch.stack([st.step(int(t)) for t in toks])
 
     def _check_tokens(self, tokens) -> torch.Tensor:
-        toks = torch.as_tensor(list(tokens) if not isinstance(tokens, torch.Tensor) else tokens,
-                               dtype=torch.long).reshape(-1)
-        if toks.numel() == 0:
-            raise ValueError("empty token list")
-        bad = toks[(toks < 0) | (toks >= self.vocab)]
-        if bad.numel():
-            raise ValueError(f"token id {int(bad[0])} out of range [0, {self.vocab})")
-        return toks
+        return check_tokens(tokens, self.vocab)
 
 
 class DecodeState:
@@ -604,10 +567,6 @@ def min_margins(model: Model, token_lists) -> dict:
 
 # --------------------------------------------------------------------------- fixtures
 
-def _rng(seed: int, name: str) -> np.random.Generator:
-    return np.random.default_rng([seed & 0xFFFFFFFF, zlib.crc32(name.encode("utf-8"))])
-
-
 def init_tensor(name: str, shape, c: dict, seed: int) -> torch.Tensor:
     """Deterministic, well-conditioned fp32 values for unprefixed key `name`.
 
@@ -618,7 +577,7 @@ def init_tensor(name: str, shape, c: dict, seed: int) -> torch.Tensor:
     shape = tuple(shape)
     if name.endswith("rotary_emb.inv_freq"):
         return inv_freq_formula(2 * shape[0], ROPE_THETA)
-    r = _rng(seed, name)
+    r = tensor_rng(seed, name)
     d = c["n_embd"]
 
     def normal(std):
@@ -693,14 +652,6 @@ TOKENIZER_CONFIG = {  # spec §5 hf/tokenizer_config.json
     "bos_token": None, "eos_token": "<|endoftext|>", "pad_token": "<|padding|>",
     "add_prefix_space": False, "trim_offsets": True,
 }
-
-
-def _write_json(path: str, obj) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
 
 
 def _save_bin(path: str, sd: "collections.OrderedDict", c: dict, prefix: str) -> None:
@@ -801,10 +752,10 @@ def write_fixture(out_dir: str, preset: Union[str, dict] = "tiny", seed: int = 1
         style = config
         if style == "upload":
             style = "auto" if not prefix else "static"
-        _write_json(os.path.join(out_dir, "config.json"), upload_config(c, style))
+        write_json(os.path.join(out_dir, "config.json"), upload_config(c, style))
         files.append("config.json")
     if tokenizer_config:
-        _write_json(os.path.join(out_dir, "tokenizer_config.json"), TOKENIZER_CONFIG)
+        write_json(os.path.join(out_dir, "tokenizer_config.json"), TOKENIZER_CONFIG)
         files.append("tokenizer_config.json")
     total, active = param_counts(c)
     return {"seed": seed, "files": files, "params": total, "active": active, "cfg": c, "margins": margins}

@@ -29,7 +29,6 @@ import os
 import re
 import sys
 import time
-import zlib
 
 import numpy as np
 import torch
@@ -39,6 +38,7 @@ if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
 from safetensors_io import LazyTensor, write_safetensors  # noqa: E402
 from physics_model import PhysicsModel  # noqa: E402
+from reference_common import round_to, tensor_rng, topk_margin, write_json  # noqa: E402
 
 # MoEModelConfig fields in spec §2 order, with the scaffold's training-only values.
 BASE_CONFIG = {
@@ -160,10 +160,6 @@ def count_params(c: dict, active: bool = False) -> int:
 
 # --------------------------------------------------------------------------- initialisation
 
-def _rng(seed: int, name: str) -> np.random.Generator:
-    return np.random.default_rng([seed & 0xFFFFFFFF, zlib.crc32(name.encode("utf-8"))])
-
-
 def init_tensor(name: str, shape, c: dict, seed: int) -> np.ndarray:
     """Deterministic well-conditioned random values for tensor `name` (unprefixed).
 
@@ -172,7 +168,7 @@ def init_tensor(name: str, shape, c: dict, seed: int) -> np.ndarray:
     norm weights U(0.9, 1.1); QK gains and smear U(0.8, 1.2); router.w ~ N(0, 1/D) so
     router logits have std ~1, router.bias U(-1, 1): comparable to the router logit
     spread, so it changes the top-k selection for a good fraction of tokens."""
-    r = _rng(seed, name)
+    r = tensor_rng(seed, name)
     D = c["d_model"]
     shape = tuple(shape)
 
@@ -215,18 +211,8 @@ def tensor_value(name: str, shape, c: dict, seed: int) -> np.ndarray:
     return init_tensor(name, shape, c, seed)
 
 
-def _round_to(arr: np.ndarray, dtype: str) -> torch.Tensor:
-    """What the reference will read back after storing `arr` as `dtype`."""
-    t = torch.from_numpy(arr)
-    if dtype == "F16":
-        return t.half().float()
-    if dtype == "BF16":
-        return t.bfloat16().float()
-    return t
-
-
 def build_state_dict(c: dict, seed: int, layout: str, dtype: str) -> dict:
-    return {n: _round_to(tensor_value(n, s, c, seed), dtype) for n, s in tensor_shapes(c, layout).items()}
+    return {n: round_to(tensor_value(n, s, c, seed), dtype) for n, s in tensor_shapes(c, layout).items()}
 
 
 # --------------------------------------------------------------------------- routing check
@@ -245,8 +231,7 @@ def check_routing(model: PhysicsModel, token_lists) -> dict:
             E = sel.shape[1]
             total += sel.shape[0]
             if k < E:
-                top = torch.topk(sel, k + 1, dim=-1).values
-                min_margin = min(min_margin, float((top[:, k - 1] - top[:, k]).min()))
+                min_margin = min(min_margin, topk_margin(sel, k))
                 nobias = torch.topk(logits, k, dim=-1).indices.sort(dim=-1).values
                 biased = t["idx"].sort(dim=-1).values
                 changed += int((nobias != biased).any(dim=-1).sum())
@@ -295,11 +280,7 @@ def write_fixture(out_dir: str, c: dict, seed: int, prefix: str = "", layout: st
                              metadata={"format": "pt"})
     cfg = dict(c)
     cfg["_model_class"] = "MoEModel"
-    tmp = os.path.join(out_dir, "config.json.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(cfg, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, os.path.join(out_dir, "config.json"))
+    write_json(os.path.join(out_dir, "config.json"), cfg)
     return size
 
 

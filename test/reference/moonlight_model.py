@@ -39,7 +39,7 @@ import math
 import os
 import pickle
 import re
-import zlib
+import sys
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -47,6 +47,12 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 from torch import nn
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+if _HERE not in sys.path:
+    sys.path.insert(0, _HERE)
+from reference_common import (KVCacheBase, TokenByTokenDecode, check_tokens,  # noqa: E402
+                              strip_prefixes, tensor_rng, topk_margin)
 
 # ModelConfig fields exactly as spelled and ordered in config.py (spec §2).
 MODEL_CFG_FIELDS = ("base", "vocab_size", "ctx_size", "embed_dim", "n_heads", "ffn_dim", "eps",
@@ -71,8 +77,6 @@ FULL_PARAMS = 134_891_136
 # 6e-4 -> 6e-5, weight decay 1e-2). Only primitives, like `model_dump()` produces.
 TRAINING_CFG = {"ctx_size": 1024, "batch_size": 16, "min_lr": 6e-5, "max_lr": 6e-4,
                 "weight_decay": 1e-2, "accumulation_steps": 8, "device": "cuda"}
-
-KEY_PREFIXES = ("_orig_mod.", "module.")
 
 # Globals a weights-only unpickler may resolve (what torch >= 2's weights_only=True
 # allows for a checkpoint like this one). Storage classes are mapped by torch itself.
@@ -275,24 +279,6 @@ def moe_prefill(h: torch.Tensor, router_w: torch.Tensor, up: torch.Tensor, down:
 
 # --------------------------------------------------------------------------- checkpoint I/O
 
-def strip_prefixes(sd: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    """Remove any stack of "_orig_mod." / "module." prefixes (spec §3: torch.compile)."""
-    out = {}
-    for key, value in sd.items():
-        k_ = key
-        while True:
-            for p in KEY_PREFIXES:
-                if k_.startswith(p):
-                    k_ = k_[len(p):]
-                    break
-            else:
-                break
-        if k_ in out:
-            raise ValueError(f"key {key!r} collides with another key after prefix stripping")
-        out[k_] = value
-    return out
-
-
 class _SafeUnpickler(pickle.Unpickler):
     """Refuses every global outside _SAFE_GLOBALS (torch maps storage classes itself)."""
 
@@ -372,8 +358,9 @@ class LayerWeights:
     norm2: torch.Tensor
 
 
-class Model:
-    """Moonlight-MoE reference. `Model(state_dict, model_cfg)` or `Model.from_dir(path)`."""
+class Model(TokenByTokenDecode):
+    """Moonlight-MoE reference. `Model(state_dict, model_cfg)` or `Model.from_dir(path)`.
+    Key prefixes "_orig_mod." (torch.compile, spec §3) / "module." are stripped."""
 
     def __init__(self, state_dict: Dict[str, torch.Tensor], model_cfg: Optional[dict] = None,
                  overrides: Optional[dict] = None, rope: str = "fp32"):
@@ -472,15 +459,7 @@ class Model:
     # ------------------------------------------------------------------ helpers
 
     def _check_tokens(self, tokens) -> torch.Tensor:
-        ids = torch.as_tensor(list(tokens), dtype=torch.long)
-        if ids.dim() != 1 or ids.numel() == 0:
-            raise ValueError("need a non-empty 1-D list of token ids")
-        bad = [int(t) for t in ids if not 0 <= int(t) < self.vocab]
-        if bad:
-            raise ValueError(f"token ids {bad[:5]} out of range [0, {self.vocab})")
-        if ids.numel() > self.dims.ctx_size:
-            raise ValueError(f"{ids.numel()} tokens exceed ctx_size {self.dims.ctx_size}")
-        return ids
+        return check_tokens(tokens, self.vocab, max_len=self.dims.ctx_size)
 
     def _cos_sin(self, positions: torch.Tensor):
         ang = rope_angles(positions, self.dims.head_dim, self.dims.base, self.rope)
@@ -488,14 +467,16 @@ class Model:
 
     # ------------------------------------------------------------------ prefill path
 
-    def forward(self, tokens, trace: Optional[list] = None, dropless: bool = False) -> torch.Tensor:
+    def forward(self, tokens, trace: Optional[list] = None, dropless: bool = False,
+                cache: Optional["KVCache"] = None) -> torch.Tensor:
         """Logits [T, V] of one prefill call over `tokens` (positions 0..T-1).
 
         The capacity rule uses t = T (one sequence per call). dropless=True keeps every
         assignment. If `trace` is a list, one dict per layer is appended: layer, hidden
         [T,D] (after the layer), experts [T,k], weights [T,k] (the raw top-k softmax
         probabilities), kept [T,k] (False where the capacity rule dropped the
-        assignment), probs [T,E], cap."""
+        assignment), probs [T,E], cap. If `cache` (empty) is given, the post-RoPE K and V
+        of every layer are stored in it, as GPTMoE.generate's prefill does."""
         d = self.dims
         ids = self._check_tokens(tokens)
         T, H, hd, D = ids.numel(), d.n_heads, d.head_dim, d.d_model
@@ -509,6 +490,8 @@ class Model:
                 k = (h @ lw.wk.t()).view(T, H, hd).transpose(0, 1)
                 v = (h @ lw.wv.t()).view(T, H, hd).transpose(0, 1)
                 q, k = rope_interleaved(q, cos, sin), rope_interleaved(k, cos, sin)
+                if cache is not None:
+                    cache.k[li][:, :T], cache.v[li][:, :T] = k, v
                 s = (q @ k.transpose(1, 2)) / math.sqrt(hd)
                 p = torch.softmax(s.masked_fill(~causal, float("-inf")), dim=-1)
                 o = (p @ v).transpose(0, 1).reshape(T, D)
@@ -520,41 +503,45 @@ class Model:
                     trace.append({"layer": li, "hidden": x.clone(), "experts": info["idx"].clone(),
                                   "weights": info["gate"].clone(), "kept": info["keep"].clone(),
                                   "probs": info["probs"].clone(), "cap": info["cap"]})
+            if cache is not None:
+                cache.pos = T
             x = rms_norm(x, self.final_norm, d.eps)
             return x @ self.emb.t() + self.head_bias
 
+    def generate(self, tokens, n: int, dropless: bool = False) -> List[int]:
+        """Greedy continuation as the publisher's generate runs it: one prefill call over
+        the prompt (capacity rule included) filling the KV cache, then one token at a
+        time through the cache."""
+        cache = self.new_cache(len(tokens) + n)
+        logits = self.forward(tokens, cache=cache, dropless=dropless)[-1]
+        out = []
+        for _ in range(n):
+            out.append(int(torch.argmax(logits)))
+            logits = cache.step(out[-1])
+        return out
+
     # ------------------------------------------------------------------ decode path
+
+    # decode(tokens) (TokenByTokenDecode): logits [T, V] one token at a time via new_cache
 
     def new_cache(self, capacity: int) -> "KVCache":
         return KVCache(self, capacity)
 
-    def decode(self, tokens) -> torch.Tensor:
-        """Logits [T, V] computed one token at a time through a KV cache."""
-        ids = self._check_tokens(tokens)
-        cache = self.new_cache(ids.numel())
-        return torch.stack([cache.step(int(t)) for t in ids], dim=0)
 
-
-class KVCache:
+class KVCache(KVCacheBase):
     """Token-by-token decoder with its own K/V cache: a code path separate from
     `Model.forward` (matrix-vector products, per-head loop, complex RoPE, per-token
     expert loop)."""
 
     def __init__(self, model: Model, capacity: int):
+        # post-RoPE K and V per layer, [H, capacity, hd] (spec §4: the cache holds rotated K);
+        # at most ctx_size positions
         d = model.dims
-        self.model = model
-        self.capacity = capacity
-        self.pos = 0
-        # post-RoPE K and V per layer, [H, capacity, hd] (spec §4: the cache holds rotated K)
-        self.k = [torch.zeros(d.n_heads, capacity, d.head_dim) for _ in model.layers]
-        self.v = [torch.zeros(d.n_heads, capacity, d.head_dim) for _ in model.layers]
+        super().__init__(model, capacity, d.n_heads, d.head_dim, max_positions=d.ctx_size)
 
     def step(self, token: int) -> torch.Tensor:
         m, d = self.model, self.model.dims
-        if self.pos >= self.capacity or self.pos >= d.ctx_size:
-            raise ValueError(f"KV cache full ({min(self.capacity, d.ctx_size)} positions)")
-        if not 0 <= token < d.vocab:
-            raise ValueError(f"token id {token} out of range [0, {d.vocab})")
+        self.check_step(token, d.vocab)
         H, hd, pos = d.n_heads, d.head_dim, self.pos
         ang = rope_angles(torch.tensor([pos]), hd, d.base, m.rope)[0]
         x = m.emb[token].clone()
@@ -609,13 +596,7 @@ def capacity_gaps(model: Model, tokens) -> List[dict]:
 
 def _topk_margin(trace: list, k: int) -> float:
     """min over tokens and layers of (k-th minus (k+1)-th softmax probability)."""
-    best = math.inf
-    for t in trace:
-        probs = t["probs"]
-        if k < probs.shape[1]:
-            top = torch.topk(probs, k + 1, dim=-1).values
-            best = min(best, float((top[:, k - 1] - top[:, k]).min()))
-    return best
+    return min((topk_margin(t["probs"], k) for t in trace), default=math.inf)
 
 
 def min_margins(model: Model, token_lists: Sequence[Sequence[int]]) -> dict:
@@ -645,10 +626,6 @@ def min_margins(model: Model, token_lists: Sequence[Sequence[int]]) -> dict:
 
 # --------------------------------------------------------------------------- fixture writer
 
-def _rng(seed: int, name: str) -> np.random.Generator:
-    return np.random.default_rng([seed & 0xFFFFFFFF, zlib.crc32(name.encode("utf-8"))])
-
-
 def init_tensor(name: str, shape, c: dict, seed: int) -> torch.Tensor:
     """Deterministic, well-conditioned random values for parameter `name` (unprefixed).
 
@@ -660,7 +637,7 @@ def init_tensor(name: str, shape, c: dict, seed: int) -> torch.Tensor:
     the tokens of one prompt share much of their hidden state, so their routing is
     correlated and prompts of a few tokens already overflow some expert (cap ~ 0.42 t
     at the published k/E/cf)."""
-    r = _rng(seed, name)
+    r = tensor_rng(seed, name)
     shape = tuple(shape)
     D = c["embed_dim"]
 

@@ -17,7 +17,6 @@ backend drops tokens over capacity at prefill; the "true" model does not).
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -30,6 +29,8 @@ import torch
 _HERE = os.path.dirname(os.path.abspath(__file__))
 if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
+from reference_common import (KVCacheBase, TokenByTokenDecode, check_tokens,  # noqa: E402
+                              read_config_json, strip_prefixes, tensor_getter)
 from safetensors_io import read_safetensors  # noqa: E402
 
 # Settings the tensor shapes cannot show (spec §2 last paragraph): card values for
@@ -42,29 +43,8 @@ SETTING_DEFAULTS = {
     "top_k": 2,
 }
 
-# Key prefixes added by torch.compile ("_orig_mod.") and DDP ("module."), spec §3.
-KEY_PREFIXES = ("_orig_mod.", "module.")
-
 # Renormalisation epsilon of the top-k sigmoid weights (spec §4, SigmoidRouter).
 ROUTER_RENORM_EPS = 1e-9
-
-
-def strip_prefixes(state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    """Remove any stack of "_orig_mod." / "module." prefixes from every key."""
-    out = {}
-    for key, value in state_dict.items():
-        k = key
-        changed = True
-        while changed:
-            changed = False
-            for p in KEY_PREFIXES:
-                if k.startswith(p):
-                    k = k[len(p):]
-                    changed = True
-        if k in out:
-            raise ValueError(f"key {key!r} collides with another key after prefix stripping ({k!r})")
-        out[k] = value
-    return out
 
 
 def stack_legacy_experts(sd: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
@@ -227,8 +207,9 @@ _SHAPE_KEYS = ("vocab_size", "d_model", "n_layers", "n_q_heads", "n_kv_heads", "
                "n_routed_experts", "d_ff", "moe_first_layer")
 
 
-class PhysicsModel:
-    """moe100m-physics forward pass from a (prefix-stripped) state dict + config."""
+class PhysicsModel(TokenByTokenDecode):
+    """moe100m-physics forward pass from a (prefix-stripped) state dict + config.
+    Key prefixes "_orig_mod." / "module." (torch.compile, DDP; spec §3) are stripped."""
 
     def __init__(self, state_dict: Dict[str, torch.Tensor], config: Optional[dict] = None,
                  overrides: Optional[dict] = None, fp32_rope_angles: bool = False):
@@ -236,19 +217,7 @@ class PhysicsModel:
         sd = {k: (v.float().contiguous() if v.is_floating_point() else v) for k, v in sd.items()}
         self.fp32_rope_angles = fp32_rope_angles
         self._used = set()
-
-        def get(name, shape=None, optional=False):
-            if name not in sd:
-                if optional:
-                    return None
-                raise ValueError(f"checkpoint is missing tensor {name!r}")
-            t = sd[name]
-            if shape is not None and tuple(t.shape) != tuple(shape):
-                raise ValueError(f"tensor {name!r} has shape {tuple(t.shape)}, expected {tuple(shape)}")
-            if not t.is_floating_point():
-                raise ValueError(f"tensor {name!r} has non-float dtype {t.dtype}")
-            self._used.add(name)
-            return t
+        get = tensor_getter(sd, self._used)
 
         # ---- sizes from shapes (spec §2 table)
         embed = get("embed.weight")
@@ -376,19 +345,10 @@ class PhysicsModel:
     @classmethod
     def from_dir(cls, path: str, overrides: Optional[dict] = None, **kw) -> "PhysicsModel":
         """Load `path` (a directory with model.safetensors [+ config.json], or a .safetensors file)."""
-        if os.path.isdir(path):
-            weights = os.path.join(path, "model.safetensors")
-            cfg_path = os.path.join(path, "config.json")
-        else:
-            weights = path
-            cfg_path = os.path.join(os.path.dirname(os.path.abspath(path)), "config.json")
+        weights = os.path.join(path, "model.safetensors") if os.path.isdir(path) else path
         if not os.path.isfile(weights):
             raise ValueError(f"{weights}: not found")
-        config = None
-        if os.path.isfile(cfg_path):
-            with open(cfg_path, "r", encoding="utf-8") as f:
-                config = json.load(f)
-        return cls(read_safetensors(weights), config, overrides=overrides, **kw)
+        return cls(read_safetensors(weights), read_config_json(path), overrides=overrides, **kw)
 
     # ------------------------------------------------------------------ shared helpers
 
@@ -397,13 +357,7 @@ class PhysicsModel:
         return self.dims.vocab
 
     def _check_tokens(self, tokens) -> torch.Tensor:
-        ids = torch.as_tensor(list(tokens), dtype=torch.long)
-        if ids.dim() != 1 or ids.numel() == 0:
-            raise ValueError("need a non-empty 1-D list of token ids")
-        bad = [int(t) for t in ids if not 0 <= int(t) < self.dims.vocab]
-        if bad:
-            raise ValueError(f"token ids {bad[:5]} out of range [0, {self.dims.vocab})")
-        return ids
+        return check_tokens(tokens, self.dims.vocab)
 
     def _route(self, lw: LayerWeights, h: torch.Tensor):
         """Sigmoid router (spec §4, MoE block), fp32. h: [N, D].
@@ -481,36 +435,23 @@ class PhysicsModel:
             return (x @ self.head.t()) * d.logit_scale
 
     # ------------------------------------------------------------------ decode path
+    # decode(tokens) (TokenByTokenDecode): logits [T, V] one token at a time via new_cache
 
     def new_cache(self, capacity: int) -> "KVCache":
         return KVCache(self, capacity)
 
-    def decode(self, tokens) -> torch.Tensor:
-        """Logits [T, V] computed one token at a time through a KV cache."""
-        ids = self._check_tokens(tokens)
-        cache = self.new_cache(ids.numel())
-        return torch.stack([cache.step(int(t)) for t in ids], dim=0)
 
-
-class KVCache:
+class KVCache(KVCacheBase):
     """Token-by-token decoder with its own K/V cache (a separate code path from
     `PhysicsModel.forward`: vector math, per-head loop, per-token expert loop)."""
 
     def __init__(self, model: PhysicsModel, capacity: int):
-        d = model.dims
-        self.model = model
-        self.capacity = capacity
-        self.pos = 0
         # cached K (after QK-norm and RoPE) and V (after smear), per layer [Hkv, capacity, hd]
-        self.k = [torch.zeros(d.n_kv_heads, capacity, d.head_dim) for _ in model.layers]
-        self.v = [torch.zeros(d.n_kv_heads, capacity, d.head_dim) for _ in model.layers]
+        super().__init__(model, capacity, model.dims.n_kv_heads, model.dims.head_dim)
 
     def step(self, token: int) -> torch.Tensor:
         m, d = self.model, self.model.dims
-        if self.pos >= self.capacity:
-            raise ValueError(f"KV cache full ({self.capacity} positions)")
-        if not 0 <= token < d.vocab:
-            raise ValueError(f"token id {token} out of range [0, {d.vocab})")
+        self.check_step(token, d.vocab)
         H, Hkv, hd = d.n_heads, d.n_kv_heads, d.head_dim
         G = H // Hkv
         pos = self.pos

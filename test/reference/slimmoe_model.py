@@ -39,7 +39,6 @@ import math
 import os
 import re
 import sys
-import zlib
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -50,6 +49,8 @@ import torch
 _HERE = os.path.dirname(os.path.abspath(__file__))
 if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
+from reference_common import (KVCacheBase, TokenByTokenDecode, check_tokens,  # noqa: E402
+                              read_config_json, round_to, tensor_rng, topk_margin, write_json)
 from safetensors_io import LazyTensor, read_safetensors, write_safetensors  # noqa: E402
 
 PRESETS = {
@@ -301,7 +302,7 @@ class LayerWeights:
     w2: torch.Tensor         # [E, D, F]
 
 
-class Model:
+class Model(TokenByTokenDecode):
     """SlimMoE reference. `Model(tensors, config)` or `Model.from_dir(path)`."""
 
     def __init__(self, tensors: Dict[str, torch.Tensor], config: Optional[dict] = None,
@@ -390,22 +391,11 @@ class Model:
     def from_dir(cls, path: str, overrides: Optional[dict] = None, **kw) -> "Model":
         """Load a directory with config.json + model.safetensors (or sharded safetensors
         with model.safetensors.index.json)."""
-        cfg_path = os.path.join(path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path)),
-                                "config.json")
-        if not os.path.isfile(cfg_path):
-            raise ValueError(f"{cfg_path}: not found (head counts cannot be read from the tensors)")
-        with open(cfg_path, "r", encoding="utf-8") as f:
-            config = json.load(f)
+        config = read_config_json(path, "head counts cannot be read from the tensors")
         return cls(read_weights(path), config, overrides=overrides, **kw)
 
     def _check_tokens(self, tokens) -> torch.Tensor:
-        ids = torch.as_tensor(list(tokens), dtype=torch.long)
-        if ids.dim() != 1 or ids.numel() == 0:
-            raise ValueError("need a non-empty 1-D list of token ids")
-        bad = [int(t) for t in ids if not 0 <= int(t) < self.vocab]
-        if bad:
-            raise ValueError(f"token ids {bad[:5]} out of range [0, {self.vocab})")
-        return ids
+        return check_tokens(tokens, self.vocab)
 
     # ------------------------------------------------------------------ prefill path
 
@@ -444,33 +434,23 @@ class Model:
             return rms_norm(x, self.final_norm, d.eps) @ self.head.t()
 
     # ------------------------------------------------------------------ decode path
+    # decode(tokens) (TokenByTokenDecode): logits [T, V] one token at a time via new_cache
 
     def new_cache(self, capacity: int) -> "KVCache":
         return KVCache(self, capacity)
 
-    def decode(self, tokens) -> torch.Tensor:
-        """Logits [T, V] computed one token at a time through a KV cache."""
-        ids = self._check_tokens(tokens)
-        cache = self.new_cache(ids.numel())
-        return torch.stack([cache.step(int(t)) for t in ids], dim=0)
 
-
-class KVCache:
+class KVCache(KVCacheBase):
     """Token-by-token decoder (vector math, per-head loop, complex RoPE, per-token
     expert loop): a code path separate from `Model.forward`."""
 
     def __init__(self, model: Model, capacity: int):
-        d = model.dims
-        self.model, self.capacity, self.pos = model, capacity, 0
-        self.k = [torch.zeros(d.n_kv_heads, capacity, d.head_dim) for _ in model.layers]   # post-RoPE
-        self.v = [torch.zeros(d.n_kv_heads, capacity, d.head_dim) for _ in model.layers]
+        # post-RoPE K and V per layer, [Hkv, capacity, hd]
+        super().__init__(model, capacity, model.dims.n_kv_heads, model.dims.head_dim)
 
     def step(self, token: int) -> torch.Tensor:
         m, d = self.model, self.model.dims
-        if self.pos >= self.capacity:
-            raise ValueError(f"KV cache full ({self.capacity} positions)")
-        if not 0 <= token < d.vocab:
-            raise ValueError(f"token id {token} out of range [0, {d.vocab})")
+        self.check_step(token, d.vocab)
         H, Hkv, hd, pos = d.n_heads, d.n_kv_heads, d.head_dim, self.pos
         G = H // Hkv
         ang = rope_angles(torch.tensor([pos]), hd, d.rope_theta, m.rope)[0]
@@ -513,17 +493,11 @@ def min_margins(model: Model, token_lists: Sequence[Sequence[int]]) -> dict:
         tr: list = []
         model.forward(toks, trace=tr)
         for t in tr:
-            if k < t["probs"].shape[1]:
-                top = torch.topk(t["probs"], k + 1, dim=-1).values
-                best = min(best, float((top[:, k - 1] - top[:, k]).min()))
+            best = min(best, topk_margin(t["probs"], k))
     return {"topk_margin": best}
 
 
 # --------------------------------------------------------------------------- fixture writer
-
-def _rng(seed: int, name: str) -> np.random.Generator:
-    return np.random.default_rng([seed & 0xFFFFFFFF, zlib.crc32(name.encode("utf-8"))])
-
 
 def init_tensor(name: str, shape, c: dict, seed: int) -> np.ndarray:
     """Deterministic random values for `name`, from its own (seed, name) generator so
@@ -533,7 +507,7 @@ def init_tensor(name: str, shape, c: dict, seed: int) -> np.ndarray:
     twice gets the embedding's values."""
     if name == "lm_head.weight" and c.get("tie_word_embeddings", True):
         name = "model.embed_tokens.weight"
-    r = _rng(seed, name)
+    r = tensor_rng(seed, name)
     shape = tuple(shape)
     D = c["hidden_size"]
 
@@ -550,16 +524,6 @@ def init_tensor(name: str, shape, c: dict, seed: int) -> np.ndarray:
     if name.endswith("o_proj.weight") or name.endswith("w2.weight"):
         std *= 0.5
     return normal(std)
-
-
-def round_to(arr, dtype: str) -> torch.Tensor:
-    """float32 tensor holding what a reader gets back after storing `arr` as `dtype`."""
-    t = torch.as_tensor(arr)
-    if dtype == "F16":
-        return t.half().float()
-    if dtype == "BF16":
-        return t.bfloat16().float()
-    return t.float()
 
 
 def build_state_dict(c: dict, seed: int, tie: str = "absent", dtype: str = "F32") -> Dict[str, torch.Tensor]:
@@ -629,16 +593,10 @@ def write_fixture(out_dir: str, preset="tiny", seed: int = 1, dtype: str = "F32"
                 total += item * int(np.prod(shapes[n]))
         index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
         path = os.path.join(out_dir, INDEX_NAME)
-        with open(path + ".tmp", "w", encoding="utf-8") as f:
-            json.dump(index, f, indent=2)
-            f.write("\n")
-        os.replace(path + ".tmp", path)
+        write_json(path, index)
         written.append(path)
     path = os.path.join(out_dir, "config.json")
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        json.dump(c, f, indent=2)
-        f.write("\n")
-    os.replace(path + ".tmp", path)
+    write_json(path, c)
     written.append(path)
     return written
 

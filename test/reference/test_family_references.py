@@ -15,11 +15,8 @@ import json
 import math
 import os
 import pickletools
-import shutil
 import sys
 import tempfile
-import time
-import traceback
 import zipfile
 
 import numpy as np
@@ -31,15 +28,10 @@ if _HERE not in sys.path:
 import moonlight_model as mm  # noqa: E402
 import slimmoe_model as sm  # noqa: E402
 from safetensors_io import read_safetensors, read_safetensors_header  # noqa: E402
+from selftest import rel_err, run_tests  # noqa: E402
 
 TMP = tempfile.mkdtemp(prefix="moec_family_test_")
 TORCH_MAJOR = int(torch.__version__.split(".")[0])
-
-
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    """max over positions of max|a-b| / max(1, range of b's row) (DESIGN §3 metric)."""
-    rng = (b.max(dim=-1).values - b.min(dim=-1).values).clamp_min(1.0)
-    return float(((a - b).abs().max(dim=-1).values / rng).max())
 
 
 def toks(n, vocab, mul=37, add=5):
@@ -684,35 +676,5 @@ def slow_slim_full_fixture():
     assert rel_err(m.forward(t), m.decode(t)) <= 1e-5
 
 
-# --------------------------------------------------------------------------- main
-
-def main(argv) -> int:
-    only = argv[argv.index("-k") + 1] if "-k" in argv else None
-    verbose = "-v" in argv
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
-    prefixes = ("test_", "slow_") if "--slow" in argv else ("test_",)
-    tests = [(n, f) for n, f in sorted(globals().items()) if n.startswith(prefixes) and callable(f)]
-    if only:
-        tests = [(n, f) for n, f in tests if only in n]
-    passed = failed = 0
-    for name, fn in tests:
-        t0 = time.time()
-        try:
-            fn()
-        except Exception:
-            failed += 1
-            print(f"FAIL {name} ({time.time() - t0:.1f}s)")
-            traceback.print_exc(file=sys.stdout)
-        else:
-            passed += 1
-            print(f"ok   {name} ({time.time() - t0:.1f}s)" if verbose else f"ok   {name}")
-    if "--keep" not in argv:
-        shutil.rmtree(TMP, ignore_errors=True)
-    else:
-        print(f"kept {TMP}")
-    print(f"{passed} passed, {failed} failed", flush=True)
-    return 0 if failed == 0 else 1
-
-
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(run_tests(globals(), sys.argv[1:], TMP))

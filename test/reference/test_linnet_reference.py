@@ -12,12 +12,8 @@ import collections
 import json
 import math
 import os
-import shutil
-import subprocess
 import sys
 import tempfile
-import time
-import traceback
 import zipfile
 
 import numpy as np
@@ -28,17 +24,12 @@ if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
 import linnet_model as lm  # noqa: E402
 from safetensors_io import read_safetensors, read_safetensors_header  # noqa: E402
+from selftest import rel_err, run, run_tests  # noqa: E402
 
 PY = "/usr/bin/python3"
 TMP = tempfile.mkdtemp(prefix="moec_linnet_test_")
 TOKS_TINY = [3, 17, 42, 99, 0, 5, 5, 64, 23, 81, 12, 7, 55, 31, 90, 2]
 TOKS_TINY2 = [1, 76, 30, 4, 4, 50, 12, 66, 9, 41, 0, 23, 70]
-
-
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    """max over positions of max|a-b| / max(1, range of b's row) (DESIGN §3 metric)."""
-    rng = (b.max(dim=-1).values - b.min(dim=-1).values).clamp_min(1.0)
-    return float(((a - b).abs().max(dim=-1).values / rng).max())
 
 
 def tiny_model(preset="tiny", seed=1, **ov):
@@ -56,10 +47,6 @@ def fixture(preset="tiny", seed=1, **opts) -> str:
         lm.write_fixture(d, preset, seed, **opts)
         _FIXTURES[key] = d
     return _FIXTURES[key]
-
-
-def run(cmd):
-    return subprocess.run(cmd, capture_output=True, text=True)
 
 
 # --------------------------------------------------------------------------- prefill vs decode
@@ -530,36 +517,5 @@ def test_cli_fixture_and_logits():
     assert r.stdout.split() == ["497145600", "157406976"]
 
 
-# --------------------------------------------------------------------------- main
-
-def main(argv) -> int:
-    only = None
-    if "-k" in argv:
-        only = argv[argv.index("-k") + 1]
-    verbose = "-v" in argv
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
-    tests = [(n, f) for n, f in sorted(globals().items()) if n.startswith("test_") and callable(f)]
-    if only:
-        tests = [(n, f) for n, f in tests if only in n]
-    passed = failed = 0
-    for name, fn in tests:
-        t0 = time.time()
-        try:
-            fn()
-        except Exception:
-            failed += 1
-            print(f"FAIL {name} ({time.time() - t0:.1f}s)")
-            traceback.print_exc(file=sys.stdout)
-        else:
-            passed += 1
-            print(f"ok   {name} ({time.time() - t0:.1f}s)" if verbose else f"ok   {name}")
-    if "--keep" not in argv:
-        shutil.rmtree(TMP, ignore_errors=True)
-    else:
-        print(f"kept {TMP}")
-    print(f"{passed} passed, {failed} failed", flush=True)
-    return 0 if failed == 0 else 1
-
-
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(run_tests(globals(), sys.argv[1:], TMP))

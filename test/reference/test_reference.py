@@ -11,13 +11,9 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import struct
-import subprocess
 import sys
 import tempfile
-import time
-import traceback
 
 import numpy as np
 import torch
@@ -30,6 +26,7 @@ from compare_logits import compare  # noqa: E402
 from physics_model import (PhysicsModel, rope_angles, rope_interleaved_complex,  # noqa: E402
                            rope_interleaved_prefill, strip_prefixes)
 from safetensors_io import LazyTensor, read_safetensors, write_safetensors  # noqa: E402
+from selftest import rel_err, run, run_tests  # noqa: E402
 
 PY = "/usr/bin/python3"
 TMP = tempfile.mkdtemp(prefix="moec_ref_test_")
@@ -37,19 +34,9 @@ TOKS_TINY = [3, 17, 42, 99, 0, 5, 5, 64, 23, 81, 12, 7, 55, 31, 90, 2]
 TOKS_TINY2 = [1, 76, 30, 4, 4, 50, 12, 66, 9, 41, 0, 23, 70]
 
 
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    """max over positions of max|a-b| / max(1, range of b's row) (DESIGN §3 metric)."""
-    rng = (b.max(dim=-1).values - b.min(dim=-1).values).clamp_min(1.0)
-    return float(((a - b).abs().max(dim=-1).values / rng).max())
-
-
 def tiny_model(preset="tiny", seed=0, sets=None, layout="grouped", dtype="F32"):
     c = mf.make_config(preset, sets)
     return PhysicsModel(mf.build_state_dict(c, seed, layout, dtype), c), c
-
-
-def run(cmd):
-    return subprocess.run(cmd, capture_output=True, text=True)
 
 
 # --------------------------------------------------------------------------- safetensors
@@ -411,36 +398,5 @@ def test_compare_metric():
     assert not ok
 
 
-# --------------------------------------------------------------------------- main
-
-def main(argv) -> int:
-    only = None
-    if "-k" in argv:
-        only = argv[argv.index("-k") + 1]
-    verbose = "-v" in argv
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
-    tests = [(n, f) for n, f in sorted(globals().items()) if n.startswith("test_") and callable(f)]
-    if only:
-        tests = [(n, f) for n, f in tests if only in n]
-    passed = failed = 0
-    for name, fn in tests:
-        t0 = time.time()
-        try:
-            fn()
-        except Exception:
-            failed += 1
-            print(f"FAIL {name} ({time.time() - t0:.1f}s)")
-            traceback.print_exc(file=sys.stdout)
-        else:
-            passed += 1
-            print(f"ok   {name} ({time.time() - t0:.1f}s)" if verbose else f"ok   {name}")
-    if "--keep" not in argv:
-        shutil.rmtree(TMP, ignore_errors=True)
-    else:
-        print(f"kept {TMP}")
-    print(f"{passed} passed, {failed} failed", flush=True)
-    return 0 if failed == 0 else 1
-
-
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(run_tests(globals(), sys.argv[1:], TMP))

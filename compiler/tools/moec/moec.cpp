@@ -71,8 +71,14 @@ cl::opt<std::string> emit(
 cl::opt<int64_t> prefillChunk(
     "prefill-chunk",
     cl::desc("most tokens one prefill call runs; longer prompts run in "
-             "chunks (default: 256)"),
+             "chunks (default: 256, or the whole context for a model with "
+             "a capacity rule)"),
     cl::init(256), cl::cat(category));
+cl::opt<bool> moeDropless(
+    "moe-dropless",
+    cl::desc("keep every expert assignment: turn off a router's capacity "
+             "rule (Moonlight drops over-capacity assignments at prefill)"),
+    cl::cat(category));
 cl::opt<std::string> prefillStrategy(
     "prefill-strategy",
     cl::desc("expert dispatch in prefill: grouped (bucket tokens by expert, "
@@ -181,8 +187,11 @@ int main(int argc, char **argv) {
   options.family = family;
   options.target = target;
   options.emit = *stage;
-  options.prefillChunk = prefillChunk;
+  if (prefillChunk.getNumOccurrences()) {
+    options.prefillChunk = prefillChunk;
+  }
   options.prefillStrategy = prefillStrategy;
+  options.moeDropless = moeDropless;
   options.jobs = jobs;
   options.kernelCache = kernelCache;
   options.noKernelCache = noKernelCache;

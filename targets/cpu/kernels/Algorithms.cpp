@@ -517,14 +517,42 @@ OpFuncs route(const KernelEnv &env, const TensorFunc &input,
   }
   Func indices(env.name("route_indices")), gateWeights("route_weights");
   indices(j, t) = mux(j, chosen);
-  gateWeights(j, t) = mux(j, weights);
+  std::vector<Func> capacityStages;
+  if (options.capacityFactor > 0) {
+    // The capacity rule: rank each assignment among those of its expert in
+    // this call (higher weight first, then flattened order t * k + j) and
+    // drop it at rank >= cap. cap is computed in f64, as the reference's
+    // Python arithmetic does.
+    Func weight(env.name("route_weight_uncapped"));
+    weight(j, t) = mux(j, weights);
+    int64_t k = options.topK;
+    // ((T * k) * factor) / E, in the reference's order of operations, so
+    // an exact integer quotient is not rounded up by a stray ulp.
+    Expr assignments = cast<double>(env.tokens * static_cast<int>(k));
+    Expr cap = max(cast<int>(ceil(assignments * Expr(options.capacityFactor) /
+                                  Expr(static_cast<double>(experts)))),
+                   1);
+    RDom other(0, static_cast<int>(k), 0, env.tokens, "other");
+    Expr sameExpert = indices(other.x, other.y) == indices(j, t);
+    Expr earlier =
+        other.y * static_cast<int>(k) + other.x < t * static_cast<int>(k) + j;
+    Expr ahead = weight(other.x, other.y) > weight(j, t) ||
+                 (weight(other.x, other.y) == weight(j, t) && earlier);
+    Func rank(env.name("route_capacity_rank"));
+    rank(j, t) = Halide::sum(select(sameExpert && ahead, 1, 0));
+    gateWeights(j, t) = select(rank(j, t) < cap, weight(j, t), 0.0f);
+    capacityStages = {indices, weight, rank};
+  } else {
+    gateWeights(j, t) = mux(j, weights);
+  }
 
   bool single = env.singleToken;
   // Both outputs read the picks, so everything is computed once at root;
-  // per token it is a few values.
+  // per token it is a few values (the capacity rank: T * k compares).
   std::vector<Func> stages{logits, scores, select_};
   stages.insert(stages.end(), helpers.begin(), helpers.end());
   stages.insert(stages.end(), picks.begin(), picks.end());
+  stages.insert(stages.end(), capacityStages.begin(), capacityStages.end());
   RootSchedule schedule = [=](Func &f) mutable {
     f.compute_root();
     for (Func &stage : stages) {

@@ -135,6 +135,11 @@ struct RouteOptions {
   double renormEps = 0;
   bool biasOnScores = false;
   double scaling = 1;
+  /// When > 0, the capacity rule of this call: an expert keeps at most
+  /// max(ceil(T * k * capacityFactor / E), 1) of its assignments, those
+  /// with the highest weights (ties: the earlier token, then the earlier
+  /// slot); the others get weight 0.
+  double capacityFactor = 0;
 };
 
 /// Router logits from `router` ([E, D] row-major, Halide r(d, e)); returns

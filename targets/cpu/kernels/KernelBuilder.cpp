@@ -207,11 +207,10 @@ LogicalResult Builder::buildOp(Operation *op) {
         return success();
       })
       .Case<RouteOp>([&](RouteOp r) -> LogicalResult {
-        if (r.getCapacity() != CapacityRule::Dropless) {
-          return unsupported("capacity rule '" +
-                             stringifyCapacityRule(r.getCapacity()) + "'");
-        }
         RouteOptions options;
+        if (r.getCapacity() == CapacityRule::DropLowestGate) {
+          options.capacityFactor = r.getCapacityFactor().convertToDouble();
+        }
         options.scoring = r.getScoring() == RouterScoring::Sigmoid
                               ? ScoringKind::Sigmoid
                               : ScoringKind::Softmax;

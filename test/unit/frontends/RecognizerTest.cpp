@@ -181,7 +181,7 @@ TEST(Recognizer, PhysicsFromShapes) {
   EXPECT_DOUBLE_EQ(model->logitScale, std::sqrt(8.0 / 32.0));
   EXPECT_EQ(model->logitsWeight.sources.front(), "embed.weight");
   EXPECT_TRUE(hasNote(*model, "agrees with the tensors"));
-  EXPECT_TRUE(hasNote(*model, "rope_theta = 500 (config.json 'rope_theta')"));
+  EXPECT_TRUE(hasNote(*model, "rope_theta = 500 (config 'rope_theta')"));
   // Parameters: every tensor once (the tied head is the embedding), and a
   // routed expert counts top_k / E towards the active ones.
   int64_t total = 0;

@@ -492,12 +492,15 @@ TEST(CpuKernels, CacheWriteThenAttention) {
 }
 
 /// Routes with options and checks indices and weights against a naive
-/// top-k.
+/// top-k (and, with a capacity factor, a naive capacity rule: per expert,
+/// keep the `cap` highest weights, the earlier assignment first on ties).
 void checkRoute(const std::string &attrs, bool sigmoid, bool withBias,
                 bool biasOnScores, int topK, bool renormalize, double eps,
-                double scaling) {
+                double scaling, double capacityFactor = 0) {
   const int E = 5, D = 7;
-  for (auto [t, T] : kSchedules) {
+  std::vector<std::pair<std::string, int>> schedules = kSchedules;
+  schedules.push_back({"?", 13});
+  for (auto [t, T] : schedules) {
     std::string k = std::to_string(topK);
     std::string ir = R"(
       moe.kernel @k(%x: tensor<Tx7xf32>, %r: tensor<5x7xf32>)";
@@ -522,6 +525,8 @@ void checkRoute(const std::string &attrs, bool sigmoid, bool withBias,
     }
     std::vector<Vec> out = kernel.run(inputs, T);
     ASSERT_EQ(out.size(), 2u);
+    std::vector<int> wantExpert(T * topK);
+    std::vector<double> wantWeight(T * topK);
     for (int tok = 0; tok < T; ++tok) {
       std::vector<double> logits(E), scores(E), select(E);
       for (int e = 0; e < E; ++e) {
@@ -555,13 +560,41 @@ void checkRoute(const std::string &attrs, bool sigmoid, bool withBias,
         total += scores[order[j]];
       }
       for (int j = 0; j < topK; ++j) {
-        EXPECT_EQ(int(out[0][tok * topK + j]), order[j]) << attrs << " T=" << t;
         double w = scores[order[j]];
         if (renormalize) {
           w /= total + eps;
         }
-        EXPECT_NEAR(out[1][tok * topK + j], w * scaling, 1e-5) << attrs;
+        wantExpert[tok * topK + j] = order[j];
+        wantWeight[tok * topK + j] = w * scaling;
       }
+    }
+    int dropped = 0;
+    if (capacityFactor > 0) {
+      int cap = std::max(1, int(std::ceil(T * topK * capacityFactor / E)));
+      for (int e = 0; e < E; ++e) {
+        std::vector<int> mine;
+        for (int a = 0; a < T * topK; ++a) {
+          if (wantExpert[a] == e) {
+            mine.push_back(a);
+          }
+        }
+        std::sort(mine.begin(), mine.end(), [&](int a, int c) {
+          return wantWeight[a] != wantWeight[c] ? wantWeight[a] > wantWeight[c]
+                                                : a < c;
+        });
+        for (size_t rank = cap; rank < mine.size(); ++rank) {
+          wantWeight[mine[rank]] = 0;
+          ++dropped;
+        }
+      }
+      // The rule must bind on the longer calls, or this tests nothing.
+      if (T == 13) {
+        EXPECT_GT(dropped, 0) << attrs;
+      }
+    }
+    for (int a = 0; a < T * topK; ++a) {
+      EXPECT_EQ(int(out[0][a]), wantExpert[a]) << attrs << " T=" << t;
+      EXPECT_NEAR(out[1][a], wantWeight[a], 1e-5) << attrs << " T=" << T;
     }
   }
 }
@@ -570,6 +603,16 @@ TEST(CpuKernels, RouteSoftmax) {
   checkRoute("", false, false, false, 2, false, 0, 1);
   checkRoute("{renormalize}", false, false, false, 3, true, 0, 1);
   checkRoute("{scaling = 2.5 : f64}", false, false, false, 1, false, 0, 2.5);
+}
+
+TEST(CpuKernels, RouteCapacityDropsTheLowestWeights) {
+  // Moonlight's rule (softmax, not renormalised) and a renormalised one.
+  checkRoute("{capacity = #moe.capacity_rule<drop_lowest_gate>, "
+             "capacity_factor = 6.0e-01 : f64}",
+             false, false, false, 2, false, 0, 1, 0.6);
+  checkRoute("{renormalize, capacity = #moe.capacity_rule<drop_lowest_gate>, "
+             "capacity_factor = 1.0 : f64}",
+             false, false, false, 3, true, 0, 1, 1.0);
 }
 
 TEST(CpuKernels, RouteSigmoidWithSelectionBias) {
