@@ -9,37 +9,36 @@
 
 namespace moe::frontend {
 
+namespace {
+
+/// A reader's result as the interface every caller uses.
+template <typename File>
 llvm::Expected<std::unique_ptr<TensorSource>>
-openCheckpoint(llvm::StringRef path) {
-  if (path.ends_with(".safetensors.index.json")) {
-    auto sharded = ShardedSafetensors::open(path);
-    if (!sharded) {
-      return sharded.takeError();
-    }
-    return std::unique_ptr<TensorSource>(std::move(*sharded));
-  }
-  // Peek at the first bytes through a mapping, then let the chosen reader
-  // map the file itself (mappings are cheap; the bytes are not copied).
-  bool torch;
-  {
-    auto mapping = MappedFile::open(path);
-    if (!mapping) {
-      return mapping.takeError();
-    }
-    torch = TorchCheckpoint::looksLikeTorchSave((*mapping)->bytes());
-  }
-  if (torch) {
-    auto file = TorchCheckpoint::open(path);
-    if (!file) {
-      return file.takeError();
-    }
-    return std::unique_ptr<TensorSource>(std::move(*file));
-  }
-  auto file = SafetensorsFile::open(path);
+asSource(llvm::Expected<std::unique_ptr<File>> file) {
   if (!file) {
     return file.takeError();
   }
   return std::unique_ptr<TensorSource>(std::move(*file));
+}
+
+} // namespace
+
+llvm::Expected<std::unique_ptr<TensorSource>>
+openCheckpoint(llvm::StringRef path) {
+  if (path.ends_with(".safetensors.index.json")) {
+    return asSource(ShardedSafetensors::open(path));
+  }
+  // Mapped once: the first bytes choose the reader, which keeps the mapping.
+  auto mapping = MappedFile::open(path);
+  if (!mapping) {
+    return mapping.takeError();
+  }
+  if (TorchCheckpoint::looksLikeTorchSave((*mapping)->bytes())) {
+    return asSource(
+        MappedTensorSource::fromMapping<TorchCheckpoint>(std::move(*mapping)));
+  }
+  return asSource(
+      MappedTensorSource::fromMapping<SafetensorsFile>(std::move(*mapping)));
 }
 
 } // namespace moe::frontend

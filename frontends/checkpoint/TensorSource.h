@@ -10,11 +10,14 @@
 #define MOE_FRONTENDS_CHECKPOINT_TENSORSOURCE_H
 
 #include "frontends/checkpoint/DType.h"
+#include "frontends/checkpoint/MappedFile.h"
 
 #include "llvm/ADT/ArrayRef.h"
 #include "llvm/ADT/SmallVector.h"
+#include "llvm/Support/Error.h"
 
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -54,6 +57,37 @@ public:
 
   /// The tensor called `name`, or null.
   const TensorInfo *find(llvm::StringRef name) const;
+};
+
+/// A TensorSource whose tensors view a file mapping it owns: the container
+/// formats read in place (safetensors, torch.save zip files).
+class MappedTensorSource : public TensorSource {
+public:
+  /// Parses the mapped bytes with `File::parse(bytes, path)`; the result
+  /// keeps the mapping its tensors view.
+  template <typename File>
+  static llvm::Expected<std::unique_ptr<File>>
+  fromMapping(std::unique_ptr<MappedFile> mapping) {
+    auto file = File::parse(mapping->bytes(), mapping->path());
+    if (!file) {
+      return file.takeError();
+    }
+    static_cast<MappedTensorSource &>(**file).mapping = std::move(mapping);
+    return file;
+  }
+
+  /// Maps `path` and parses it as a `File`.
+  template <typename File>
+  static llvm::Expected<std::unique_ptr<File>> openFile(llvm::StringRef path) {
+    auto mapping = MappedFile::open(path);
+    if (!mapping) {
+      return mapping.takeError();
+    }
+    return fromMapping<File>(std::move(*mapping));
+  }
+
+private:
+  std::unique_ptr<MappedFile> mapping;
 };
 
 } // namespace moe::frontend

@@ -49,28 +49,21 @@ filesEndingWith(llvm::StringRef dir, llvm::ArrayRef<llvm::StringRef> suffixes) {
 /// the only *.safetensors file, pytorch_model.bin, the only *.pt/*.pth/*.bin
 /// file.
 llvm::Expected<std::string> findWeights(llvm::StringRef dir) {
-  for (llvm::StringRef kind : {"safetensors", "torch"}) {
-    bool safetensors = kind == "safetensors";
-    llvm::SmallString<256> preferred(dir);
-    llvm::sys::path::append(preferred, safetensors ? "model.safetensors"
-                                                   : "pytorch_model.bin");
-    if (llvm::sys::fs::exists(preferred)) {
-      return preferred.str().str();
-    }
-    if (safetensors) {
-      llvm::SmallString<256> index(dir);
-      llvm::sys::path::append(index, "model.safetensors.index.json");
-      if (llvm::sys::fs::exists(index)) {
-        return index.str().str();
+  struct Kind {
+    std::vector<llvm::StringRef> preferred, suffixes;
+  };
+  const Kind kinds[] = {
+      {{"model.safetensors", "model.safetensors.index.json"}, {".safetensors"}},
+      {{"pytorch_model.bin"}, {".pt", ".pth", ".bin"}}};
+  for (const Kind &kind : kinds) {
+    for (llvm::StringRef name : kind.preferred) {
+      llvm::SmallString<256> path(dir);
+      llvm::sys::path::append(path, name);
+      if (llvm::sys::fs::exists(path)) {
+        return path.str().str();
       }
     }
-    std::vector<llvm::StringRef> suffixes;
-    if (safetensors) {
-      suffixes = {".safetensors"};
-    } else {
-      suffixes = {".pt", ".pth", ".bin"};
-    }
-    auto found = filesEndingWith(dir, suffixes);
+    auto found = filesEndingWith(dir, kind.suffixes);
     if (!found) {
       return found.takeError();
     }
@@ -78,8 +71,10 @@ llvm::Expected<std::string> findWeights(llvm::StringRef dir) {
       return found->front();
     }
     if (found->size() > 1) {
+      llvm::SmallString<256> preferred(dir);
+      llvm::sys::path::append(preferred, kind.preferred.front());
       return error(dir + ": several weights files (" +
-                   llvm::join(*found, ", ") + ") and no " + preferred.str() +
+                   llvm::join(*found, ", ") + ") and no " + preferred +
                    "; name the one to use");
     }
   }

@@ -159,6 +159,10 @@ private:
   const json *roleDefinition(llvm::StringRef role, bool &perLayer) const;
   const TensorInfo *roleTensor(llvm::StringRef role, int64_t layer,
                                std::string *key = nullptr) const;
+  /// The tensor whose name is `stripped` once prefixes are stripped; its
+  /// checkpoint key goes to `key`.
+  const TensorInfo *tensorNamed(llvm::StringRef stripped,
+                                std::string *key = nullptr) const;
   llvm::Expected<std::optional<WeightRef>> bindRole(llvm::StringRef role,
                                                     int64_t layer,
                                                     bool required,
@@ -272,9 +276,14 @@ const TensorInfo *Recognition::roleTensor(llvm::StringRef role, int64_t layer,
       !(*def)["name"].is_string()) {
     return nullptr;
   }
-  std::string name =
-      instantiate((*def)["name"].get<std::string>(), perLayer ? layer : 0);
-  auto it = strippedToKey.find(name);
+  return tensorNamed(
+      instantiate((*def)["name"].get<std::string>(), perLayer ? layer : 0),
+      key);
+}
+
+const TensorInfo *Recognition::tensorNamed(llvm::StringRef stripped,
+                                           std::string *key) const {
+  auto it = strippedToKey.find(stripped);
   if (it == strippedToKey.end()) {
     return nullptr;
   }
@@ -566,9 +575,8 @@ llvm::Error Recognition::stackExperts(const json &def, llvm::StringRef defPath,
   }
   for (int64_t e = 1; e < *count; ++e) {
     std::string name = instantiate(pattern, layer, e);
-    auto it = strippedToKey.find(name);
-    const TensorInfo *tensor =
-        it == strippedToKey.end() ? nullptr : tensors.find(it->second);
+    std::string key;
+    const TensorInfo *tensor = tensorNamed(name, &key);
     if (!tensor) {
       return ckptError(llvm::formatv("missing tensor '{0}' ({1}, expert {2} "
                                      "of {3})",
@@ -576,13 +584,12 @@ llvm::Error Recognition::stackExperts(const json &def, llvm::StringRef defPath,
     }
     if (tensor->shape != first.shape || tensor->dtype != first.dtype) {
       return ckptError(llvm::formatv(
-          "tensor '{0}' ({1}, expert {2}) is {3} {4}; expert 0 is {5} {6}",
-          it->second, ref.role, e, dtypeName(tensor->dtype),
-          shapeText(tensor->shape), dtypeName(first.dtype),
-          shapeText(first.shape)));
+          "tensor '{0}' ({1}, expert {2}) is {3} {4}; expert 0 is {5} {6}", key,
+          ref.role, e, dtypeName(tensor->dtype), shapeText(tensor->shape),
+          dtypeName(first.dtype), shapeText(first.shape)));
     }
-    ref.sources.push_back(it->second);
-    boundKeys.insert(it->second);
+    ref.sources.push_back(key);
+    boundKeys.insert(key);
   }
   ref.shape.insert(ref.shape.begin(), *count);
   return llvm::Error::success();

@@ -112,16 +112,7 @@ bool readUnsignedArray(const json &value, std::vector<uint64_t> &out) {
 
 llvm::Expected<std::unique_ptr<SafetensorsFile>>
 SafetensorsFile::open(llvm::StringRef path) {
-  auto mapping = MappedFile::open(path);
-  if (!mapping) {
-    return mapping.takeError();
-  }
-  auto file = parse((*mapping)->bytes(), path);
-  if (!file) {
-    return file.takeError();
-  }
-  (*file)->mapping = std::move(*mapping);
-  return file;
+  return openFile<SafetensorsFile>(path);
 }
 
 llvm::Expected<std::unique_ptr<SafetensorsFile>>

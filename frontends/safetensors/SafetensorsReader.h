@@ -21,7 +21,6 @@
 #ifndef MOE_FRONTENDS_SAFETENSORS_SAFETENSORSREADER_H
 #define MOE_FRONTENDS_SAFETENSORS_SAFETENSORSREADER_H
 
-#include "frontends/checkpoint/MappedFile.h"
 #include "frontends/checkpoint/TensorSource.h"
 
 #include "llvm/Support/Error.h"
@@ -31,7 +30,7 @@
 namespace moe::frontend {
 
 /// A validated safetensors file. Immutable; thread-compatible.
-class SafetensorsFile : public TensorSource {
+class SafetensorsFile : public MappedTensorSource {
 public:
   /// The format's own limit on the JSON header.
   static constexpr uint64_t kMaxHeaderBytes = 100'000'000;
@@ -53,7 +52,6 @@ public:
 
 private:
   SafetensorsFile() = default;
-  std::unique_ptr<MappedFile> mapping;
   std::string filePath;
   std::vector<TensorInfo> all;
   std::map<std::string, std::string> meta;

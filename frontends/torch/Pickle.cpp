@@ -209,12 +209,13 @@ llvm::Error Unpickler::persistentId() {
                 "key, location, numel)");
   }
   llvm::StringRef cls = llvm::StringRef(t->items[1]->text);
-  if (!cls.consume_front("torch.") || !cls.ends_with("Storage")) {
+  const StorageType *type =
+      cls.consume_front("torch.") ? lookupStorageType(cls) : nullptr;
+  if (!type) {
     return fail("names a storage of type '" + t->items[1]->text + "'");
   }
   PickleValue *s = make(Kind::Storage);
-  s->storageClass = cls.str();
-  s->dtype = storageDType(cls);
+  s->storageType = type;
   s->text = t->items[2]->text;
   s->numel = t->items[4]->integer;
   stack.push_back(s);
@@ -598,31 +599,42 @@ bool isAllowedGlobal(llvm::StringRef module, llvm::StringRef name) {
     return name == "_rebuild_tensor_v2" || name == "_rebuild_parameter";
   }
   if (module == "torch") {
-    return name == "Size" || storageDType(name) ||
-           name == "ComplexDoubleStorage" || isTorchDTypeName(name);
+    return name == "Size" || lookupStorageType(name) || isTorchDTypeName(name);
   }
   return false;
 }
 
+const StorageType *lookupStorageType(llvm::StringRef className) {
+  static const StorageType kTypes[] = {
+      {"FloatStorage", DType::F32, 4},
+      {"DoubleStorage", DType::F64, 8},
+      {"HalfStorage", DType::F16, 2},
+      {"BFloat16Storage", DType::BF16, 2},
+      {"LongStorage", DType::I64, 8},
+      {"IntStorage", DType::I32, 4},
+      {"ShortStorage", DType::I16, 2},
+      {"CharStorage", DType::I8, 1},
+      {"ByteStorage", DType::U8, 1},
+      {"BoolStorage", DType::Bool, 1},
+      {"ComplexFloatStorage", DType::C64, 8},
+      {"ComplexDoubleStorage", std::nullopt, 16},
+      {"UInt16Storage", DType::U16, 2},
+      {"UInt32Storage", DType::U32, 4},
+      {"UInt64Storage", DType::U64, 8},
+      {"Float8_e4m3fnStorage", DType::F8E4M3, 1},
+      {"Float8_e5m2Storage", DType::F8E5M2, 1},
+  };
+  for (const StorageType &type : kTypes) {
+    if (type.name == className) {
+      return &type;
+    }
+  }
+  return nullptr;
+}
+
 std::optional<DType> storageDType(llvm::StringRef className) {
-  return llvm::StringSwitch<std::optional<DType>>(className)
-      .Case("FloatStorage", DType::F32)
-      .Case("DoubleStorage", DType::F64)
-      .Case("HalfStorage", DType::F16)
-      .Case("BFloat16Storage", DType::BF16)
-      .Case("LongStorage", DType::I64)
-      .Case("IntStorage", DType::I32)
-      .Case("ShortStorage", DType::I16)
-      .Case("CharStorage", DType::I8)
-      .Case("ByteStorage", DType::U8)
-      .Case("BoolStorage", DType::Bool)
-      .Case("ComplexFloatStorage", DType::C64)
-      .Case("UInt16Storage", DType::U16)
-      .Case("UInt32Storage", DType::U32)
-      .Case("UInt64Storage", DType::U64)
-      .Case("Float8_e4m3fnStorage", DType::F8E4M3)
-      .Case("Float8_e5m2Storage", DType::F8E5M2)
-      .Default(std::nullopt);
+  const StorageType *type = lookupStorageType(className);
+  return type ? type->dtype : std::nullopt;
 }
 
 llvm::Expected<std::unique_ptr<PickleTree>>

@@ -28,6 +28,8 @@
 
 namespace moe::frontend {
 
+struct StorageType;
+
 /// A node of an unpickled tree. Nodes are owned by the PickleTree that made
 /// them and refer to each other by pointer (a pickle may share or even cycle
 /// through its memo).
@@ -45,8 +47,7 @@ struct PickleValue {
     /// An allowed global not yet applied, e.g. `torch.float32`.
     Global,
     /// A storage named by a persistent id: `text` (its key, the member
-    /// name under data/), `numel`, and `dtype` unless `storageClass` names
-    /// an element type moec has no DType for (complex128).
+    /// name under data/), `storageType` and `numel`.
     Storage,
     /// A tensor view of `storage`: `offset`, `shape` and `stride` in
     /// elements.
@@ -60,8 +61,7 @@ struct PickleValue {
   std::string text;
   /// Tuple and List elements; a Dict's keys and values, interleaved.
   std::vector<const PickleValue *> items;
-  std::optional<DType> dtype;
-  std::string storageClass;
+  const StorageType *storageType = nullptr;
   int64_t numel = 0;
   const PickleValue *storage = nullptr;
   int64_t offset = 0;
@@ -91,6 +91,17 @@ private:
 
 /// True for the globals a torch state dict may name.
 bool isAllowedGlobal(llvm::StringRef module, llvm::StringRef name);
+
+/// A torch storage class, e.g. FloatStorage: its element type (none for
+/// complex128, which moec has no DType for) and its element size.
+struct StorageType {
+  llvm::StringLiteral name;
+  std::optional<DType> dtype;
+  unsigned elementBytes;
+};
+
+/// The storage class called `className`, or null.
+const StorageType *lookupStorageType(llvm::StringRef className);
 
 /// The dtype of a torch storage class name such as "FloatStorage".
 std::optional<DType> storageDType(llvm::StringRef className);

@@ -116,18 +116,6 @@ std::optional<json> toJson(const PickleValue &v, int depth = 0) {
   return std::nullopt;
 }
 
-/// Bytes per element of a storage class, including the classes moec keeps
-/// no DType for.
-std::optional<uint64_t> elementBytes(const PickleValue &storage) {
-  if (storage.dtype) {
-    return dtypeBits(*storage.dtype) / 8;
-  }
-  if (storage.storageClass == "ComplexDoubleStorage") {
-    return 16;
-  }
-  return std::nullopt;
-}
-
 class Reader {
 public:
   Reader(llvm::ArrayRef<uint8_t> bytes, llvm::StringRef name)
@@ -206,17 +194,14 @@ llvm::Error Reader::addTensor(const std::string &key, const PickleValue &t,
     return fail(where + ": its storage '" + prefix + "data/" + storage.text +
                 "' is missing from the archive");
   }
-  std::optional<uint64_t> size = elementBytes(storage);
-  if (!size) {
-    return fail(where + ": unknown storage type '" + storage.storageClass +
-                "'");
-  }
+  const StorageType &type = *storage.storageType;
+  uint64_t size = type.elementBytes;
   uint64_t storageBytes;
-  if (__builtin_mul_overflow(uint64_t(storage.numel), *size, &storageBytes) ||
+  if (__builtin_mul_overflow(uint64_t(storage.numel), size, &storageBytes) ||
       storageBytes != data->bytes.size()) {
     return fail(llvm::formatv("{0}: its storage '{1}' should hold {2} "
                               "elements of {3} bytes but has {4} bytes",
-                              where, data->name, storage.numel, *size,
+                              where, data->name, storage.numel, size,
                               data->bytes.size()));
   }
   // Row-major extent of the view, overflow-checked.
@@ -241,9 +226,9 @@ llvm::Error Reader::addTensor(const std::string &key, const PickleValue &t,
                               "storage of {3}",
                               where, t.offset, count, storage.numel));
   }
-  if (!storage.dtype) {
+  if (!type.dtype) {
     notes.push_back(name.str() + ": left out " + where + " (" +
-                    storage.storageClass + " has no moec element type)");
+                    type.name.str() + " has no moec element type)");
     return llvm::Error::success();
   }
   if (!contiguous && count > 1) {
@@ -253,9 +238,9 @@ llvm::Error Reader::addTensor(const std::string &key, const PickleValue &t,
   }
   TensorInfo info;
   info.name = key;
-  info.dtype = *storage.dtype;
+  info.dtype = *type.dtype;
   info.shape.assign(t.shape.begin(), t.shape.end());
-  info.bytes = data->bytes.slice(count ? t.offset * *size : 0, count * *size);
+  info.bytes = data->bytes.slice(count ? t.offset * size : 0, count * size);
   tensors.push_back(std::move(info));
   return llvm::Error::success();
 }
@@ -409,16 +394,7 @@ TorchCheckpoint::parse(llvm::ArrayRef<uint8_t> bytes, llvm::StringRef name) {
 
 llvm::Expected<std::unique_ptr<TorchCheckpoint>>
 TorchCheckpoint::open(llvm::StringRef path) {
-  auto mapping = MappedFile::open(path);
-  if (!mapping) {
-    return mapping.takeError();
-  }
-  auto file = parse((*mapping)->bytes(), path);
-  if (!file) {
-    return file.takeError();
-  }
-  (*file)->mapping = std::move(*mapping);
-  return file;
+  return openFile<TorchCheckpoint>(path);
 }
 
 } // namespace moe::frontend

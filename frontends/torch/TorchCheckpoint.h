@@ -20,7 +20,6 @@
 #ifndef MOE_FRONTENDS_TORCH_TORCHCHECKPOINT_H
 #define MOE_FRONTENDS_TORCH_TORCHCHECKPOINT_H
 
-#include "frontends/checkpoint/MappedFile.h"
 #include "frontends/checkpoint/TensorSource.h"
 
 #include "llvm/Support/Error.h"
@@ -29,7 +28,7 @@
 
 namespace moe::frontend {
 
-class TorchCheckpoint : public TensorSource {
+class TorchCheckpoint : public MappedTensorSource {
 public:
   /// Maps and validates the file at `path`.
   static llvm::Expected<std::unique_ptr<TorchCheckpoint>>
@@ -52,7 +51,6 @@ public:
 
 private:
   TorchCheckpoint() = default;
-  std::unique_ptr<MappedFile> mapping;
   std::string filePath;
   std::vector<TensorInfo> all;
   std::map<std::string, std::string> meta;
