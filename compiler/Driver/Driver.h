@@ -60,6 +60,10 @@ struct DriverOptions {
 /// `moec import`: prints the model-level IR (after the model pipeline).
 LogicalResult runImport(const DriverOptions &options);
 
+/// `moec inspect`: what the recogniser found and assumed, as text or JSON
+/// on stdout; nothing is compiled.
+LogicalResult runInspect(const DriverOptions &options, bool json);
+
 /// `moec compile`: runs to `options.emit` and writes the output.
 LogicalResult runCompile(const DriverOptions &options);
 

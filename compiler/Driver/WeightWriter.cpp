@@ -95,6 +95,33 @@ LogicalResult logicalValues(WeightOp op, const fe::TensorSource &tensors,
   return success();
 }
 
+/// The bytes of a packed (ui8) weight: each source's U8 bytes as they are,
+/// whatever shape the checkpoint gives them (a flat packbits array), one
+/// source per leading index.
+LogicalResult packedBytes(WeightOp op, const fe::TensorSource &tensors,
+                          std::vector<uint8_t> &out) {
+  auto type = op.getResult().getType();
+  int64_t perSource =
+      type.getNumElements() / static_cast<int64_t>(op.getSources().size());
+  out.clear();
+  for (Attribute nameAttr : op.getSources()) {
+    StringRef name = cast<StringAttr>(nameAttr).getValue();
+    const fe::TensorInfo *tensor = tensors.find(name);
+    if (!tensor) {
+      return op.emitOpError("checkpoint tensor '")
+             << name << "' is missing from " << tensors.path();
+    }
+    if (tensor->dtype != fe::DType::U8 || tensor->numElements() != perSource) {
+      return op.emitOpError("checkpoint tensor '")
+             << name << "' is " << fe::dtypeName(tensor->dtype) << " "
+             << shapeText(tensor->shape) << "; the model expects " << perSource
+             << " packed bytes (U8)";
+    }
+    out.insert(out.end(), tensor->bytes.begin(), tensor->bytes.end());
+  }
+  return success();
+}
+
 /// Writes into `out` the transpose of the last two dimensions of `values`
 /// (logical shape `shape`).
 void transposeLastTwo(const float *values, ArrayRef<int64_t> shape,
@@ -187,11 +214,18 @@ FailureOr<WeightFileInfo> writeWeightFile(ModuleOp module,
   }
   std::unique_ptr<float[]> logical(new float[largest]);
   std::unique_ptr<float[]> stored(new float[largest]);
+  std::vector<uint8_t> packed;
   for (auto &[offset, op] : byOffset) {
     pad(static_cast<uint64_t>(offset));
     const void *data;
     size_t bytes = op.getResult().getType().getNumElements() * sizeof(float);
-    if (const fe::TensorInfo *tensor = writableAsIs(op, tensors)) {
+    if (op.getResult().getType().getElementType().isUnsignedInteger(8)) {
+      if (failed(packedBytes(op, tensors, packed))) {
+        return failure();
+      }
+      data = packed.data();
+      bytes = packed.size();
+    } else if (const fe::TensorInfo *tensor = writableAsIs(op, tensors)) {
       data = tensor->bytes.data();
     } else {
       if (failed(logicalValues(op, tensors, logical.get()))) {

@@ -26,6 +26,8 @@ void buildMoELowerPipeline(OpPassManager &pm,
       MoESelectDispatchPassOptions{options.prefillStrategy, 1}));
   // The cache write must be its own op to fuse with the K/V producers.
   func.addPass(createMoESplitAttentionPass());
+  // Likewise the convolution's state write, so no kernel reads and writes it.
+  func.addPass(createMoESplitCausalConvPass());
   func.addPass(createMoEFuseAttentionProloguePass());
   // Gated FFNs first, so that the norm fusion below can absorb them whole.
   func.addPass(createMoEFuseGatedFfnPass());

@@ -20,6 +20,22 @@
 
 namespace moe::frontend {
 
+enum class PackedFormat { Sign1, Int4 };
+
+/// How a packed weight stores its codes (the `moe.dequantize` op's
+/// attributes): `sources` of the WeightRef are the code bytes.
+struct PackedWeight {
+  PackedFormat format = PackedFormat::Sign1;
+  /// The per-row scales (`{key}__scale`), one per source.
+  std::vector<std::string> scaleSources;
+  /// Code bytes of one matrix.
+  int64_t bytes = 0;
+  /// The first code in the low bits of its byte (else the high bits).
+  bool lowBitsFirst = false;
+  /// int4 codes are the nibble minus 8 (else two's complement).
+  bool offsetBinary = false;
+};
+
 /// A weight: one checkpoint tensor, or several stacked along a new leading
 /// dimension, optionally restricted to a range of rows of each.
 struct WeightRef {
@@ -31,6 +47,8 @@ struct WeightRef {
   std::vector<int64_t> shape;
   /// Where it came from in the description, e.g. "layer 3: q", for messages.
   std::string role;
+  /// Set when the sources hold packed low-bit codes, not floats.
+  std::optional<PackedWeight> packed;
 
   int64_t numElements() const {
     int64_t n = 1;
@@ -72,6 +90,9 @@ struct QkNormDesc {
 
 struct AttentionDesc {
   NormDesc norm;
+  /// Depthwise causal convolution [D, 1, K] of the normed input, feeding
+  /// Q, K and V (linnet); its last K-1 inputs are carried across calls.
+  std::optional<WeightRef> conv;
   WeightRef q, k, v, o;
   std::optional<QkNormDesc> qkNorm;
   std::optional<RopeDesc> rope; // absent: NoPE

@@ -34,6 +34,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <set>
 
 using json = nlohmann::json;
@@ -171,6 +172,18 @@ private:
   llvm::Error stackExperts(const json &def, llvm::StringRef defPath,
                            int64_t layer, const TensorInfo &first,
                            WeightRef &ref);
+  /// Binds a role marked "packed" from `{name}__bin`/`{name}__int4` codes
+  /// with `{name}__scale`, `{name}__shape` and `{name}__cols`, each checked
+  /// against the role's logical "shape". Null when the codes are absent.
+  llvm::Expected<std::optional<WeightRef>>
+  bindPacked(const json &def, const std::string &defPath,
+             const std::vector<std::string> &patterns, int64_t layer,
+             bool perLayer, const std::string &where);
+  /// The `{name}__shape` values of a packed role's first tensor, if any.
+  std::optional<std::vector<int64_t>> packedShape(llvm::StringRef role,
+                                                  int64_t layer) const;
+  /// The description's "packing" conventions, parsed once.
+  llvm::Expected<PackedWeight> packingConventions(PackedFormat format);
   /// Restricts `ref` to the role's "rows".
   llvm::Error selectRows(const json &def, llvm::StringRef defPath,
                          WeightRef &ref);
@@ -217,6 +230,9 @@ private:
   std::set<std::string> evaluating;
   bool configTrusted = false;
   std::set<std::string> boundKeys;
+  std::optional<PackedWeight> sign1Packing, int4Packing;
+  /// Roles whose first name was missing, already noted.
+  std::set<std::string> notedFallbacks;
   std::vector<std::string> notes;
 };
 
@@ -268,17 +284,44 @@ const json *Recognition::roleDefinition(llvm::StringRef role,
   return nullptr;
 }
 
+/// The name patterns of a role: its `name`, or each of a list of names
+/// (the first the checkpoint has is used, e.g. either copy of a tied
+/// weight). Empty when `name` is neither.
+static std::vector<std::string> namePatterns(const json &def) {
+  std::vector<std::string> names;
+  auto it = def.find("name");
+  if (it == def.end()) {
+    return names;
+  }
+  if (it->is_string()) {
+    names.push_back(it->get<std::string>());
+    return names;
+  }
+  if (it->is_array()) {
+    for (const json &name : *it) {
+      if (!name.is_string()) {
+        return {};
+      }
+      names.push_back(name.get<std::string>());
+    }
+  }
+  return names;
+}
+
 const TensorInfo *Recognition::roleTensor(llvm::StringRef role, int64_t layer,
                                           std::string *key) const {
   bool perLayer = false;
   const json *def = roleDefinition(role, perLayer);
-  if (!def || !def->is_object() || !def->contains("name") ||
-      !(*def)["name"].is_string()) {
+  if (!def || !def->is_object()) {
     return nullptr;
   }
-  return tensorNamed(
-      instantiate((*def)["name"].get<std::string>(), perLayer ? layer : 0),
-      key);
+  for (const std::string &pattern : namePatterns(*def)) {
+    if (const TensorInfo *tensor =
+            tensorNamed(instantiate(pattern, perLayer ? layer : 0), key)) {
+      return tensor;
+    }
+  }
+  return nullptr;
 }
 
 const TensorInfo *Recognition::tensorNamed(llvm::StringRef stripped,
@@ -322,6 +365,14 @@ Recognition::callFunction(llvm::StringRef function,
                                    key, dim, shapeText(tensor->shape)));
       }
       return static_cast<double>(tensor->shape[dim]);
+    }
+    if (auto shape = packedShape(role, layer)) {
+      int64_t dim = static_cast<int64_t>(dimValue);
+      if (dim < 0 || dim >= static_cast<int64_t>(shape->size())) {
+        return error(
+            llvm::formatv("packed role '{0}' has no dimension {1}", role, dim));
+      }
+      return static_cast<double>((*shape)[dim]);
     }
   }
   return error("the checkpoint has no tensor for role '" + role + "'");
@@ -494,21 +545,34 @@ Recognition::bindRole(llvm::StringRef role, int64_t layer, bool required,
                                   "'layer_tensors'");
   }
   std::string defPath = (perLayer ? "layer_tensors." : "tensors.") + role.str();
-  if (!def->is_object() || !def->contains("name") ||
-      !(*def)["name"].is_string()) {
-    return descError(defPath, "expected an object with a string 'name'");
+  std::vector<std::string> patterns =
+      def->is_object() ? namePatterns(*def) : std::vector<std::string>();
+  if (patterns.empty()) {
+    return descError(defPath, "expected an object whose 'name' is a string "
+                              "or a list of strings");
+  }
+  if (patterns.size() > 1 && def->contains("stack")) {
+    return descError(defPath, "a stacked role takes one 'name' pattern");
   }
   std::string where = perLayer
                           ? llvm::formatv("layer {0}: {1}", layer, role).str()
                           : role.str();
   std::string key;
   const TensorInfo *tensor = roleTensor(role, layer, &key);
+  if (!tensor && def->value("packed", false)) {
+    auto packed = bindPacked(*def, defPath, patterns, layer, perLayer, where);
+    if (!packed || *packed) {
+      return packed;
+    }
+  }
   if (!tensor) {
     if (required || !def->value("optional", false)) {
-      return ckptError(
-          "missing tensor '" +
-          instantiate((*def)["name"].get<std::string>(), perLayer ? layer : 0) +
-          "' (" + where + ")");
+      std::vector<std::string> names;
+      for (const std::string &pattern : patterns) {
+        names.push_back(instantiate(pattern, perLayer ? layer : 0));
+      }
+      return ckptError("missing tensor '" + llvm::join(names, "' or '") +
+                       "' (" + where + ")");
     }
     return std::nullopt;
   }
@@ -517,6 +581,13 @@ Recognition::bindRole(llvm::StringRef role, int64_t layer, bool required,
                      dtypeName(tensor->dtype) +
                      "; expected a float dtype (F32, F16, BF16, F64, "
                      "F8_E4M3, F8_E5M2)");
+  }
+  // Say when a later name of the list was used (once per role).
+  if (patterns.size() > 1 &&
+      !tensorNamed(instantiate(patterns.front(), perLayer ? layer : 0)) &&
+      notedFallbacks.insert(role.str()).second) {
+    notes.push_back(llvm::formatv("{0}: no '{1}' tensor, using '{2}'", defPath,
+                                  instantiate(patterns.front(), layer), key));
   }
   WeightRef ref;
   ref.sources = {key};
@@ -593,6 +664,221 @@ llvm::Error Recognition::stackExperts(const json &def, llvm::StringRef defPath,
   }
   ref.shape.insert(ref.shape.begin(), *count);
   return llvm::Error::success();
+}
+
+/// The integer values of a small I32/I64 tensor (packed metadata).
+static std::optional<std::vector<int64_t>> integers(const TensorInfo &tensor) {
+  std::vector<int64_t> values;
+  if (tensor.dtype != DType::I32 && tensor.dtype != DType::I64) {
+    return std::nullopt;
+  }
+  size_t width = tensor.dtype == DType::I32 ? 4 : 8;
+  for (size_t at = 0; at + width <= tensor.bytes.size(); at += width) {
+    if (width == 4) {
+      int32_t v;
+      std::memcpy(&v, tensor.bytes.data() + at, 4);
+      values.push_back(v);
+    } else {
+      int64_t v;
+      std::memcpy(&v, tensor.bytes.data() + at, 8);
+      values.push_back(v);
+    }
+  }
+  return values;
+}
+
+std::optional<std::vector<int64_t>>
+Recognition::packedShape(llvm::StringRef role, int64_t layer) const {
+  bool perLayer = false;
+  const json *def = roleDefinition(role, perLayer);
+  if (!def || !def->is_object() || !def->value("packed", false)) {
+    return std::nullopt;
+  }
+  for (const std::string &pattern : namePatterns(*def)) {
+    std::string name = instantiate(pattern, perLayer ? layer : 0);
+    if (const TensorInfo *shape = tensorNamed(name + "__shape")) {
+      auto values = integers(*shape);
+      if (values && values->size() == 2) {
+        return values;
+      }
+    }
+  }
+  return std::nullopt;
+}
+
+llvm::Expected<PackedWeight>
+Recognition::packingConventions(PackedFormat format) {
+  std::optional<PackedWeight> &cached =
+      format == PackedFormat::Sign1 ? sign1Packing : int4Packing;
+  if (cached) {
+    return *cached;
+  }
+  static const json kEmpty = json::object();
+  auto it = root.find("packing");
+  const json &packing = it != root.end() && it->is_object() ? *it : kEmpty;
+  PackedWeight p;
+  p.format = format;
+  if (format == PackedFormat::Sign1) {
+    auto order =
+        enumField<bool>(packing, "sign1_bit_order", "packing",
+                        {{"msb_first", false}, {"lsb_first", true}}, false);
+    if (!order) {
+      return order.takeError();
+    }
+    p.lowBitsFirst = *order;
+    notes.push_back(
+        llvm::formatv("1-bit codes: the first weight in the {0} significant "
+                      "bit of its byte, bit 1 = +1 (packing."
+                      "sign1_bit_order)",
+                      p.lowBitsFirst ? "least" : "most"));
+  } else {
+    auto order =
+        enumField<bool>(packing, "int4_nibble_order", "packing",
+                        {{"low_first", true}, {"high_first", false}}, true);
+    auto code =
+        enumField<bool>(packing, "int4_code", "packing",
+                        {{"twos_complement", false}, {"offset8", true}}, false);
+    if (!order) {
+      return order.takeError();
+    }
+    if (!code) {
+      return code.takeError();
+    }
+    p.lowBitsFirst = *order;
+    p.offsetBinary = *code;
+    notes.push_back(llvm::formatv(
+        "4-bit codes: the first weight in the {0} nibble, {1} (packing."
+        "int4_nibble_order, packing.int4_code)",
+        p.lowBitsFirst ? "low" : "high",
+        p.offsetBinary ? "nibble - 8" : "two's complement"));
+  }
+  cached = p;
+  return p;
+}
+
+llvm::Expected<std::optional<WeightRef>>
+Recognition::bindPacked(const json &def, const std::string &defPath,
+                        const std::vector<std::string> &patterns, int64_t layer,
+                        bool perLayer, const std::string &where) {
+  if (def.contains("rows")) {
+    return descError(defPath, "a packed role cannot take 'rows'");
+  }
+  // The first name whose codes the checkpoint has.
+  std::string pattern;
+  for (const std::string &candidate : patterns) {
+    std::string name = instantiate(candidate, perLayer ? layer : 0);
+    if (tensorNamed(name + "__bin") || tensorNamed(name + "__int4")) {
+      pattern = candidate;
+      break;
+    }
+  }
+  if (pattern.empty()) {
+    return std::nullopt;
+  }
+  if (!def.contains("shape") || !def["shape"].is_array() ||
+      def["shape"].size() != 2) {
+    return descError(defPath, "a packed role needs its logical 'shape' "
+                              "[rows, cols]");
+  }
+  std::vector<int64_t> logical;
+  for (size_t i = 0; i < 2; ++i) {
+    auto dim = evaluateInt(def["shape"][i],
+                           defPath + ".shape[" + std::to_string(i) + "]");
+    if (!dim) {
+      return dim.takeError();
+    }
+    logical.push_back(*dim);
+  }
+  int64_t count = 1;
+  if (def.contains("stack")) {
+    auto n = evaluateInt(def["stack"], defPath + ".stack");
+    if (!n) {
+      return n.takeError();
+    }
+    count = *n;
+  }
+  WeightRef ref;
+  ref.role = where;
+  std::optional<PackedFormat> format;
+  for (int64_t e = 0; e < count; ++e) {
+    std::string name = instantiate(pattern, perLayer ? layer : 0, e);
+    std::string codesKey, scaleKey, shapeKey, colsKey;
+    const TensorInfo *bin = tensorNamed(name + "__bin", &codesKey);
+    const TensorInfo *int4 =
+        bin ? nullptr : tensorNamed(name + "__int4", &codesKey);
+    const TensorInfo *scale = tensorNamed(name + "__scale", &scaleKey);
+    const TensorInfo *shape = tensorNamed(name + "__shape", &shapeKey);
+    const TensorInfo *cols = tensorNamed(name + "__cols", &colsKey);
+    const TensorInfo *codes = bin ? bin : int4;
+    if (!codes || !scale || !shape) {
+      return ckptError(llvm::formatv(
+          "packed tensor '{0}' ({1}) needs '{0}__bin' or '{0}__int4', "
+          "'{0}__scale' and '{0}__shape'; missing: {2}{3}{4}",
+          name, where, codes ? "" : "codes ", scale ? "" : "__scale ",
+          shape ? "" : "__shape"));
+    }
+    PackedFormat f = bin ? PackedFormat::Sign1 : PackedFormat::Int4;
+    if (format && *format != f) {
+      return ckptError(llvm::formatv("packed tensor '{0}' ({1}) is {2}; "
+                                     "expert 0 is {3}",
+                                     name, where, bin ? "1-bit" : "4-bit",
+                                     bin ? "4-bit" : "1-bit"));
+    }
+    format = f;
+    auto shapeValues = integers(*shape);
+    if (!shapeValues || *shapeValues != logical) {
+      return ckptError(llvm::formatv(
+          "tensor '{0}' ({1}) says the packed shape is {2}; expected {3}",
+          shapeKey, where,
+          shapeValues ? shapeText(*shapeValues) : dtypeName(shape->dtype),
+          shapeText(logical)));
+    }
+    if (cols) {
+      auto colsValues = integers(*cols);
+      if (!colsValues || colsValues->size() != 1 ||
+          (*colsValues)[0] != logical[1]) {
+        return ckptError(llvm::formatv("tensor '{0}' ({1}) does not hold "
+                                       "the column count {2}",
+                                       colsKey, where, logical[1]));
+      }
+      boundKeys.insert(colsKey);
+    }
+    if (!isConvertibleToF32(scale->dtype) ||
+        scale->numElements() != logical[0]) {
+      return ckptError(llvm::formatv(
+          "tensor '{0}' ({1}) is {2} {3}; expected {4} float scales, one "
+          "per row",
+          scaleKey, where, dtypeName(scale->dtype), shapeText(scale->shape),
+          logical[0]));
+    }
+    int64_t bits = f == PackedFormat::Sign1 ? 1 : 4;
+    int64_t bytes = (logical[0] * logical[1] * bits + 7) / 8;
+    if (codes->dtype != DType::U8 || codes->numElements() != bytes) {
+      return ckptError(llvm::formatv(
+          "tensor '{0}' ({1}) is {2} {3}; {4} x {5} {6}-bit codes take {7} "
+          "bytes (U8)",
+          codesKey, where, dtypeName(codes->dtype), shapeText(codes->shape),
+          logical[0], logical[1], bits, bytes));
+    }
+    ref.sources.push_back(codesKey);
+    if (e == 0) {
+      auto conventions = packingConventions(f);
+      if (!conventions) {
+        return conventions.takeError();
+      }
+      ref.packed = *conventions;
+      ref.packed->bytes = bytes;
+    }
+    ref.packed->scaleSources.push_back(scaleKey);
+    for (const std::string &k : {codesKey, scaleKey, shapeKey}) {
+      boundKeys.insert(k);
+    }
+  }
+  if (def.contains("stack")) {
+    ref.shape.push_back(count);
+  }
+  ref.shape.insert(ref.shape.end(), logical.begin(), logical.end());
+  return std::optional<WeightRef>(std::move(ref));
 }
 
 llvm::Error Recognition::selectRows(const json &def, llvm::StringRef defPath,
@@ -799,6 +1085,18 @@ llvm::Expected<AttentionDesc> Recognition::attention(const json &object,
     return normDesc.takeError();
   }
   desc.norm = std::move(*normDesc);
+  auto conv = bindOptional(object, "conv", layer, path);
+  if (!conv) {
+    return conv.takeError();
+  }
+  if (*conv && ((*conv)->shape.size() != 3 || (*conv)->shape[1] != 1 ||
+                (*conv)->shape[2] < 2)) {
+    return ckptError(llvm::formatv(
+        "tensor '{0}' ({1}) has shape {2}; a depthwise causal convolution "
+        "is [channels, 1, width] with width >= 2",
+        (*conv)->sources.front(), (*conv)->role, shapeText((*conv)->shape)));
+  }
+  desc.conv = std::move(*conv);
   for (auto [field, target] :
        {std::pair("q", &desc.q), std::pair("k", &desc.k),
         std::pair("v", &desc.v), std::pair("o", &desc.o)}) {
@@ -1271,6 +1569,9 @@ llvm::Expected<ModelDescription> Recognition::run() {
   for (const LayerDesc &l : model.layers) {
     const AttentionDesc &a = l.attention;
     countNorm(a.norm);
+    if (a.conv) {
+      count(*a.conv, 1);
+    }
     for (const WeightRef *w : {&a.q, &a.k, &a.v, &a.o}) {
       count(*w, 1);
     }

@@ -66,6 +66,9 @@ private:
 
   Value weight(const fe::WeightRef &ref) {
     SmallVector<StringRef> sources(ref.sources.begin(), ref.sources.end());
+    if (ref.packed) {
+      return packedWeight(ref, sources);
+    }
     auto type = RankedTensorType::get(ref.shape, f32);
     auto op = WeightOp::create(b, loc(ref.sources.front()), type,
                                b.getStrArrayAttr(sources),
@@ -74,6 +77,39 @@ private:
       op.setRows(ArrayRef<int64_t>{(*ref.rows)[0], (*ref.rows)[1]});
     }
     return op;
+  }
+
+  /// A packed weight: its code bytes and scales as weights, dequantized
+  /// where it is read.
+  Value packedWeight(const fe::WeightRef &ref, ArrayRef<StringRef> sources) {
+    const fe::PackedWeight &p = *ref.packed;
+    bool stacked = ref.shape.size() == 3;
+    SmallVector<int64_t> bytesShape, scaleShape;
+    if (stacked) {
+      bytesShape.push_back(ref.shape[0]);
+      scaleShape.push_back(ref.shape[0]);
+    }
+    bytesShape.push_back(p.bytes);
+    scaleShape.push_back(ref.shape[ref.shape.size() - 2]);
+    Location l = loc(ref.sources.front());
+    auto u8 = IntegerType::get(b.getContext(), 8, IntegerType::Unsigned);
+    Value codes = WeightOp::create(b, l, RankedTensorType::get(bytesShape, u8),
+                                   b.getStrArrayAttr(sources),
+                                   /*rows=*/nullptr, /*layout=*/nullptr);
+    SmallVector<StringRef> scaleNames(p.scaleSources.begin(),
+                                      p.scaleSources.end());
+    Value scale = WeightOp::create(b, l, RankedTensorType::get(scaleShape, f32),
+                                   b.getStrArrayAttr(scaleNames),
+                                   /*rows=*/nullptr, /*layout=*/nullptr);
+    return DequantizeOp::create(
+        b, l, RankedTensorType::get(ref.shape, f32), codes, scale,
+        PackedFormatAttr::get(b.getContext(),
+                              p.format == fe::PackedFormat::Sign1
+                                  ? PackedFormat::Sign1
+                                  : PackedFormat::Int4),
+        b.getI64IntegerAttr(ref.shape.back()),
+        p.lowBitsFirst ? b.getUnitAttr() : UnitAttr(),
+        p.offsetBinary ? b.getUnitAttr() : UnitAttr());
   }
 
   FailureOr<Value> norm(Value x, const fe::NormDesc &desc, const Twine &where) {
@@ -132,6 +168,13 @@ private:
     return linear(hidden, desc.down, {model.dModel}, where + ": down");
   }
 
+  /// Names the results of `op` for `--dump-activations` (the compiled
+  /// binary reports them after the kernel computing them).
+  void nameForDump(Operation *op, ArrayRef<std::string> names) {
+    SmallVector<StringRef> refs(names.begin(), names.end());
+    op->setAttr("moe.dump", b.getStrArrayAttr(refs));
+  }
+
   FailureOr<Value> attention(Value x, const fe::AttentionDesc &attn,
                              int64_t layer);
   FailureOr<Value> moeBlock(Value x, const fe::MoEDesc &moe, int64_t layer);
@@ -140,7 +183,7 @@ private:
   const fe::ModelDescription &model;
   int64_t tokens;
   Type f32;
-  Value position, cache;
+  Value position, cache, convState;
 };
 
 FailureOr<Value> EntryBuilder::attention(Value x, const fe::AttentionDesc &attn,
@@ -149,6 +192,18 @@ FailureOr<Value> EntryBuilder::attention(Value x, const fe::AttentionDesc &attn,
   FailureOr<Value> h = norm(x, attn.norm, where + " norm");
   if (failed(h)) {
     return failure();
+  }
+  if (attn.conv) {
+    if (!convState) {
+      return emitError(loc(where), "layer ")
+             << layer << " has a causal convolution but the model has no "
+             << "convolution state (every convolution must have the same "
+             << "width)";
+    }
+    h = CausalConv1dOp::create(b, loc(where + ": conv"), h->getType(), *h,
+                               weight(*attn.conv), convState, position,
+                               b.getI64IntegerAttr(layer))
+            .getResult();
   }
   int64_t hq = model.nHeads, hkv = model.nKvHeads, d = model.headDim;
   Value q = linear(*h, attn.q, {hq, d}, where + ": q");
@@ -191,8 +246,10 @@ FailureOr<Value> EntryBuilder::attention(Value x, const fe::AttentionDesc &attn,
                                 position, b.getI64IntegerAttr(layer),
                                 b.getF64FloatAttr(attn.scale));
   Value projected = linear(o, attn.o, {model.dModel}, where + ": o");
-  return arith::AddFOp::create(b, loc(where + ": residual"), x, projected)
-      .getResult();
+  auto residual =
+      arith::AddFOp::create(b, loc(where + ": residual"), x, projected);
+  nameForDump(residual, {"layer" + std::to_string(layer) + ".attention"});
+  return residual.getResult();
 }
 
 FailureOr<Value> EntryBuilder::moeBlock(Value h, const fe::MoEDesc &moe,
@@ -221,6 +278,8 @@ FailureOr<Value> EntryBuilder::moeBlock(Value h, const fe::MoEDesc &moe,
                                 ? CapacityRule::Dropless
                                 : CapacityRule::DropLowestGate),
       b.getF64FloatAttr(r.capacityFactor));
+  nameForDump(route, {"layer" + std::to_string(layer) + ".experts",
+                      "layer" + std::to_string(layer) + ".gates"});
   const fe::FfnDesc &e = moe.experts;
   Value routed = ExpertDispatchOp::create(
       b, loc(where + ": experts"), h.getType(), h, route.getIndices(),
@@ -244,6 +303,9 @@ LogicalResult EntryBuilder::build(func::FuncOp func) {
   Value tokenIds = entry->getArgument(0);
   position = entry->getArgument(1);
   cache = entry->getArgument(2);
+  if (entry->getNumArguments() > 3) {
+    convState = entry->getArgument(3);
+  }
 
   Value x = EmbedOp::create(b, loc("embedding"), activations({model.dModel}),
                             weight(model.embedding), tokenIds,
@@ -265,7 +327,10 @@ LogicalResult EntryBuilder::build(func::FuncOp func) {
     if (failed(out)) {
       return failure();
     }
-    x = arith::AddFOp::create(b, loc(where + ": residual"), x, *out);
+    auto residual =
+        arith::AddFOp::create(b, loc(where + ": residual"), x, *out);
+    nameForDump(residual, {"layer" + std::to_string(i) + ".hidden"});
+    x = residual;
   }
   FailureOr<Value> normed = norm(x, model.finalNorm, "final norm");
   if (failed(normed)) {
@@ -313,16 +378,33 @@ FailureOr<OwningOpRef<ModuleOp>> importModel(MLIRContext &context,
   auto cacheType =
       KVCacheType::get(&context, static_cast<int64_t>(model.layers.size()),
                        model.nKvHeads, model.headDim, b.getF32Type());
+  // A model with causal convolutions carries their last inputs as state;
+  // one state type serves all layers, so every convolution has its width.
+  SmallVector<Type> stateTypes{cacheType};
+  for (const fe::LayerDesc &layer : model.layers) {
+    if (!layer.attention.conv) {
+      continue;
+    }
+    auto convType = ConvStateType::get(
+        &context, static_cast<int64_t>(model.layers.size()), model.dModel,
+        layer.attention.conv->shape[2], b.getF32Type());
+    if (stateTypes.size() == 1) {
+      stateTypes.push_back(convType);
+    } else if (stateTypes[1] != convType) {
+      return emitError(moduleLoc, "causal convolutions of different widths "
+                                  "in one model are not supported");
+    }
+  }
   for (auto [name, tokens] : {std::pair("prefill", ShapedType::kDynamic),
                               std::pair("decode", int64_t(1))}) {
     b.setInsertionPointToEnd(module->getBody());
     auto tokensType = RankedTensorType::get({tokens}, b.getI32Type());
     auto logitsType =
         RankedTensorType::get({tokens, model.vocab}, b.getF32Type());
-    auto func = func::FuncOp::create(
-        b, moduleLoc, name,
-        b.getFunctionType({tokensType, b.getIndexType(), cacheType},
-                          {logitsType}));
+    SmallVector<Type> inputs{tokensType, b.getIndexType()};
+    inputs.append(stateTypes.begin(), stateTypes.end());
+    auto func = func::FuncOp::create(b, moduleLoc, name,
+                                     b.getFunctionType(inputs, {logitsType}));
     func->setAttr("moe.entry", b.getStringAttr(name));
     OpBuilder::InsertionGuard guard(b);
     if (failed(EntryBuilder(b, model, tokens).build(func))) {

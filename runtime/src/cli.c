@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -41,7 +42,49 @@ typedef struct options_t {
   int32_t context;
   const char *weights;
   int verify_weights;
+  const char *dump_dir;
 } options_t;
+
+/* --dump-activations: every named intermediate of the run appended to
+ * DIR/<name>.f32 (or .i32), one row per token, the first write of a name
+ * truncating its file. A write error is remembered and reported at exit
+ * (the hook cannot fail a kernel call). */
+#define DUMP_MAX_NAMES 4096
+typedef struct dump_state_t {
+  const char *dir;
+  char *names[DUMP_MAX_NAMES];
+  int count;
+  char error[4400]; /* holds a path and its error */
+} dump_state_t;
+
+static void dump_tensor(void *context, const char *name, const void *data,
+                        int32_t n_tokens, int32_t width, int32_t code) {
+  dump_state_t *d = context;
+  if (d->error[0]) {
+    return;
+  }
+  int seen = 0;
+  for (int i = 0; i < d->count && !seen; ++i) {
+    seen = !strcmp(d->names[i], name);
+  }
+  if (!seen) {
+    if (d->count == DUMP_MAX_NAMES) {
+      snprintf(d->error, sizeof(d->error), "more than %d dumped tensors",
+               DUMP_MAX_NAMES);
+      return;
+    }
+    d->names[d->count++] = strdup(name);
+  }
+  char path[4096];
+  snprintf(path, sizeof(path), "%s/%s.%s", d->dir, name,
+           code == MOERT_FLOAT ? "f32" : "i32");
+  FILE *f = fopen(path, seen ? "ab" : "wb");
+  size_t n = (size_t)n_tokens * (size_t)width;
+  if (!f || fwrite(data, 4, n, f) != n || fclose(f) != 0) {
+    snprintf(d->error, sizeof(d->error), "cannot write %s: %s", path,
+             strerror(errno));
+  }
+}
 
 static int fail(const char *format, ...) {
   va_list args;
@@ -73,6 +116,11 @@ static void usage(FILE *out, const char *argv0) {
       "    --gen N           decoded tokens (default: 64)\n"
       "    --repeat N        timed runs after one warm-up (default: 3)\n"
       "    --json            one JSON object instead of text\n"
+      "  --dump-activations DIR  write every layer's hidden state and "
+      "router choices\n"
+      "                      of the run to DIR/<name>.f32|.i32 (rows = "
+      "tokens), for\n"
+      "                      test/reference/first_divergence.py\n"
       "  --info              print the model, target and build manifest\n"
       "  -t, --threads N     kernel threads (default: one per core)\n"
       "  -c, --ctx-size N    KV-cache capacity in tokens (default: the "
@@ -198,6 +246,12 @@ static int parse_args(int argc, char **argv, options_t *o) {
       ++i;
     } else if (!strcmp(a, "--verify-weights")) {
       o->verify_weights = 1;
+    } else if (!strcmp(a, "--dump-activations")) {
+      if (!next) {
+        return fail("--dump-activations needs a directory");
+      }
+      o->dump_dir = next;
+      ++i;
     } else {
       return fail("unknown flag '%s' (--help lists the flags)", a);
     }
@@ -458,6 +512,17 @@ int main(int argc, char **argv) {
     return fail("cannot create a session: %s", moert_status_name(status));
   }
 
+  static dump_state_t dump;
+  if (o.dump_dir) {
+    if (mkdir(o.dump_dir, 0755) != 0 && errno != EEXIST) {
+      moert_session_release(session);
+      moert_weights_release(weights);
+      return fail("--dump-activations: cannot create %s: %s", o.dump_dir,
+                  strerror(errno));
+    }
+    dump.dir = o.dump_dir;
+    moert_session_set_dump(session, dump_tensor, &dump);
+  }
   int rc = 0;
   if (o.info) {
     print_info(weights_path, session);
@@ -472,6 +537,12 @@ int main(int argc, char **argv) {
                         : run_generate(session, &o, tokens, count);
     }
     free(tokens);
+  }
+  if (dump.error[0] && rc == 0) {
+    rc = fail("--dump-activations: %s", dump.error);
+  }
+  for (int i = 0; i < dump.count; ++i) {
+    free(dump.names[i]);
   }
   moert_session_release(session);
   moert_weights_release(weights);

@@ -114,22 +114,31 @@ moert_status_t moert_session_create(const moert_model_desc_t *model,
   moert_scratch_init(&session->scratch);
   size_t kv_bytes = (size_t)model->n_layers * 2 * (size_t)model->n_kv_heads *
                     (size_t)context * (size_t)model->head_dim * sizeof(float);
+  size_t conv_bytes = model->conv_width > 1
+                          ? (size_t)model->n_layers *
+                                (size_t)(model->conv_width - 1) *
+                                (size_t)model->conv_channels * sizeof(float)
+                          : 0;
   size_t scratch_bytes =
       (size_t)model->prefill_chunk * (size_t)model->vocab * sizeof(float);
   size_t last_bytes = (size_t)model->vocab * sizeof(float);
   size_t token_bytes = (size_t)model->prefill_chunk * sizeof(int32_t);
   session->exec.arena = aligned_zeroed(model->arena_bytes);
   session->exec.kv = aligned_zeroed(kv_bytes);
+  /* Zeroed, though never read before written: positions below 0 read as
+   * zeros in the kernel, so a reset needs no clearing. */
+  session->exec.conv = conv_bytes ? aligned_zeroed(conv_bytes) : NULL;
   session->exec.tokens = aligned_zeroed(token_bytes);
   session->scratch_logits = aligned_zeroed(scratch_bytes);
   session->last_logits = aligned_zeroed(last_bytes);
-  if (!session->exec.arena || !session->exec.kv || !session->exec.tokens ||
+  if (!session->exec.arena || !session->exec.kv ||
+      (conv_bytes && !session->exec.conv) || !session->exec.tokens ||
       !session->scratch_logits || !session->last_logits) {
     moert_session_release(session);
     return MOERT_STATUS_OUT_OF_MEMORY;
   }
-  session->bytes =
-      model->arena_bytes + kv_bytes + scratch_bytes + last_bytes + token_bytes;
+  session->bytes = model->arena_bytes + kv_bytes + conv_bytes + scratch_bytes +
+                   last_bytes + token_bytes;
   session->exec.user_context = session;
   session->exec.weights = moert_weights_data(weights);
   session->exec.kv_capacity = (int32_t)context;
@@ -143,6 +152,7 @@ void moert_session_release(moert_session_t *session) {
   }
   free(session->exec.arena);
   free(session->exec.kv);
+  free(session->exec.conv);
   free(session->exec.tokens);
   free(session->scratch_logits);
   free(session->last_logits);
@@ -228,6 +238,12 @@ const float *moert_session_logits(const moert_session_t *session) {
 }
 
 void moert_session_reset(moert_session_t *session) { session->position = 0; }
+
+void moert_session_set_dump(moert_session_t *session, moert_dump_fn dump,
+                            void *context) {
+  session->exec.dump = dump;
+  session->exec.dump_context = context;
+}
 
 int32_t moert_session_position(const moert_session_t *session) {
   return session->position;

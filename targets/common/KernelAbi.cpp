@@ -26,6 +26,12 @@ FailureOr<SmallVector<KernelAbiSlot>> kernelAbi(KernelOp kernel) {
         inputs.push_back({Kind::CacheKeysRead, index});
         inputs.push_back({Kind::CacheValuesRead, index});
       }
+    } else if (isa<ConvStateType>(type)) {
+      if (cacheAccess(kernel, index) == "write") {
+        outputs.push_back({Kind::ConvStateWrite, index});
+      } else {
+        inputs.push_back({Kind::ConvStateRead, index});
+      }
     } else {
       return kernel.emitOpError("argument ")
              << index << " has a type no kernel can take: " << type;

@@ -12,10 +12,13 @@
 //     KV-cache view, read       -> two buffers: keys, values, each
 //                                  [head_dim, capacity, kv_heads] (Halide
 //                                  order), covering the whole layer
+//     conv-state view, read     -> one buffer [channels, width - 1]: the
+//                                  layer's ring of saved rows
 //   outputs:
 //     each kernel result        -> one buffer
 //     each KV-cache view written -> two buffers: keys, values, covering
 //                                  positions [position, position + T)
+//     each conv-state view written -> one buffer, the whole ring
 //
 // Buffers use Halide's dimension order: dimension 0 is the innermost
 // (contiguous) one, so a tensor<?x64xf32> is a buffer of extents {64, T}.
@@ -35,9 +38,11 @@ struct KernelAbiSlot {
     Scalar,
     CacheKeysRead,
     CacheValuesRead,
+    ConvStateRead,
     OutputTensor,
     CacheKeysWrite,
     CacheValuesWrite,
+    ConvStateWrite,
   };
   Kind kind;
   /// The kernel argument (inputs, cache writes) or result (output tensors).
@@ -45,7 +50,7 @@ struct KernelAbiSlot {
 
   bool isOutput() const {
     return kind == Kind::OutputTensor || kind == Kind::CacheKeysWrite ||
-           kind == Kind::CacheValuesWrite;
+           kind == Kind::CacheValuesWrite || kind == Kind::ConvStateWrite;
   }
 };
 
@@ -53,7 +58,7 @@ struct KernelAbiSlot {
 /// Fails with a diagnostic on an argument type no target can pass.
 FailureOr<SmallVector<KernelAbiSlot>> kernelAbi(KernelOp kernel);
 
-/// "read" or "write": how `kernel` uses its cache argument `index`.
+/// "read" or "write": how `kernel` uses its state argument `index`.
 StringRef cacheAccess(KernelOp kernel, unsigned index);
 
 } // namespace mlir::moe

@@ -18,6 +18,10 @@
 
 #include <set>
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
+
 namespace mlir::moe {
 
 namespace {
@@ -80,12 +84,21 @@ parseTargetFile(llvm::StringRef text, llvm::StringRef source) {
   return targets;
 }
 
-/// This machine as Halide sees it, asked once.
-const Halide::Target &thisMachine() {
-  static const Halide::Target machine =
-      Halide::get_host_target().without_feature(Halide::Target::JIT);
-  return machine;
+/// Whether the CPU executes AVX512-FP16 instructions (CPUID leaf 7,
+/// EDX bit 23); false off x86.
+bool cpuHasAvx512Fp16() {
+#if defined(__x86_64__) || defined(__i386__)
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) {
+    return false;
+  }
+  return (edx >> 23) & 1;
+#else
+  return false;
+#endif
 }
+
+const Halide::Target &thisMachine() { return hostHalideTarget(); }
 
 bool sameArchitecture(const Halide::Target &a, const Halide::Target &b) {
   return a.arch == b.arch && a.bits == b.bits;
@@ -161,6 +174,19 @@ std::vector<TargetDescription> makeTargets() {
 }
 
 } // namespace
+
+const Halide::Target &hostHalideTarget() {
+  static const Halide::Target machine = [] {
+    Halide::Target target =
+        Halide::get_host_target().without_feature(Halide::Target::JIT);
+    if (target.has_feature(Halide::Target::AVX512_SapphireRapids) &&
+        !cpuHasAvx512Fp16()) {
+      target = target.without_feature(Halide::Target::AVX512_SapphireRapids);
+    }
+    return target;
+  }();
+  return machine;
+}
 
 const std::vector<TargetDescription> &builtinTargets() {
   static const std::vector<TargetDescription> targets = makeTargets();

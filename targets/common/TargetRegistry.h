@@ -17,7 +17,17 @@
 #include <cstdint>
 #include <optional>
 
+namespace Halide {
+struct Target;
+} // namespace Halide
+
 namespace mlir::moe {
+
+/// This machine as Halide should see it: Halide's detection, without JIT,
+/// and without AVX512_SapphireRapids on a CPU that lacks AVX512-FP16
+/// (Halide 14 infers it from VNNI + BF16, which AMD Zen 4 also has; LLVM
+/// then emits FP16 instructions that fault there).
+const Halide::Target &hostHalideTarget();
 
 /// `host` first, then every built-in description.
 const std::vector<TargetDescription> &builtinTargets();

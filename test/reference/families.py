@@ -82,6 +82,7 @@ FAMILIES: Dict[str, Family] = {
     "slimmoe": Family("slimmoe", "slimmoe_model"),
     "moonlight": Family("moonlight", "moonlight_model"),
     "linnet": Family("linnet", "linnet_model"),
+    "ssmoelm": Family("ssmoelm", "ssmoelm_model"),
 }
 
 

@@ -94,7 +94,7 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
 from reference_common import (check_tokens, strip_prefixes, tensor_getter, tensor_rng,  # noqa: E402
-                              write_json)
+                              write_json, write_logits)
 from safetensors_io import LazyTensor, read_safetensors, write_safetensors  # noqa: E402
 
 # --------------------------------------------------------------------------- constants
@@ -442,6 +442,7 @@ class Model:
             scores = torch.einsum("thd,shd->hts", q, k) / math.sqrt(hd) + mask
             y = torch.einsum("hts,shd->thd", torch.softmax(scores, dim=-1), v).reshape(T, H * hd)
             x = x + y @ lw.wo.T
+            after_attention = x
             h2 = rms_norm(x, lw.ln2, self.rms_eps)
             rlogits, w, idx = self._route(lw, h2)
             out = torch.zeros_like(h2)
@@ -454,7 +455,8 @@ class Model:
                 out.index_add_(0, rows, (a @ lw.w_down[e].T) * w[rows, slots][:, None])
             x = x + out
             if trace is not None:
-                trace.append({"layer": i, "hidden": x.clone(), "experts": idx.clone(), "weights": w.clone(),
+                trace.append({"layer": i, "attention": after_attention.clone(), "hidden": x.clone(),
+                              "experts": idx.clone(), "weights": w.clone(),
                               "router_logits": rlogits.clone()})
         x = rms_norm(x, self.final_norm, self.rms_eps)
         return x @ self.wte.T
@@ -800,17 +802,8 @@ def main(argv=None) -> int:
             print(f"params {info['params']:,} (active {info['active']:,}); wrote "
                   f"{', '.join(info['files'])} to {a.out} in {time.time() - t0:.1f}s")
         elif a.cmd == "logits":
-            toks = [int(t) for t in a.tokens.split(",") if t.strip()]
             m = Model.from_dir(a.model, prefer=a.prefer)
-            arr = (m.decode(toks) if a.decode else m.forward(toks)).numpy().astype("<f4")
-            if not np.isfinite(arr).all():
-                print("linnet logits: non-finite logits", file=sys.stderr)
-                return 1
-            with open(a.out + ".tmp", "wb") as f:
-                f.write(arr.tobytes())
-            os.replace(a.out + ".tmp", a.out)
-            print(f"linnet logits: {'decode' if a.decode else 'prefill'} T={len(toks)} {m.cfg} "
-                  f"argmax(last)={int(arr[-1].argmax())} -> {a.out}", file=sys.stderr)
+            return write_logits(m, a.tokens, a.decode, a.out, "linnet")
         else:
             print("%d %d" % param_counts(a.preset))
     except ValueError as e:

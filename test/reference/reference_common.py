@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import zlib
 from typing import Dict, Optional
 
@@ -161,3 +162,22 @@ def topk_margin(scores: torch.Tensor, k: int) -> float:
         return math.inf
     top = torch.topk(scores, k + 1, dim=-1).values
     return float((top[:, k - 1] - top[:, k]).min())
+
+
+def write_logits(model, tokens_text: str, decode: bool, out: str, name: str,
+                 describe: str = "") -> int:
+    """The `logits` command of a reference CLI: prefill (or token-by-token decode)
+    logits of comma-separated `tokens_text`, written to `out` as raw float32 LE
+    [T, vocab] through a temporary file. Returns the process exit code (1 on
+    non-finite logits)."""
+    toks = [int(t) for t in tokens_text.split(",") if t.strip()]
+    arr = (model.decode(toks) if decode else model.forward(toks)).numpy().astype("<f4")
+    if not np.isfinite(arr).all():
+        print(f"{name} logits: non-finite logits", file=sys.stderr)
+        return 1
+    with open(out + ".tmp", "wb") as f:
+        f.write(arr.tobytes())
+    os.replace(out + ".tmp", out)
+    print(f"{name} logits: {'decode' if decode else 'prefill'} T={len(toks)} {model.cfg} "
+          f"{describe}argmax(last)={int(arr[-1].argmax())} -> {out}", file=sys.stderr)
+    return 0

@@ -1,6 +1,7 @@
 //===- moec.cpp - The moec compiler driver --------------------------------===//
 //
 //   moec import  <model> [-o model.mlir] [--family=NAME|FILE]
+//   moec inspect <model> [--family=NAME|FILE] [--json]
 //   moec compile <model> -o <exe> [--target=T] [--emit=STAGE] [options]
 //
 // Flags are parsed here; everything else is the driver library
@@ -97,12 +98,14 @@ cl::opt<bool> noKernelCache("no-kernel-cache",
                             cl::desc("compile every kernel afresh"),
                             cl::cat(category));
 cl::opt<bool> quiet("q", cl::desc("print errors only"), cl::cat(category));
-cl::opt<bool> asJson("json",
-                     cl::desc("with `moec targets`: the descriptions as JSON"),
-                     cl::cat(category));
+cl::opt<bool>
+    asJson("json",
+           cl::desc("with `moec targets` or `moec inspect`: JSON output"),
+           cl::cat(category));
 
 int usage() {
   errs() << "usage: moec import <model> [-o model.mlir] [--family=NAME|FILE]\n"
+            "       moec inspect <model> [--family=NAME|FILE] [--json]\n"
             "       moec compile <model> -o <exe> [--target=T] "
             "[--emit=STAGE] [options]\n"
             "       moec targets [--json]\n"
@@ -126,9 +129,9 @@ int main(int argc, char **argv) {
   bool isHelp =
       command == "--help" || command == "-h" || command == "--help-hidden";
   if (!isHelp && command != "import" && command != "compile" &&
-      command != "targets") {
+      command != "inspect" && command != "targets") {
     errs() << "moec: error: unknown command '" << command
-           << "' (expected import, compile or targets)\n";
+           << "' (expected import, inspect, compile or targets)\n";
     return usage();
   }
   organiseHelp();
@@ -139,6 +142,7 @@ int main(int argc, char **argv) {
                                    "moec: compiles Mixture-of-Experts models "
                                    "into native executables\n\n"
                                    "  moec import  <model> [-o model.mlir]\n"
+                                   "  moec inspect <model> [--json]\n"
                                    "  moec compile <model> -o <exe>\n"
                                    "  moec targets [--json]\n",
                                    &errs())) {
@@ -172,6 +176,12 @@ int main(int argc, char **argv) {
     errs() << "moec: error: " << command << " needs a <model> (a directory "
            << "or a weights file)\n";
     return 1;
+  }
+  if (command == "inspect") {
+    mlir::moe::DriverOptions options;
+    options.modelPath = modelPath;
+    options.family = family;
+    return mlir::succeeded(mlir::moe::runInspect(options, asJson)) ? 0 : 1;
   }
   std::optional<mlir::moe::EmitStage> stage = mlir::moe::parseEmitStage(emit);
   if (!stage) {

@@ -100,4 +100,17 @@ def MoE_WeightLayout : I32EnumAttr<"WeightLayout",
 }
 def MoE_WeightLayoutAttr : MoE_EnumAttr<MoE_WeightLayout, "weight_layout">;
 
+def MoE_PackedFormat : I32EnumAttr<"PackedFormat",
+    "how a quantized weight packs its codes into bytes", [
+  // 1 bit per weight: bit 1 is +1, bit 0 is -1 (BitNet-style sign).
+  I32EnumAttrCase<"Sign1", 0, "sign1">,
+  // 4 bits per weight: a signed code in [-8, 7] (two's complement, or
+  // offset binary with `offset_binary`).
+  I32EnumAttrCase<"Int4", 1, "int4">
+]> {
+  let genSpecializedAttr = 0;
+  let cppNamespace = "::mlir::moe";
+}
+def MoE_PackedFormatAttr : MoE_EnumAttr<MoE_PackedFormat, "packed_format">;
+
 #endif // MOE_DIALECTS_MOE_IR_MOEATTRS_TD

@@ -359,12 +359,20 @@ LogicalResult RopeOp::verify() {
 //===----------------------------------------------------------------------===//
 
 /// Checks keys/values against each other and the cache layer they go to.
+/// Checks `layer` addresses one of the `layers` of a state handle.
+static LogicalResult verifyLayer(Operation *op, int64_t layer, int64_t layers) {
+  if (layer < 0 || layer >= layers) {
+    return op->emitOpError("expects layer in [0, ")
+           << layers << "), got " << layer;
+  }
+  return success();
+}
+
 static LogicalResult verifyCacheAccess(Operation *op, KVCacheType cache,
                                        int64_t layer, int64_t kvHeads,
                                        int64_t headDim) {
-  if (layer < 0 || layer >= cache.getLayers()) {
-    return op->emitOpError("expects layer in [0, ")
-           << cache.getLayers() << "), got " << layer;
+  if (failed(verifyLayer(op, layer, cache.getLayers()))) {
+    return failure();
   }
   if (cache.getKvHeads() != kvHeads || cache.getHeadDim() != headDim) {
     return op->emitOpError("expects the cache to hold ")
@@ -479,9 +487,8 @@ LogicalResult KVCacheLayerOp::verify() {
   KVCacheType view = getResult().getType();
   // I64Attr getters return the bits unsigned; compare them signed.
   int64_t layer = static_cast<int64_t>(getLayer());
-  if (layer < 0 || layer >= cache.getLayers()) {
-    return emitOpError("expects layer in [0, ")
-           << cache.getLayers() << "), got " << layer;
+  if (failed(verifyLayer(*this, layer, cache.getLayers()))) {
+    return failure();
   }
   if (view.getLayers() != 1 || view.getKvHeads() != cache.getKvHeads() ||
       view.getHeadDim() != cache.getHeadDim() ||
@@ -494,30 +501,80 @@ LogicalResult KVCacheLayerOp::verify() {
 }
 
 //===----------------------------------------------------------------------===//
+// DequantizeOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult DequantizeOp::verify() {
+  auto packed = getPacked().getType();
+  auto scale = getScale().getType();
+  auto result = getResult().getType();
+  if (!packed.hasStaticShape() || !scale.hasStaticShape() ||
+      !result.hasStaticShape()) {
+    return emitOpError("expects static shapes");
+  }
+  // [.., B] bytes, [.., N] scales, [.., N, K] weights.
+  int64_t lead = result.getRank() - 2;
+  if (lead < 0 || packed.getRank() != lead + 1 || scale.getRank() != lead + 1) {
+    return emitOpError("expects packed [.., B], scale [.., N] and result "
+                       "[.., N, K] with the same leading dimensions");
+  }
+  for (int64_t i = 0; i < lead; ++i) {
+    if (packed.getDimSize(i) != result.getDimSize(i) ||
+        scale.getDimSize(i) != result.getDimSize(i)) {
+      return emitOpError("expects the leading dimensions to agree");
+    }
+  }
+  int64_t rows = result.getDimSize(lead), cols = result.getDimSize(lead + 1);
+  if (static_cast<int64_t>(getCols()) != cols) {
+    return emitOpError("expects cols(")
+           << cols << ") for a result of " << result;
+  }
+  if (scale.getDimSize(lead) != rows) {
+    return emitOpError("expects one scale per row (")
+           << rows << "), got " << scale.getDimSize(lead);
+  }
+  int64_t bits = getFormat() == PackedFormat::Sign1 ? 1 : 4;
+  int64_t bytes = (rows * cols * bits + 7) / 8;
+  if (packed.getDimSize(lead) != bytes) {
+    return emitOpError("expects ")
+           << bytes << " bytes of " << stringifyPackedFormat(getFormat())
+           << " codes per matrix, got " << packed.getDimSize(lead);
+  }
+  if (getOffsetBinary() && getFormat() != PackedFormat::Int4) {
+    return emitOpError("offset_binary applies to int4 codes only");
+  }
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
 // CausalConv1dOp
 //===----------------------------------------------------------------------===//
 
-LogicalResult CausalConv1dOp::verify() {
-  if (failed(verifyActivation(*this, getInput(), "input")) ||
-      failed(verifyStaticWeight(*this, getWeight(), "weight"))) {
+/// Checks what a convolution and its state write share: a [T, C] input
+/// whose C the state holds, a [C, 1, K] weight when given, and a layer the
+/// state has.
+static LogicalResult verifyConvAccess(Operation *op, Value input, Value weight,
+                                      ConvStateType state, int64_t layer) {
+  if (failed(verifyActivation(op, input, "input"))) {
     return failure();
   }
-  ConvStateType state = getState().getType();
-  int64_t channels = tensorType(getInput()).getDimSize(1);
-  if (failed(verifyShape(*this, getWeight(), "weight",
-                         {channels, 1, state.getWidth()}))) {
+  int64_t channels = tensorType(input).getDimSize(1);
+  if (weight && (failed(verifyStaticWeight(op, weight, "weight")) ||
+                 failed(verifyShape(op, weight, "weight",
+                                    {channels, 1, state.getWidth()})))) {
     return failure();
   }
   if (state.getChannels() != channels) {
-    return emitOpError("expects the state to hold ")
+    return op->emitOpError("expects the state to hold ")
            << channels << " channels, got " << state;
   }
-  int64_t layer = static_cast<int64_t>(getLayer());
-  if (layer < 0 || layer >= state.getLayers()) {
-    return emitOpError("expects layer in [0, ")
-           << state.getLayers() << "), got " << layer;
-  }
-  return success();
+  return verifyLayer(op, layer, state.getLayers());
+}
+
+LogicalResult CausalConv1dOp::verify() {
+  // I64Attr getters return the bits unsigned; compare them signed.
+  return verifyConvAccess(*this, getInput(), getWeight(), getState().getType(),
+                          static_cast<int64_t>(getLayer()));
 }
 
 void CausalConv1dOp::getEffects(
@@ -525,6 +582,45 @@ void CausalConv1dOp::getEffects(
         &effects) {
   effects.emplace_back(MemoryEffects::Read::get(), &getStateMutable());
   effects.emplace_back(MemoryEffects::Write::get(), &getStateMutable());
+}
+
+LogicalResult CachedConv1dOp::verify() {
+  return verifyConvAccess(*this, getInput(), getWeight(), getState().getType(),
+                          static_cast<int64_t>(getLayer()));
+}
+
+void CachedConv1dOp::getEffects(
+    SmallVectorImpl<SideEffects::EffectInstance<MemoryEffects::Effect>>
+        &effects) {
+  effects.emplace_back(MemoryEffects::Read::get(), &getStateMutable());
+}
+
+LogicalResult ConvStateWriteOp::verify() {
+  return verifyConvAccess(*this, getInput(), Value(), getState().getType(),
+                          static_cast<int64_t>(getLayer()));
+}
+
+void ConvStateWriteOp::getEffects(
+    SmallVectorImpl<SideEffects::EffectInstance<MemoryEffects::Effect>>
+        &effects) {
+  effects.emplace_back(MemoryEffects::Write::get(), &getStateMutable());
+}
+
+LogicalResult ConvStateLayerOp::verify() {
+  ConvStateType state = getState().getType();
+  ConvStateType view = getResult().getType();
+  int64_t layer = static_cast<int64_t>(getLayer());
+  if (failed(verifyLayer(*this, layer, state.getLayers()))) {
+    return failure();
+  }
+  if (view.getLayers() != 1 || view.getChannels() != state.getChannels() ||
+      view.getWidth() != state.getWidth() ||
+      view.getElementType() != state.getElementType()) {
+    return emitOpError("expects a one-layer view of the same channels, width "
+                       "and element type, got ")
+           << view;
+  }
+  return success();
 }
 
 //===----------------------------------------------------------------------===//

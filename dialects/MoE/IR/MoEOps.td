@@ -61,6 +61,42 @@ def MoE_WeightOp : MoE_Op<"weight", [Pure]> {
   let hasVerifier = 1;
 }
 
+def MoE_DequantizeOp : MoE_Op<"dequantize", [Pure]> {
+  let summary = "A weight from packed low-bit codes and per-row scales.";
+  let description = [{
+    `result[.., r, c] = scale[.., r] * code(i)` where `i = r * K + c` indexes
+    the codes of one matrix `[N, K]` flattened row-major, packed into the
+    bytes of `packed` (`[.., B]`, B = ceil(N * K * bits / 8)) as
+    `np.packbits`-style writers lay them out:
+
+    * `sign1`: code `i` is bit `i % 8` of byte `i / 8`, counted from the
+      most significant bit (from the least with `low_bits_first`); 1 is +1
+      and 0 is -1.
+    * `int4`: code `i` is nibble `i % 2` of byte `i / 2`, the high nibble
+      first (the low nibble with `low_bits_first`); two's complement, or
+      the nibble minus 8 with `offset_binary`.
+
+    Leading dimensions stack matrices (experts). The op is pure and cheap
+    per element: kernels recompute it where the weight is read, so a packed
+    weight is never materialised in f32.
+
+    ```mlir
+    %w = moe.dequantize %codes, %scale format(sign1) cols(768)
+        : tensor<8x24576xui8>, tensor<8x256xf32> -> tensor<8x256x768xf32>
+    ```
+  }];
+  let arguments = (ins RankedTensorOf<[UI8]>:$packed,
+                       RankedTensorOf<[F32]>:$scale,
+                       MoE_PackedFormatAttr:$format, I64Attr:$cols,
+                       UnitAttr:$low_bits_first, UnitAttr:$offset_binary);
+  let results = (outs RankedTensorOf<[F32]>:$result);
+  let assemblyFormat = [{
+    $packed `,` $scale `format` `(` custom<BareEnum>($format) `)` `cols` `(` $cols `)`
+    attr-dict `:` type($packed) `,` type($scale) `->` type($result)
+  }];
+  let hasVerifier = 1;
+}
+
 //===----------------------------------------------------------------------===//
 // Embedding, norms, projections
 //===----------------------------------------------------------------------===//
@@ -459,6 +495,82 @@ def MoE_KVCacheLayerOp : MoE_Op<"kv_cache_layer", [Pure]> {
   let results = (outs MoE_KVCacheType:$result);
   let assemblyFormat = [{
     $cache `[` $layer `]` attr-dict `:` qualified(type($cache)) `->` qualified(type($result))
+  }];
+  let hasVerifier = 1;
+}
+
+//===----------------------------------------------------------------------===//
+// Lowered ops: the causal convolution split into its state read and write
+//===----------------------------------------------------------------------===//
+
+def MoE_CachedConv1dOp : MoE_Op<"cached_conv1d", [
+    AllTypesMatch<["input", "result"]>,
+    DeclareOpInterfaceMethods<MemoryEffectsOpInterface>]> {
+  let summary = "Causal depthwise convolution reading its decode state.";
+  let description = [{
+    The first half of `moe.causal_conv1d`: the convolution itself. Rows
+    before `position` come from layer `layer` of `state`, which holds the
+    input row of position `q` in slot `q mod (K-1)`; positions below 0 read
+    as zeros. The state is only read.
+
+    ```mlir
+    %u = moe.cached_conv1d %h, %w state(%conv[0]) at %pos
+        : tensor<?x768xf32>, tensor<768x1x3xf32>,
+          !moe.conv_state<layers = 12, channels = 768, width = 3, element = f32>
+    ```
+  }];
+  let arguments = (ins 2DTensorOf<[AnyFloat]>:$input,
+                       3DTensorOf<[AnyFloat]>:$weight, MoE_ConvStateType:$state,
+                       Index:$position, I64Attr:$layer);
+  let results = (outs 2DTensorOf<[AnyFloat]>:$result);
+  let assemblyFormat = [{
+    $input `,` $weight `state` `(` $state `[` $layer `]` `)` `at` $position attr-dict
+    `:` type($input) `,` type($weight) `,` qualified(type($state))
+  }];
+  let hasVerifier = 1;
+}
+
+def MoE_ConvStateWriteOp : MoE_Op<"conv_state_write", [
+    DeclareOpInterfaceMethods<MemoryEffectsOpInterface>]> {
+  let summary = "Saves the last K-1 input rows of a causal convolution.";
+  let description = [{
+    The second half of `moe.causal_conv1d`, after the convolution has read
+    the old state: stores the rows of `input` (positions `position ..
+    position+T-1`) that the next call needs, the last `K-1` of them, each
+    in slot `q mod (K-1)` of layer `layer`. Slots holding older positions
+    that are still needed are left as they are.
+
+    ```mlir
+    moe.conv_state_write %h into(%conv[0]) at %pos
+        : tensor<?x768xf32>,
+          !moe.conv_state<layers = 12, channels = 768, width = 3, element = f32>
+    ```
+  }];
+  let arguments = (ins 2DTensorOf<[AnyFloat]>:$input, MoE_ConvStateType:$state,
+                       Index:$position, I64Attr:$layer);
+  let assemblyFormat = [{
+    $input `into` `(` $state `[` $layer `]` `)` `at` $position attr-dict
+    `:` type($input) `,` qualified(type($state))
+  }];
+  let hasVerifier = 1;
+}
+
+def MoE_ConvStateLayerOp : MoE_Op<"conv_state_layer", [Pure]> {
+  let summary = "A one-layer view of a convolution state.";
+  let description = [{
+    The saved rows of layer `layer` of `state`, as a state of one layer;
+    the convolution's counterpart of `moe.kv_cache_layer`.
+
+    ```mlir
+    %l3 = moe.conv_state_layer %conv[3]
+        : !moe.conv_state<layers = 12, channels = 768, width = 3, element = f32>
+        -> !moe.conv_state<layers = 1, channels = 768, width = 3, element = f32>
+    ```
+  }];
+  let arguments = (ins MoE_ConvStateType:$state, I64Attr:$layer);
+  let results = (outs MoE_ConvStateType:$result);
+  let assemblyFormat = [{
+    $state `[` $layer `]` attr-dict `:` qualified(type($state)) `->` qualified(type($result))
   }];
   let hasVerifier = 1;
 }

@@ -5,8 +5,12 @@
 //      moe.weight, moe.kv_cache_layer, constants and the return) is one
 //      kernel call.
 //   2. Its operands from outside become kernel arguments, in order of first
-//      use. A KV cache used at layer L becomes a one-layer view made in the
-//      host function, and the ops inside use layer 0 of it.
+//      use. Session state (a KV cache, a convolution state) used at layer L
+//      becomes a one-layer view made in the host function, and the ops
+//      inside use layer 0 of it.
+//      A packed weight's `moe.dequantize` is not a kernel of its own: it is
+//      cloned into every kernel that reads the weight (its code bytes and
+//      scales become the arguments), so f32 copies are never materialised.
 //   3. The kernel is hashed (body and signature, printed without its name);
 //      kernels with the same hash are one kernel.
 //
@@ -40,21 +44,44 @@ std::string kernelContentHash(KernelOp kernel) {
 namespace {
 
 bool isHostOp(Operation *op) {
-  return isa<WeightOp, KVCacheLayerOp, func::ReturnOp, arith::ConstantOp>(op);
+  return isa<WeightOp, KVCacheLayerOp, ConvStateLayerOp, func::ReturnOp,
+             arith::ConstantOp>(op);
 }
 
-/// The layer attribute of an op that addresses a KV cache, if any.
+/// Ops recomputed inside each kernel that reads their result.
+bool isRematerialized(Operation *op) { return isa<DequantizeOp>(op); }
+
+bool isSessionState(Type type) { return isa<KVCacheType, ConvStateType>(type); }
+
+/// The layer attribute of an op that addresses session state, if any.
 std::optional<int64_t> cacheLayer(Operation *op) {
-  if (auto write = dyn_cast<KVCacheWriteOp>(op)) {
-    return write.getLayer();
+  if (!isa<KVCacheWriteOp, CachedAttentionOp, AttentionOp, CachedConv1dOp,
+           ConvStateWriteOp, CausalConv1dOp>(op)) {
+    return std::nullopt;
   }
-  if (auto read = dyn_cast<CachedAttentionOp>(op)) {
-    return read.getLayer();
+  return op->getAttrOfType<IntegerAttr>("layer").getInt();
+}
+
+/// The one-layer view type of session state `type`.
+Type layerViewType(Type type) {
+  if (auto cache = dyn_cast<KVCacheType>(type)) {
+    return KVCacheType::get(type.getContext(), 1, cache.getKvHeads(),
+                            cache.getHeadDim(), cache.getElementType());
   }
-  if (auto attention = dyn_cast<AttentionOp>(op)) {
-    return attention.getLayer();
+  auto state = cast<ConvStateType>(type);
+  return ConvStateType::get(type.getContext(), 1, state.getChannels(),
+                            state.getWidth(), state.getElementType());
+}
+
+/// Layer `layer` of session state `value`, viewed in the host function.
+Value makeLayerView(OpBuilder &builder, Location loc, Value value,
+                    int64_t layer) {
+  Type view = layerViewType(value.getType());
+  IntegerAttr index = builder.getI64IntegerAttr(layer);
+  if (isa<KVCacheType>(value.getType())) {
+    return KVCacheLayerOp::create(builder, loc, view, value, index);
   }
-  return std::nullopt;
+  return ConvStateLayerOp::create(builder, loc, view, value, index);
 }
 
 void setCacheLayer(Operation *op, int64_t layer) {
@@ -71,13 +98,23 @@ struct OutlineKernelsPass
     for (auto func : llvm::to_vector(module.getOps<func::FuncOp>())) {
       SmallVector<Operation *> candidates;
       for (Operation &op : func.getBody().front()) {
-        if (!isHostOp(&op)) {
+        if (!isHostOp(&op) && !isRematerialized(&op)) {
           candidates.push_back(&op);
         }
       }
       for (Operation *candidate : candidates) {
         if (failed(outline(candidate, symbols, byHash))) {
           return signalPassFailure();
+        }
+      }
+      // Every reader now has its own copy.
+      for (Operation &op : llvm::make_early_inc_range(func.getBody().front())) {
+        if (isRematerialized(&op)) {
+          if (!op.use_empty()) {
+            op.emitOpError("is used outside a kernel");
+            return signalPassFailure();
+          }
+          op.erase();
         }
       }
     }
@@ -97,6 +134,18 @@ struct OutlineKernelsPass
       body.push_back(candidate);
       name = candidate->getName().stripDialect().str();
     }
+    // Rematerialized producers of what the body reads join it, first.
+    SmallVector<Operation *> remat;
+    for (Operation *op : body) {
+      for (Value operand : op->getOperands()) {
+        Operation *def = operand.getDefiningOp();
+        if (def && isRematerialized(def) && !llvm::is_contained(remat, def) &&
+            !llvm::is_contained(body, def)) {
+          remat.push_back(def);
+        }
+      }
+    }
+    body.insert(body.begin(), remat.begin(), remat.end());
     llvm::SmallPtrSet<Operation *, 16> inside(body.begin(), body.end());
 
     // Kernel arguments: outside values in order of first use; a cache gets
@@ -123,14 +172,18 @@ struct OutlineKernelsPass
         }
         std::optional<int64_t> layer;
         StringRef access;
-        if (isa<KVCacheType>(operand.getType())) {
+        if (isSessionState(operand.getType())) {
           layer = cacheLayer(op);
           if (!layer) {
-            return op->emitOpError("uses a KV cache without a layer");
+            return op->emitOpError("uses session state without a layer");
           }
-          access = isa<KVCacheWriteOp>(op) ? "write" : "read";
+          access = isa<KVCacheWriteOp, ConvStateWriteOp>(op) ? "write" : "read";
           if (isa<AttentionOp>(op)) {
             return op->emitOpError("must be split by moe-split-attention "
+                                   "before kernels are outlined");
+          }
+          if (isa<CausalConv1dOp>(op)) {
+            return op->emitOpError("must be split by moe-split-causal-conv "
                                    "before kernels are outlined");
           }
         }
@@ -138,7 +191,7 @@ struct OutlineKernelsPass
         if (existing >= 0) {
           if (!access.empty() && args[existing].access != access) {
             return op->emitOpError("a kernel cannot both read and write "
-                                   "the same cache layer");
+                                   "the same state layer");
           }
           continue;
         }
@@ -164,9 +217,8 @@ struct OutlineKernelsPass
     for (const Arg &arg : args) {
       Type type = arg.value.getType();
       NamedAttrList attrs;
-      if (auto cache = dyn_cast<KVCacheType>(type)) {
-        type = KVCacheType::get(ctx, 1, cache.getKvHeads(), cache.getHeadDim(),
-                                cache.getElementType());
+      if (isSessionState(type)) {
+        type = layerViewType(type);
         attrs.append("moe.cache_access", builder.getStringAttr(arg.access));
       }
       if (auto weight = arg.value.getDefiningOp<WeightOp>()) {
@@ -191,19 +243,21 @@ struct OutlineKernelsPass
           continue;
         }
         int index =
-            findArg(operand.get(), isa<KVCacheType>(operand.get().getType())
+            findArg(operand.get(), isSessionState(operand.get().getType())
                                        ? cacheLayer(op)
                                        : std::nullopt);
         mapping.map(operand.get(), entry.getArgument(index));
       }
       Operation *clone = builder.clone(*op, mapping);
+      // Dump names belong to the call (one kernel serves every layer).
+      clone->removeAttr("moe.dump");
       if (cacheLayer(clone)) {
         setCacheLayer(clone, 0);
       }
-      // Operand mapping is per op: two ops may map the same cache value to
+      // Operand mapping is per op: two ops may map the same state value to
       // different per-layer arguments.
       for (OpOperand &operand : op->getOpOperands()) {
-        if (isa<KVCacheType>(operand.get().getType())) {
+        if (isSessionState(operand.get().getType())) {
           mapping.erase(operand.get());
         }
       }
@@ -229,18 +283,13 @@ struct OutlineKernelsPass
       ++numKernels;
     }
 
-    // The call, with one-layer cache views made in the host function.
+    // The call, with one-layer state views made in the host function.
     builder.setInsertionPoint(candidate);
     SmallVector<Value> operands;
     for (const Arg &arg : args) {
       Value value = arg.value;
-      if (auto cache = dyn_cast<KVCacheType>(value.getType())) {
-        auto viewType =
-            KVCacheType::get(ctx, 1, cache.getKvHeads(), cache.getHeadDim(),
-                             cache.getElementType());
-        value = KVCacheLayerOp::create(builder, candidate->getLoc(), viewType,
-                                       value,
-                                       builder.getI64IntegerAttr(*arg.layer));
+      if (isSessionState(value.getType())) {
+        value = makeLayerView(builder, candidate->getLoc(), value, *arg.layer);
       }
       operands.push_back(value);
     }
@@ -248,6 +297,24 @@ struct OutlineKernelsPass
                                target.getFunctionType().getResults(),
                                target.getSymName(), operands,
                                /*arg_attrs=*/nullptr, /*res_attrs=*/nullptr);
+    // The dump names of what the call returns (`--dump-activations`).
+    SmallVector<StringRef> dumpNames;
+    bool named = false;
+    for (Value value : yielded) {
+      StringRef name;
+      if (auto result = dyn_cast<OpResult>(value)) {
+        if (auto names =
+                result.getOwner()->getAttrOfType<ArrayAttr>("moe.dump");
+            names && result.getResultNumber() < names.size()) {
+          name = cast<StringAttr>(names[result.getResultNumber()]).getValue();
+        }
+      }
+      named |= !name.empty();
+      dumpNames.push_back(name);
+    }
+    if (named) {
+      call->setAttr("moe.dump", builder.getStrArrayAttr(dumpNames));
+    }
     candidate->replaceAllUsesWith(call.getResults());
     candidate->erase();
     ++numCalls;

@@ -23,6 +23,11 @@ namespace mlir::moe {
 /// latter.
 CachedAttentionOp splitAttention(RewriterBase &rewriter, AttentionOp op);
 
+/// Rewrites `op` into a cached_conv1d and a conv_state_write; returns the
+/// former. Fails (with a diagnostic) for a width-1 convolution.
+FailureOr<CachedConv1dOp> splitCausalConv(RewriterBase &rewriter,
+                                          CausalConv1dOp op);
+
 /// Groups `write` with the per-head ops producing its key, value and the
 /// query of the attention that reads the same cache layer. Fails when there
 /// is nothing to fuse or fusing would break dominance.

@@ -52,6 +52,21 @@ def MoESplitAttentionPass : Pass<"moe-split-attention", "func::FuncOp"> {
   }];
 }
 
+def MoESplitCausalConvPass : Pass<"moe-split-causal-conv", "func::FuncOp"> {
+  let summary = "Splits a causal convolution into its state read and write.";
+  let description = [{
+    Rewrites every `moe.causal_conv1d` into `moe.cached_conv1d` (reads the
+    saved rows of earlier positions) followed by `moe.conv_state_write`
+    (saves the last K-1 input rows for the next call). As two ops, no kernel
+    reads and writes the same state, and the state stays a ring of K-1 rows
+    per layer whatever the context length.
+
+    Before:  %u = moe.causal_conv1d %h, %w state(%s[0]) at %p : ...
+    After:   %u = moe.cached_conv1d %h, %w state(%s[0]) at %p : ...
+             moe.conv_state_write %h into(%s[0]) at %p : ...
+  }];
+}
+
 //===----------------------------------------------------------------------===//
 // Fusion: grouping ops that run as one kernel
 //===----------------------------------------------------------------------===//

@@ -37,7 +37,9 @@ struct PlanWeightsPass : impl::MoEPlanWeightsPassBase<PlanWeightsPass> {
       auto [it, inserted] = offsets.try_emplace(key, end);
       if (inserted) {
         auto type = op.getResult().getType();
-        int64_t bytes = type.getNumElements() * 4; // stored as f32
+        // Floats are stored as f32; packed codes (ui8) as they are.
+        int64_t bytes = type.getNumElements() *
+                        (type.getElementType().isUnsignedInteger(8) ? 1 : 4);
         end = llvm::alignTo(end + bytes, alignment);
       }
       op->setAttr("moe.offset", IntegerAttr::get(i64, it->second));

@@ -4,8 +4,9 @@
 //   1. Sort the requested ops by position; the first one is the anchor.
 //   2. Check every value the group reads from outside (for a merged group,
 //      what its body reads from outside): it must be a block argument, be
-//      defined before the anchor, or come from an operand-free pure op that
-//      can move above the anchor. Otherwise fail before changing anything.
+//      defined before the anchor, or come from an operand-free pure op (a
+//      weight), or the dequantization of such ops, that can move above the
+//      anchor. Otherwise fail before changing anything.
 //   3. Hoist those pure ops, dissolve merged groups into their block, create
 //      the new group at the anchor, move the ops in, and yield what is used
 //      outside.
@@ -68,9 +69,27 @@ static SmallVector<Value> externalOperands(Operation *op) {
   return values;
 }
 
-static bool isHoistable(Operation *op) {
-  return op->getNumOperands() == 0 && op->getNumRegions() == 0 &&
-         isMemoryEffectFree(op);
+/// Whether `def` (defined after `anchor`) can move above it, with what it
+/// reads: adds them to `toHoist`, operands first.
+static bool collectHoistable(Operation *def, Operation *anchor,
+                             llvm::SetVector<Operation *> &toHoist) {
+  if (def->getNumRegions() != 0 || !isMemoryEffectFree(def) ||
+      (def->getNumOperands() != 0 && !isa<DequantizeOp>(def))) {
+    return false;
+  }
+  for (Value operand : def->getOperands()) {
+    Operation *inner = operand.getDefiningOp();
+    if (!inner) {
+      return false;
+    }
+    if (inner->getBlock() == def->getBlock() &&
+        !inner->isBeforeInBlock(anchor) &&
+        !collectHoistable(inner, anchor, toHoist)) {
+      return false;
+    }
+  }
+  toHoist.insert(def);
+  return true;
 }
 
 /// Replaces a group by its body, in place.
@@ -112,10 +131,9 @@ FailureOr<FusedOp> fuseIntoGroup(RewriterBase &rewriter,
       if (def->getBlock() != block || def->isBeforeInBlock(anchor)) {
         continue;
       }
-      if (!isHoistable(def)) {
+      if (!collectHoistable(def, anchor, toHoist)) {
         return failure();
       }
-      toHoist.insert(def);
     }
   }
 

@@ -7,6 +7,9 @@
  * to describe buffers to Halide kernels.
  *
  * KV-cache layout (f32): [layer][keys | values][kv_head][capacity][head_dim].
+ * Conv-state layout (f32): [layer][conv_width - 1 slots][conv_channels]; slot
+ * s of a layer holds the convolution input row of the latest position q with
+ * q mod (conv_width - 1) == s, so it is a ring that never needs shifting.
  *
  * Thread-safety: a moert_exec_t belongs to one session, used by one thread
  * at a time; the descriptor is immutable.
@@ -26,7 +29,13 @@ extern "C" {
 #endif
 
 /* Bumped whenever a struct below or the host code's expectations change. */
-#define MOERT_ABI_VERSION 2
+#define MOERT_ABI_VERSION 4
+
+/* Receives a named intermediate (a layer's hidden state, its router's
+ * choices) after the kernel that computed it: n_tokens rows of `width`
+ * elements of type code (MOERT_FLOAT f32, MOERT_INT i32). */
+typedef void (*moert_dump_fn)(void *context, const char *name, const void *data,
+                              int32_t n_tokens, int32_t width, int32_t code);
 
 /* What one call of an entry point reads and writes. The session owns it. */
 typedef struct moert_exec_t {
@@ -35,8 +44,11 @@ typedef struct moert_exec_t {
   uint8_t *arena;         /* the descriptor's arena_bytes of scratch */
   float *kv;              /* the KV cache, layout above */
   int32_t kv_capacity;    /* positions per layer */
+  float *conv;            /* the conv state, layout above (0: none) */
   int32_t *tokens;        /* [n_tokens] token ids */
   float *logits;          /* [n_tokens, vocab] output */
+  moert_dump_fn dump;     /* 0: intermediates are not reported */
+  void *dump_context;
 } moert_exec_t;
 
 /* An entry point: runs n_tokens tokens starting at cache position
@@ -55,6 +67,8 @@ typedef struct moert_model_desc_t {
   int64_t n_layers;
   int64_t n_kv_heads;
   int64_t head_dim;
+  int64_t conv_channels; /* causal-conv state per layer: 0 without one */
+  int64_t conv_width;
   int64_t context_length; /* default KV capacity */
   int64_t prefill_chunk;  /* most tokens one prefill call takes */
   uint64_t arena_bytes;
@@ -131,6 +145,15 @@ moert_kv_buffer(moert_buffer_t *b, moert_exec_t *exec, int32_t layer,
   return &b->buffer;
 }
 
+/* Describes the conv-state ring of one layer as a buffer of extents
+ * {channels, slots}. */
+static inline halide_buffer_t *
+moert_conv_buffer(moert_buffer_t *b, moert_exec_t *exec, int32_t layer,
+                  int32_t channels, int32_t slots) {
+  float *ring = exec->conv + (int64_t)layer * slots * channels;
+  return moert_buffer(b, ring, MOERT_FLOAT, 32, 2, channels, slots, 1, 1);
+}
+
 /* Halide buffers hold non-const pointers; kernels only read their inputs,
  * so the mapping stays read-only in practice. */
 static inline uint8_t *moert_weight_at(moert_exec_t *exec, int64_t offset) {
@@ -155,6 +178,15 @@ static inline int32_t moert_kv_capacity(moert_exec_t *exec) {
 
 static inline void *moert_user_context(moert_exec_t *exec) {
   return exec->user_context;
+}
+
+/* Reports a named intermediate to the session's dump hook, if any. */
+static inline void moert_dump(moert_exec_t *exec, const char *name,
+                              const void *data, int32_t n_tokens, int32_t width,
+                              int32_t code) {
+  if (exec->dump) {
+    exec->dump(exec->dump_context, name, data, n_tokens, width, code);
+  }
 }
 
 /* Returns a kernel's non-zero status from the calling entry point. */

@@ -63,6 +63,13 @@ moert_status_t moert_session_decode(moert_session_t *session, int32_t token);
 /* The logits of the last token run: [vocab], owned by the session. */
 const float *moert_session_logits(const moert_session_t *session);
 
+/* Calls `dump` with every intermediate the compiled model names (each
+ * layer's hidden state and router choices) as the kernels produce them;
+ * null turns it off. For debugging (`--dump-activations`): it costs a call
+ * per named tensor. */
+void moert_session_set_dump(moert_session_t *session, moert_dump_fn dump,
+                            void *context);
+
 /* Forgets the sequence (position 0); the cache need not be cleared since
  * attention never reads past the position. */
 void moert_session_reset(moert_session_t *session);

@@ -9,7 +9,8 @@
 //      that, per `moe.call`, describes each kernel argument as a Halide
 //      buffer (weights at their `moe.offset` in the weight file, tensors at
 //      their `moe.arena` offset, the entry's result in the caller's logits,
-//      KV-cache layers through moert_kv_buffer), calls the kernel and returns
+//      KV-cache layers through moert_kv_buffer, conv-state layers through
+//      moert_conv_buffer), calls the kernel and returns
 //      its status if it failed.
 //   3. Define the model descriptor (runtime/include/moert/host_abi.h) from
 //      the module's attributes, and erase the moe-level functions and
@@ -100,6 +101,9 @@ private:
                      RankedTensorType type, Value nTokens);
 
   LogicalResult declareKernels(OpBuilder &b);
+  /// After `call`: moert_dump of every result it names (moe.dump).
+  void emitDumps(OpBuilder &b, CallOp call, Value exec, Value nTokens,
+                 const DenseMap<Value, Value> &hostOf);
   LogicalResult emitEntry(OpBuilder &b, func::FuncOp func);
   void emitDescriptor(OpBuilder &b, ArrayRef<std::string> entries);
 
@@ -113,7 +117,7 @@ Value HostEmitter::tensorBuffer(OpBuilder &b, Location loc, Value host,
   Value storage = newBufferStorage(b, loc);
   SmallVector<Value> operands{storage, host};
   Type element = type.getElementType();
-  int code = isa<FloatType>(element) ? 2 : 0;
+  int code = isa<FloatType>(element) ? 2 : element.isUnsignedInteger() ? 1 : 0;
   SmallVector<Attribute> args{operandRef(0), operandRef(1), i32(code),
                               i32(element.getIntOrFloatBitWidth()),
                               i32(type.getRank())};
@@ -132,6 +136,39 @@ Value HostEmitter::tensorBuffer(OpBuilder &b, Location loc, Value host,
     }
   }
   return callOpaque(b, loc, bufferPtr(), "moert_buffer", operands, args);
+}
+
+void HostEmitter::emitDumps(OpBuilder &b, CallOp call, Value exec,
+                            Value nTokens,
+                            const DenseMap<Value, Value> &hostOf) {
+  auto names = call->getAttrOfType<ArrayAttr>("moe.dump");
+  if (!names) {
+    return;
+  }
+  for (auto [result, nameAttr] : llvm::zip(call.getResults(), names)) {
+    StringRef name = cast<StringAttr>(nameAttr).getValue();
+    auto type = dyn_cast<RankedTensorType>(result.getType());
+    if (name.empty() || !type || type.getRank() < 1) {
+      continue;
+    }
+    int64_t width = 1;
+    for (int64_t d : type.getShape().drop_front()) {
+      width *= d;
+    }
+    SmallVector<Value> operands{exec, hostOf.lookup(result)};
+    SmallVector<Attribute> args{operandRef(0),
+                                emitc::OpaqueAttr::get(ctx, cString(name)),
+                                operandRef(1)};
+    if (ShapedType::isDynamic(type.getDimSize(0))) {
+      operands.push_back(nTokens);
+      args.push_back(operandRef(2));
+    } else {
+      args.push_back(i32(type.getDimSize(0)));
+    }
+    args.append(
+        {i32(width), i32(isa<FloatType>(type.getElementType()) ? 2 : 0)});
+    callOpaque(b, call.getLoc(), Type(), "moert_dump", operands, args);
+  }
 }
 
 LogicalResult HostEmitter::declareKernels(OpBuilder &b) {
@@ -194,6 +231,10 @@ LogicalResult HostEmitter::emitEntry(OpBuilder &b, func::FuncOp func) {
       continue;
     }
     if (auto view = dyn_cast<KVCacheLayerOp>(op)) {
+      layerOf[view] = view.getLayer();
+      continue;
+    }
+    if (auto view = dyn_cast<ConvStateLayerOp>(op)) {
       layerOf[view] = view.getLayer();
       continue;
     }
@@ -285,12 +326,30 @@ LogicalResult HostEmitter::emitEntry(OpBuilder &b, func::FuncOp func) {
             callOpaque(b, l, bufferPtr(), "moert_kv_buffer", operands, cargs));
         break;
       }
+      case Kind::ConvStateRead:
+      case Kind::ConvStateWrite: {
+        // Read or written, the buffer is the layer's whole ring.
+        Value view = call.getOperand(slot.index);
+        auto layer = layerOf.find(view);
+        if (layer == layerOf.end()) {
+          return call.emitOpError("conv-state argument ")
+                 << slot.index << " is not a moe.conv_state_layer view";
+        }
+        auto type = cast<ConvStateType>(view.getType());
+        Value storage = newBufferStorage(b, l);
+        args.push_back(
+            callOpaque(b, l, bufferPtr(), "moert_conv_buffer", {storage, exec},
+                       {operandRef(0), operandRef(1), i32(layer->second),
+                        i32(type.getChannels()), i32(type.getWidth() - 1)}));
+        break;
+      }
       }
     }
     auto status = emitc::CallOp::create(b, call.getLoc(), call.getCalleeAttr(),
                                         TypeRange{i32Type}, args);
     callOpaque(b, call.getLoc(), Type(), "MOERT_CHECK", status.getResults(),
                {operandRef(0)});
+    emitDumps(b, call, exec, nTokens, hostOf);
   }
   Value zero = emitc::ConstantOp::create(b, loc, i32Type, i32(0));
   emitc::ReturnOp::create(b, loc, zero);
@@ -307,10 +366,14 @@ void HostEmitter::emitDescriptor(OpBuilder &b, ArrayRef<std::string> entries) {
     return attr ? attr.getValue().str() : "";
   };
   KVCacheType cache;
+  ConvStateType conv;
   for (auto func : module.getOps<func::FuncOp>()) {
     for (Type type : func.getArgumentTypes()) {
       if (auto c = dyn_cast<KVCacheType>(type)) {
         cache = c;
+      }
+      if (auto c = dyn_cast<ConvStateType>(type)) {
+        conv = c;
       }
     }
   }
@@ -338,6 +401,7 @@ void HostEmitter::emitDescriptor(OpBuilder &b, ArrayRef<std::string> entries) {
       "    {0},\n    {1},\n    {2},\n"
       "    /*vocab=*/{3}, /*n_layers=*/{4}, /*n_kv_heads=*/{5}, "
       "/*head_dim=*/{6},\n"
+      "    /*conv_channels=*/{15}, /*conv_width=*/{16},\n"
       "    /*context_length=*/{7}, /*prefill_chunk=*/{8},\n"
       "    /*arena_bytes=*/{9}u, /*weights_bytes=*/{10}u,\n"
       "    /*weights_hash=*/0x{11:x-}u,\n"
@@ -350,7 +414,8 @@ void HostEmitter::emitDescriptor(OpBuilder &b, ArrayRef<std::string> entries) {
       intAttr("moe.prefill_chunk"), intAttr("moe.arena_bytes"),
       intAttr("moe.weights_bytes"),
       static_cast<uint64_t>(intAttr("moe.weights_hash")), entryOr("prefill"),
-      entryOr("decode"), features);
+      entryOr("decode"), features, conv ? conv.getChannels() : 0,
+      conv ? conv.getWidth() : 0);
   emitc::VerbatimOp::create(b, module.getLoc(), b.getStringAttr(text));
 }
 

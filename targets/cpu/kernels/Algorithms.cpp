@@ -113,6 +113,45 @@ RootSchedule pointwiseSchedule(const KernelEnv &env, int rank) {
 }
 
 //===----------------------------------------------------------------------===//
+// Packed weights
+//===----------------------------------------------------------------------===//
+
+OpFuncs dequantize(const KernelEnv &env, const TensorFunc &packed,
+                   const TensorFunc &scale, const PackedCodes &codes,
+                   std::vector<int64_t> resultShape) {
+  int rank = static_cast<int>(resultShape.size());
+  int cols = static_cast<int>(resultShape[rank - 1]);
+  std::vector<Var> v = makeVars(rank);
+  // Halide order: v[0] = column, v[1] = row, v[2..] = stacked matrices.
+  std::vector<Var> lead(v.begin() + 2, v.end());
+  auto at = [&](const TensorFunc &f, Expr inner) {
+    std::vector<Expr> args{inner};
+    args.insert(args.end(), lead.begin(), lead.end());
+    return f.func(args);
+  };
+  Expr index = v[1] * cols + v[0];
+  Expr value;
+  if (codes.sign1) {
+    Expr byte = cast<int32_t>(at(packed, index / 8));
+    Expr bit = index % 8;
+    Expr shift = codes.lowBitsFirst ? bit : 7 - bit;
+    value = select(((byte >> shift) & 1) == 1, 1.0f, -1.0f);
+  } else {
+    Expr byte = cast<int32_t>(at(packed, index / 2));
+    Expr first = index % 2 == 0;
+    Expr low = byte & 15, high = (byte >> 4) & 15;
+    Expr nibble = codes.lowBitsFirst ? select(first, low, high)
+                                     : select(first, high, low);
+    Expr code = codes.offsetBinary ? nibble - 8
+                                   : select(nibble >= 8, nibble - 16, nibble);
+    value = cast<float>(code);
+  }
+  Func out(env.name("dequantize"));
+  out(v) = value * at(scale, v[1]);
+  return {{{out, resultShape}}, {pointwiseSchedule(env, rank)}, true};
+}
+
+//===----------------------------------------------------------------------===//
 // Embedding
 //===----------------------------------------------------------------------===//
 
@@ -447,6 +486,58 @@ OpFuncs cachedAttention(const KernelEnv &env, const TensorFunc &query,
                                             TailStrategy::GuardWithIf);
   };
   return {{{out, query.shape}}, {schedule}, false};
+}
+
+//===----------------------------------------------------------------------===//
+// Causal convolution
+//===----------------------------------------------------------------------===//
+
+OpFuncs cachedConv1d(const KernelEnv &env, const TensorFunc &input,
+                     const TensorFunc &weight, const Func &state) {
+  int width = static_cast<int>(weight.shape[2]);
+  int ring = width - 1;
+  Var c("c"), t("t");
+  // Row r of the window, relative to the first new token: r >= 0 is an
+  // input row, r < 0 the saved row of position `position + r` (zero before
+  // position 0: the left padding).
+  auto row = [&](Expr r) {
+    Expr q = env.position + r;
+    Expr saved = select(q >= 0, state(c, clamp(q % ring, 0, ring - 1)), 0.0f);
+    return select(r >= 0, input.func(c, clampToken(env, r)), saved);
+  };
+  Func out(env.name("causal_conv"));
+  // Tap K-1 multiplies the current row, as PyTorch's cross-correlation
+  // after K-1 rows of left padding.
+  Expr sum = 0.0f;
+  for (int i = 0; i < width; ++i) {
+    sum += weight.func(i, 0, c) * row(t - (width - 1) + i);
+  }
+  out(c, t) = sum;
+  return {{{out, input.shape}}, {pointwiseSchedule(env, 2)}, false};
+}
+
+OpFuncs convStateWrite(const KernelEnv &env, const TensorFunc &input,
+                       int64_t width) {
+  int ring = static_cast<int>(width - 1);
+  Var c("c"), s("s");
+  Func out(env.name("conv_state_write"));
+  // Only the slots of the last min(T, K-1) positions change; the others
+  // hold earlier positions the next call still reads, so the pure
+  // definition leaves the buffer as it is.
+  out(c, s) = undef<float>();
+  Expr kept = min(env.tokens, ring);
+  RDom r(0, kept, "rs");
+  Expr q = env.position + env.tokens - kept + r.x;
+  out(c, q % ring) = input.func(c, clampToken(env, q - env.position));
+  int lanes = env.lanes;
+  int64_t channels = input.shape[1];
+  RootSchedule schedule = [lanes, channels, c](Func &f) {
+    f.compute_root();
+    f.update().vectorize(c,
+                         static_cast<int>(std::min<int64_t>(lanes, channels)),
+                         TailStrategy::GuardWithIf);
+  };
+  return {{{out, {width - 1, channels}}}, {schedule}, false};
 }
 
 //===----------------------------------------------------------------------===//

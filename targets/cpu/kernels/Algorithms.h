@@ -90,6 +90,20 @@ enum class ScoringKind { Softmax, Sigmoid };
 /// token).
 RootSchedule pointwiseSchedule(const KernelEnv &env, int rank);
 
+/// How a packed weight stores its codes (moe.dequantize's attributes).
+struct PackedCodes {
+  bool sign1 = true; // else int4
+  bool lowBitsFirst = false;
+  bool offsetBinary = false;
+};
+
+/// The f32 weight [.., N, K] of packed codes `packed` ([.., B] bytes, the
+/// codes of each matrix row-major) and per-row `scale` ([.., N]); elementwise,
+/// so consumers read the codes directly.
+OpFuncs dequantize(const KernelEnv &env, const TensorFunc &packed,
+                   const TensorFunc &scale, const PackedCodes &codes,
+                   std::vector<int64_t> resultShape);
+
 OpFuncs embed(const KernelEnv &env, const TensorFunc &table,
               const TensorFunc &tokens, double scale);
 
@@ -127,6 +141,19 @@ OpFuncs kvCacheWrite(const KernelEnv &env, const TensorFunc &key,
 OpFuncs cachedAttention(const KernelEnv &env, const TensorFunc &query,
                         const Halide::Func &keys, const Halide::Func &values,
                         Halide::Expr capacity, int64_t kvHeads, double scale);
+
+/// Depthwise causal convolution of `input` [T, C] with `weight` [C, 1, K]
+/// (Halide w(k, 0, c)); the K-1 rows before env.position come from `state`
+/// (a Func over (c, slot), position q in slot q mod (K-1)), zero below
+/// position 0.
+OpFuncs cachedConv1d(const KernelEnv &env, const TensorFunc &input,
+                     const TensorFunc &weight, const Halide::Func &state);
+
+/// The new contents of a convolution state ring of K-1 = `width` - 1 slots
+/// after `input`: the last min(T, K-1) rows, each in its slot; the other
+/// slots are not written.
+OpFuncs convStateWrite(const KernelEnv &env, const TensorFunc &input,
+                       int64_t width);
 
 struct RouteOptions {
   ScoringKind scoring = ScoringKind::Softmax;

@@ -4,7 +4,7 @@
 //   1. Create the pipeline's parameters from the kernel ABI: an ImageParam
 //      per tensor argument with its static extents and dense strides
 //      declared (so codegen sees constants), a Param per position, two
-//      ImageParams per KV-cache layer read.
+//      ImageParams per KV-cache layer read, one per conv-state layer read.
 //   2. Walk the body, mapping each value to a TensorFunc built by the op's
 //      algorithm (Algorithms.h).
 //   3. Materialise what must be: every kernel output, and every result that
@@ -12,7 +12,7 @@
 //      consumers would otherwise recompute a reduction per element.
 //      Elementwise results stay inline.
 //   4. The pipeline's outputs are the kernel results, then the KV-cache
-//      windows written, in ABI order.
+//      windows and conv-state rings written, in ABI order.
 //
 // Compiled with exceptions on: Halide reports user errors as exceptions.
 //
@@ -40,6 +40,9 @@ Halide::Type halideType(mlir::Type type) {
   if (type.isInteger(32)) {
     return Int(32);
   }
+  if (type.isUnsignedInteger(8)) {
+    return UInt(8);
+  }
   return Halide::Type();
 }
 
@@ -62,6 +65,23 @@ ActivationKind activationKind(moe::Activation activation, bool &ok) {
   }
   ok = false;
   return ActivationKind::Silu;
+}
+
+/// The last two dimensions of `w` swapped, as a view: how a stored-
+/// transposed weight reads, for a weight computed in the kernel.
+TensorFunc transposedView(const TensorFunc &w) {
+  int rank = w.rank();
+  std::vector<Var> v;
+  for (int i = 0; i < rank; ++i) {
+    v.push_back(Var());
+  }
+  std::vector<Expr> swapped(v.begin(), v.end());
+  std::swap(swapped[0], swapped[1]);
+  Func view;
+  view(v) = w.func(swapped);
+  std::vector<int64_t> shape = w.shape;
+  std::swap(shape[rank - 1], shape[rank - 2]);
+  return TensorFunc{view, shape};
 }
 
 /// Declares a dense layout with static extents on every dimension but the
@@ -122,6 +142,9 @@ private:
   DenseMap<unsigned, Expr> cacheCapacity;
   DenseMap<unsigned, std::pair<Func, Func>> cacheWrites;
   DenseMap<unsigned, RootSchedule> cacheWriteSchedules;
+  // Conv-state arguments: the ring read, or the ring a write produces.
+  DenseMap<unsigned, Func> convReads;
+  DenseMap<unsigned, std::pair<Func, RootSchedule>> convWrites;
 };
 
 LogicalResult Builder::buildOp(Operation *op) {
@@ -134,6 +157,15 @@ LogicalResult Builder::buildOp(Operation *op) {
     return op->emitOpError("cannot be compiled for the CPU target: ") << what;
   };
   return llvm::TypeSwitch<Operation *, LogicalResult>(op)
+      .Case<DequantizeOp>([&](DequantizeOp d) {
+        PackedCodes codes;
+        codes.sign1 = d.getFormat() == PackedFormat::Sign1;
+        codes.lowBitsFirst = d.getLowBitsFirst();
+        codes.offsetBinary = d.getOffsetBinary();
+        record(d, dequantize(env, need(d.getPacked()), need(d.getScale()),
+                             codes, shapeOf(d.getResult().getType())));
+        return success();
+      })
       .Case<EmbedOp>([&](EmbedOp e) {
         record(e, embed(env, need(e.getTable()), need(e.getTokens()),
                         e.getScale().convertToDouble()));
@@ -206,6 +238,19 @@ LogicalResult Builder::buildOp(Operation *op) {
                                   a.getScale().convertToDouble()));
         return success();
       })
+      .Case<CachedConv1dOp>([&](CachedConv1dOp c) {
+        unsigned arg = cast<BlockArgument>(c.getState()).getArgNumber();
+        record(c, cachedConv1d(env, need(c.getInput()), need(c.getWeight()),
+                               convReads.lookup(arg)));
+        return success();
+      })
+      .Case<ConvStateWriteOp>([&](ConvStateWriteOp w) {
+        OpFuncs funcs = convStateWrite(env, need(w.getInput()),
+                                       w.getState().getType().getWidth());
+        unsigned arg = cast<BlockArgument>(w.getState()).getArgNumber();
+        convWrites[arg] = {funcs.values[0].func, funcs.schedules[0]};
+        return success();
+      })
       .Case<RouteOp>([&](RouteOp r) -> LogicalResult {
         RouteOptions options;
         if (r.getCapacity() == CapacityRule::DropLowestGate) {
@@ -233,10 +278,24 @@ LogicalResult Builder::buildOp(Operation *op) {
           return unsupported("activation '" +
                              stringifyActivation(e.getActivation()) + "'");
         }
-        if (!transposed(e.getUp()) || !transposed(e.getDown()) ||
-            (e.getGate() && !transposed(e.getGate()))) {
+        auto usable = [&](Value w) {
+          return transposed(w) || w.getDefiningOp<DequantizeOp>();
+        };
+        if (!usable(e.getUp()) || !usable(e.getDown()) ||
+            (e.getGate() && !usable(e.getGate()))) {
           return unsupported("expert weights that are not stored transposed "
                              "(run moe-cpu-assign-weight-layouts)");
+        }
+        // Packed experts are dequantized where they are read: any layout
+        // is a view.
+        std::optional<TensorFunc> gate, up, down;
+        for (auto [w, view] :
+             {std::pair(e.getGate(), &gate), std::pair(e.getUp(), &up),
+              std::pair(e.getDown(), &down)}) {
+          if (w) {
+            *view = w.getDefiningOp<DequantizeOp>() ? transposedView(need(w))
+                                                    : need(w);
+          }
         }
         // One token has nothing to group: the gather kernel is its GEMV.
         auto dispatch =
@@ -244,9 +303,8 @@ LogicalResult Builder::buildOp(Operation *op) {
                 ? expertDispatchGrouped
                 : expertDispatchGather;
         record(e, dispatch(env, need(e.getInput()), need(e.getIndices()),
-                           need(e.getWeights()),
-                           e.getGate() ? &need(e.getGate()) : nullptr,
-                           need(e.getUp()), need(e.getDown()), kind));
+                           need(e.getWeights()), gate ? &*gate : nullptr, *up,
+                           *down, kind));
         return success();
       })
       .Default([&](Operation *other) -> LogicalResult {
@@ -339,6 +397,18 @@ FailureOr<BuiltKernel> Builder::build() {
       built.inputs.push_back({param, std::nullopt});
       break;
     }
+    case Kind::ConvStateRead: {
+      auto type = cast<ConvStateType>(arg.getType());
+      ImageParam param(Float(32), 2, name + "_conv_state");
+      constrainDense(param, {type.getWidth() - 1, type.getChannels()});
+      Func f(param.name() + "_f");
+      Var c, ring;
+      f(c, ring) = param(c, ring);
+      convReads[slot.index] = f;
+      built.arguments.push_back(param);
+      built.inputs.push_back({param, std::nullopt});
+      break;
+    }
     default:
       break;
     }
@@ -408,6 +478,23 @@ FailureOr<BuiltKernel> Builder::build() {
           static_cast<int>(type.getHeadDim()));
       buffer.dim(1).set_stride(static_cast<int>(type.getHeadDim()));
       buffer.dim(2).set_min(0).set_extent(static_cast<int>(type.getKvHeads()));
+      outputs.push_back(out);
+    } else if (slot.kind == Kind::ConvStateWrite) {
+      auto found = convWrites.find(slot.index);
+      if (found == convWrites.end()) {
+        return kernel.emitOpError("conv-state argument ")
+               << slot.index << " is marked written but nothing writes it";
+      }
+      Func out = found->second.first;
+      found->second.second(out);
+      auto type = cast<ConvStateType>(body.getArgument(slot.index).getType());
+      OutputImageParam buffer = out.output_buffer();
+      buffer.dim(0).set_min(0).set_stride(1).set_extent(
+          static_cast<int>(type.getChannels()));
+      buffer.dim(1)
+          .set_min(0)
+          .set_stride(static_cast<int>(type.getChannels()))
+          .set_extent(static_cast<int>(type.getWidth() - 1));
       outputs.push_back(out);
     }
   }

@@ -553,3 +553,54 @@ func.func @call_types(%x: tensor<1x4xf32>) {
   %0 = moe.call @identity(%x) : (tensor<1x4xf32>) -> tensor<1x4xf32>
   return
 }
+
+// -----
+
+!conv = !moe.conv_state<layers = 2, channels = 4, width = 3, element = f32>
+func.func @conv_write_channels(%x: tensor<?x5xf32>, %s: !conv, %p: index) {
+  // expected-error @+1 {{'moe.conv_state_write' op expects the state to hold 5 channels, got '!moe.conv_state<layers = 2, channels = 4, width = 3, element = f32>'}}
+  moe.conv_state_write %x into(%s[0]) at %p : tensor<?x5xf32>, !conv
+  return
+}
+
+// -----
+
+!conv = !moe.conv_state<layers = 2, channels = 4, width = 3, element = f32>
+func.func @cached_conv_layer(%x: tensor<?x4xf32>, %w: tensor<4x1x3xf32>, %s: !conv, %p: index) {
+  // expected-error @+1 {{'moe.cached_conv1d' op expects layer in [0, 2), got 5}}
+  %0 = moe.cached_conv1d %x, %w state(%s[5]) at %p : tensor<?x4xf32>, tensor<4x1x3xf32>, !conv
+  return
+}
+
+// -----
+
+!conv = !moe.conv_state<layers = 2, channels = 4, width = 3, element = f32>
+func.func @conv_view(%s: !conv) {
+  // expected-error @+1 {{'moe.conv_state_layer' op expects a one-layer view of the same channels, width and element type, got '!moe.conv_state<layers = 1, channels = 4, width = 2, element = f32>'}}
+  %0 = moe.conv_state_layer %s[1] : !conv -> !moe.conv_state<layers = 1, channels = 4, width = 2, element = f32>
+  return
+}
+
+// -----
+
+func.func @dequantize_bytes(%c: tensor<59xui8>, %s: tensor<40xf32>) {
+  // expected-error @+1 {{'moe.dequantize' op expects 60 bytes of sign1 codes per matrix, got 59}}
+  %0 = moe.dequantize %c, %s format(sign1) cols(12) : tensor<59xui8>, tensor<40xf32> -> tensor<40x12xf32>
+  return
+}
+
+// -----
+
+func.func @dequantize_scales(%c: tensor<240xui8>, %s: tensor<41xf32>) {
+  // expected-error @+1 {{'moe.dequantize' op expects one scale per row (40), got 41}}
+  %0 = moe.dequantize %c, %s format(int4) cols(12) : tensor<240xui8>, tensor<41xf32> -> tensor<40x12xf32>
+  return
+}
+
+// -----
+
+func.func @dequantize_offset(%c: tensor<60xui8>, %s: tensor<40xf32>) {
+  // expected-error @+1 {{'moe.dequantize' op offset_binary applies to int4 codes only}}
+  %0 = moe.dequantize %c, %s format(sign1) cols(12) {offset_binary} : tensor<60xui8>, tensor<40xf32> -> tensor<40x12xf32>
+  return
+}

@@ -106,6 +106,26 @@ func.func @conv(%x: tensor<?x64xf32>, %w: tensor<64x1x3xf32>, %state: !conv, %po
   return %y : tensor<?x64xf32>
 }
 
+// CHECK-LABEL: func.func @dequantize
+func.func @dequantize(%codes: tensor<4x60xui8>, %scale: tensor<4x40xf32>, %c4: tensor<120xui8>, %s4: tensor<40xf32>) -> (tensor<4x40x12xf32>, tensor<40x6xf32>) {
+  // CHECK: moe.dequantize %{{.+}}, %{{.+}} format(sign1) cols(12) : tensor<4x60xui8>, tensor<4x40xf32> -> tensor<4x40x12xf32>
+  %0 = moe.dequantize %codes, %scale format(sign1) cols(12) : tensor<4x60xui8>, tensor<4x40xf32> -> tensor<4x40x12xf32>
+  // CHECK: moe.dequantize %{{.+}}, %{{.+}} format(int4) cols(6) {low_bits_first, offset_binary} : tensor<120xui8>, tensor<40xf32> -> tensor<40x6xf32>
+  %1 = moe.dequantize %c4, %s4 format(int4) cols(6) {low_bits_first, offset_binary} : tensor<120xui8>, tensor<40xf32> -> tensor<40x6xf32>
+  return %0, %1 : tensor<4x40x12xf32>, tensor<40x6xf32>
+}
+
+// CHECK-LABEL: func.func @conv_split
+func.func @conv_split(%x: tensor<?x64xf32>, %w: tensor<64x1x3xf32>, %state: !conv, %pos: index) -> tensor<?x64xf32> {
+  // CHECK: moe.cached_conv1d %{{.+}}, %{{.+}} state(%{{.+}}[1]) at %{{.+}} : tensor<?x64xf32>, tensor<64x1x3xf32>, !moe.conv_state<layers = 2, channels = 64, width = 3, element = f32>
+  %y = moe.cached_conv1d %x, %w state(%state[1]) at %pos : tensor<?x64xf32>, tensor<64x1x3xf32>, !conv
+  // CHECK: moe.conv_state_write %{{.+}} into(%{{.+}}[1]) at %{{.+}} : tensor<?x64xf32>, !moe.conv_state<layers = 2, channels = 64, width = 3, element = f32>
+  moe.conv_state_write %x into(%state[1]) at %pos : tensor<?x64xf32>, !conv
+  // CHECK: moe.conv_state_layer %{{.+}}[1] : !moe.conv_state<layers = 2, {{.+}}> -> !moe.conv_state<layers = 1, {{.+}}>
+  %view = moe.conv_state_layer %state[1] : !conv -> !moe.conv_state<layers = 1, channels = 64, width = 3, element = f32>
+  return %y : tensor<?x64xf32>
+}
+
 // CHECK-LABEL: moe.kernel @norm_kernel(
 // CHECK-SAME: %{{.+}}: tensor<?x64xf32>, %{{.+}}: tensor<64xf32> {moe.layout = #moe.weight_layout<row_major>}) -> tensor<?x64xf32>
 moe.kernel @norm_kernel(%x: tensor<?x64xf32>, %w: tensor<64xf32> {moe.layout = #moe.weight_layout<row_major>}) -> tensor<?x64xf32> {

@@ -52,6 +52,41 @@ module attributes {moe.family = "test", moe.vocab = 10 : i64, moe.prefill_chunk 
 
 // -----
 
+// A conv-state view is the layer's whole ring ({channels, width - 1}),
+// read or written; the descriptor records the state's channels and width.
+// CHECK-LABEL: // -----
+// CHECK-LABEL: emitc.func @moe_prefill(
+// CHECK: call_opaque "moert_conv_buffer"({{.+}}) {args = [0 : index, 1 : index, 1 : i32, 8 : i32, 2 : i32]}
+// CHECK: call @conv_k(
+// CHECK: call_opaque "moert_conv_buffer"({{.+}}) {args = [0 : index, 1 : index, 1 : i32, 8 : i32, 2 : i32]}
+// CHECK: call @save_k(
+// CHECK: emitc.verbatim "{{.*}}/*conv_channels=*/8, /*conv_width=*/3,
+module attributes {moe.family = "test", moe.vocab = 8 : i64, moe.prefill_chunk = 4 : i64, moe.arena_bytes = 256 : i64, moe.weights_bytes = 96 : i64} {
+  moe.kernel @conv_k(%x: tensor<?x8xf32>, %w: tensor<8x1x3xf32>, %s: !moe.conv_state<layers = 1, channels = 8, width = 3, element = f32> {moe.cache_access = "read"}, %p: index) -> tensor<?x8xf32> {
+    %0 = moe.cached_conv1d %x, %w state(%s[0]) at %p : tensor<?x8xf32>, tensor<8x1x3xf32>, !moe.conv_state<layers = 1, channels = 8, width = 3, element = f32>
+    moe.yield %0 : tensor<?x8xf32>
+  }
+  moe.kernel @save_k(%x: tensor<?x8xf32>, %p: index, %s: !moe.conv_state<layers = 1, channels = 8, width = 3, element = f32> {moe.cache_access = "write"}) {
+    moe.conv_state_write %x into(%s[0]) at %p : tensor<?x8xf32>, !moe.conv_state<layers = 1, channels = 8, width = 3, element = f32>
+    moe.yield
+  }
+  moe.kernel @embed_k(%t: tensor<10x8xf32>, %ids: tensor<?xi32>) -> tensor<?x8xf32> {
+    %0 = moe.embed %t[%ids] : tensor<10x8xf32>, tensor<?xi32> -> tensor<?x8xf32>
+    moe.yield %0 : tensor<?x8xf32>
+  }
+  func.func @prefill(%ids: tensor<?xi32>, %p: index, %c: !moe.kv_cache<layers = 2, kv_heads = 1, head_dim = 4, element = f32>, %s: !moe.conv_state<layers = 2, channels = 8, width = 3, element = f32>) -> tensor<?x8xf32> attributes {moe.entry = "prefill"} {
+    %t = moe.weight ["embed"] {moe.offset = 128 : i64} : tensor<10x8xf32>
+    %x = moe.call @embed_k(%t, %ids) {moe.arena = array<i64: 0>} : (tensor<10x8xf32>, tensor<?xi32>) -> tensor<?x8xf32>
+    %w = moe.weight ["conv"] {moe.offset = 0 : i64} : tensor<8x1x3xf32>
+    %v = moe.conv_state_layer %s[1] : !moe.conv_state<layers = 2, channels = 8, width = 3, element = f32> -> !moe.conv_state<layers = 1, channels = 8, width = 3, element = f32>
+    %y = moe.call @conv_k(%x, %w, %v, %p) {moe.arena = array<i64: -1>} : (tensor<?x8xf32>, tensor<8x1x3xf32>, !moe.conv_state<layers = 1, channels = 8, width = 3, element = f32>, index) -> tensor<?x8xf32>
+    moe.call @save_k(%x, %p, %v) {moe.arena = array<i64>} : (tensor<?x8xf32>, index, !moe.conv_state<layers = 1, channels = 8, width = 3, element = f32>) -> ()
+    return %y : tensor<?x8xf32>
+  }
+}
+
+// -----
+
 module {
   func.func @prefill(%ids: tensor<?xi32>) -> tensor<10x8xf32> attributes {moe.entry = "prefill"} {
     // expected-error @+1 {{'moe.weight' op has no moe.offset; run moe-plan-weights before moe-cpu-emit-host}}

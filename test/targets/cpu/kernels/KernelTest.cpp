@@ -97,12 +97,18 @@ public:
     Vec keys, values; // [kvHeads, capacity, headDim]
   };
 
+  /// One layer's convolution-state ring: [slots][channels].
+  struct ConvState {
+    int channels, slots;
+    Vec ring;
+  };
+
   /// Runs with `tensors` (one per tensor argument, in argument order, in
   /// stored layout), returns every output tensor (row-major) and fills the
-  /// cache windows of written caches.
+  /// cache windows of written caches and the ring of a written conv state.
   std::vector<Vec>
   run(const std::vector<std::pair<Vec, std::vector<int>>> &tensors, int tokens,
-      int position = 0, Cache *cache = nullptr) {
+      int position = 0, Cache *cache = nullptr, ConvState *conv = nullptr) {
     std::vector<Vec> results;
     if (!ok) {
       return results;
@@ -119,9 +125,17 @@ public:
         auto type =
             cast<RankedTensorType>(kernel.getArgumentTypes()[slot.index]);
         bool isInt = type.getElementType().isInteger(32);
-        Halide::Buffer<> buffer(isInt ? Halide::Int(32) : Halide::Float(32),
+        bool isByte = type.getElementType().isUnsignedInteger(8);
+        Halide::Buffer<> buffer(isInt    ? Halide::Int(32)
+                                : isByte ? Halide::UInt(8)
+                                         : Halide::Float(32),
                                 sizes);
-        if (isInt) {
+        if (isByte) {
+          for (size_t i = 0; i < data.size(); ++i) {
+            static_cast<uint8_t *>(buffer.data())[i] =
+                static_cast<uint8_t>(data[i]);
+          }
+        } else if (isInt) {
           for (size_t i = 0; i < data.size(); ++i) {
             static_cast<int32_t *>(buffer.data())[i] =
                 static_cast<int32_t>(data[i]);
@@ -142,6 +156,17 @@ public:
         std::memcpy(buffer.data(), src.data(), src.size() * 4);
         built.inputs[nextInput++].first->set(buffer);
         keep.push_back(buffer);
+      } else if (slot.kind == Kind::ConvStateRead) {
+        Halide::Buffer<float> buffer(conv->channels, conv->slots);
+        std::memcpy(buffer.data(), conv->ring.data(), conv->ring.size() * 4);
+        built.inputs[nextInput++].first->set(buffer);
+        keep.push_back(buffer);
+      } else if (slot.kind == Kind::ConvStateWrite) {
+        // Written in place: the slots the call does not write keep their
+        // contents.
+        Halide::Buffer<float> buffer(conv->channels, conv->slots);
+        std::memcpy(buffer.data(), conv->ring.data(), conv->ring.size() * 4);
+        outputs.push_back(buffer);
       } else if (slot.kind == Kind::OutputTensor) {
         auto type = cast<RankedTensorType>(kernel.getResultTypes()[slot.index]);
         std::vector<int> sizes;
@@ -159,8 +184,8 @@ public:
       }
     }
     Halide::Realization realization(outputs);
-    built.pipeline.realize(realization,
-                           Halide::get_jit_target_from_environment());
+    built.pipeline.realize(
+        realization, hostHalideTarget().with_feature(Halide::Target::JIT));
     size_t o = 0;
     for (const KernelAbiSlot &slot : *abi) {
       using Kind = KernelAbiSlot::Kind;
@@ -175,6 +200,9 @@ public:
           std::memcpy(v.data(), b.data(), v.size() * 4);
         }
         results.push_back(v);
+      } else if (slot.kind == Kind::ConvStateWrite) {
+        Halide::Buffer<float> ring(outputs[o++]);
+        std::memcpy(conv->ring.data(), ring.data(), conv->ring.size() * 4);
       } else if (slot.kind == Kind::CacheKeysWrite ||
                  slot.kind == Kind::CacheValuesWrite) {
         Halide::Buffer<float> window(outputs[o++]);
@@ -200,7 +228,7 @@ public:
     llvm::sys::fs::createTemporaryFile("kernel", "stmt", path);
     built.pipeline.compile_to_lowered_stmt(path.str().str(), built.arguments,
                                            Halide::StmtOutputFormat::Text,
-                                           Halide::get_host_target());
+                                           hostHalideTarget());
     auto buffer = llvm::MemoryBuffer::getFile(path);
     llvm::sys::fs::remove(path);
     return buffer ? (*buffer)->getBuffer().str() : "";
@@ -489,6 +517,137 @@ TEST(CpuKernels, CacheWriteThenAttention) {
                 ref::attention(q, allK, allV, T, Hq, Hkv, D, position, 0.4),
                 2e-5, "attention T=" + t);
   }
+}
+
+/// Dequantizes random codes of a stack of 3 matrices [5, 12] (60 codes:
+/// not a whole number of bytes per row) with every packing option, and
+/// compares with unpacking by hand, code by code.
+TEST(CpuKernels, DequantizeEveryPacking) {
+  const int E = 3, N = 5, K = 12;
+  for (bool sign1 : {true, false}) {
+    for (bool lowFirst : {false, true}) {
+      for (bool offset : {false, true}) {
+        if (sign1 && offset) {
+          continue;
+        }
+        int bits = sign1 ? 1 : 4;
+        int B = (N * K * bits + 7) / 8;
+        std::string attrs = std::string(sign1 ? "sign1" : "int4") +
+                            ") cols(12)" + (lowFirst || offset ? " {" : "") +
+                            (lowFirst ? "low_bits_first" : "") +
+                            (lowFirst && offset ? ", " : "") +
+                            (offset ? "offset_binary" : "") +
+                            (lowFirst || offset ? "}" : "");
+        std::string bytes = "tensor<3x" + std::to_string(B) + "xui8>";
+        Kernel kernel("moe.kernel @k(%c: " + bytes +
+                      ", %s: tensor<3x5xf32>) -> tensor<3x5x12xf32> {\n"
+                      "  %0 = moe.dequantize %c, %s format(" +
+                      attrs + " : " + bytes +
+                      ", tensor<3x5xf32> -> tensor<3x5x12xf32>\n"
+                      "  moe.yield %0 : tensor<3x5x12xf32>\n}\n");
+        Vec codes = randomValues(E * B, 51, 0, 255.99f);
+        for (float &c : codes) {
+          c = std::floor(c);
+        }
+        Vec scale = randomValues(E * N, 52, 0.1f, 2.0f);
+        std::vector<Vec> out =
+            kernel.run({{codes, {E, B}}, {scale, {E, N}}}, 1);
+        ASSERT_EQ(out.size(), 1u);
+        Vec want(E * N * K);
+        for (int e = 0; e < E; ++e) {
+          for (int i = 0; i < N * K; ++i) {
+            int byte = int(codes[e * B + i * bits / 8]);
+            float q;
+            if (sign1) {
+              int shift = lowFirst ? i % 8 : 7 - i % 8;
+              q = (byte >> shift) & 1 ? 1.0f : -1.0f;
+            } else {
+              bool low = (i % 2 == 0) == lowFirst;
+              int nibble = low ? byte & 15 : byte >> 4;
+              q = float(offset ? nibble - 8
+                               : (nibble >= 8 ? nibble - 16 : nibble));
+            }
+            want[e * N * K + i] = q * scale[e * N + i / K];
+          }
+        }
+        expectClose(out[0], want, 0, "dequantize " + attrs);
+      }
+    }
+  }
+}
+
+/// Runs a causal convolution of width `K` over 7 channels through a
+/// sequence of calls of `lengths` tokens, each a conv kernel reading the
+/// state ring then a kernel writing it, and compares every output row with
+/// the convolution of the whole sequence with K-1 zero rows of left
+/// padding. Single-token calls use the decode (static T = 1) kernels.
+void checkCausalConv(int K, const std::vector<int> &lengths) {
+  const int C = 7;
+  std::string state =
+      "!moe.conv_state<layers = 1, channels = 7, width = " + std::to_string(K) +
+      ", element = f32>";
+  std::string weight = "tensor<7x1x" + std::to_string(K) + "xf32>";
+  auto convIr = [&](const std::string &t) {
+    return withTokens(
+        "moe.kernel @k(%x: tensor<Tx7xf32>, %w: " + weight + ", %s: " + state +
+            " {moe.cache_access = \"read\"}, %p: index) -> "
+            "tensor<Tx7xf32> {\n"
+            "  %0 = moe.cached_conv1d %x, %w state(%s[0]) at %p "
+            ": tensor<Tx7xf32>, " +
+            weight + ", " + state + "\n  moe.yield %0 : tensor<Tx7xf32>\n}\n",
+        t);
+  };
+  auto writeIr = [&](const std::string &t) {
+    return withTokens(
+        "moe.kernel @k(%x: tensor<Tx7xf32>, %p: index, %s: " + state +
+            " {moe.cache_access = \"write\"}) {\n"
+            "  moe.conv_state_write %x into(%s[0]) at %p : "
+            "tensor<Tx7xf32>, " +
+            state + "\n  moe.yield\n}\n",
+        t);
+  };
+  Kernel convMany(convIr("?")), convOne(convIr("1"));
+  Kernel writeMany(writeIr("?")), writeOne(writeIr("1"));
+  int total = 0;
+  for (int length : lengths) {
+    total += length;
+  }
+  Vec x = randomValues(total * C, 41, -2, 2), w = randomValues(C * K, 42);
+  // Never-written slots are NaN: reading one (instead of the zero padding
+  // or a saved row) poisons the output.
+  Kernel::ConvState ring{C, K - 1, Vec((K - 1) * C, NAN)};
+  int position = 0;
+  for (int T : lengths) {
+    Vec chunk(x.begin() + position * C, x.begin() + (position + T) * C);
+    Kernel &conv = T == 1 ? convOne : convMany;
+    Kernel &write = T == 1 ? writeOne : writeMany;
+    std::vector<Vec> out = conv.run({{chunk, {T, C}}, {w, {C, 1, K}}}, T,
+                                    position, nullptr, &ring);
+    write.run({{chunk, {T, C}}}, T, position, nullptr, &ring);
+    ASSERT_EQ(out.size(), 1u);
+    Vec want(T * C);
+    for (int t = 0; t < T; ++t) {
+      for (int c = 0; c < C; ++c) {
+        double sum = 0;
+        for (int i = 0; i < K; ++i) {
+          int q = position + t - (K - 1) + i;
+          sum += q < 0 ? 0.0 : double(w[c * K + i]) * x[q * C + c];
+        }
+        want[t * C + c] = float(sum);
+      }
+    }
+    expectClose(out[0], want, 1e-5,
+                "conv K=" + std::to_string(K) + " at " +
+                    std::to_string(position) + ", T=" + std::to_string(T));
+    position += T;
+  }
+}
+
+TEST(CpuKernels, CausalConvCarriesItsStateAcrossCalls) {
+  // Width 3 (linnet): prefill, then decode, then chunks of K-1 and more.
+  checkCausalConv(3, {5, 1, 1, 2, 1, 4, 1});
+  // Width 4: a ring of 3 slots, written partly (T < K-1) and wrapping.
+  checkCausalConv(4, {1, 2, 1, 1, 5, 2, 1, 3});
 }
 
 /// Routes with options and checks indices and weights against a naive
