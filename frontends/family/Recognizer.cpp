@@ -148,7 +148,9 @@ private:
   }
 
   llvm::Error mapNames();
-  void countLayers();
+  /// Counts the layers from `layer_count_from`, or takes the passes a
+  /// checkpoint's metadata lists (`layer_passes_metadata`).
+  llvm::Error countLayers();
   llvm::Expected<double> lookup(llvm::StringRef name);
   llvm::Expected<double> callFunction(llvm::StringRef function,
                                       const std::vector<ExprArg> &args);
@@ -226,6 +228,9 @@ private:
 
   llvm::StringMap<std::string> strippedToKey;
   int64_t numLayers = 0;
+  /// The stored layer each pass runs (names use it): 0..n-1 unless the
+  /// checkpoint's metadata orders them.
+  std::vector<int64_t> layerIds;
   std::map<std::string, double> values;
   std::set<std::string> evaluating;
   bool configTrusted = false;
@@ -261,11 +266,46 @@ llvm::Error Recognition::mapNames() {
   return llvm::Error::success();
 }
 
-void Recognition::countLayers() {
+llvm::Error Recognition::countLayers() {
   std::string pattern = root.value("layer_count_from", "");
   while (strippedToKey.count(instantiate(pattern, numLayers))) {
     ++numLayers;
   }
+  for (int64_t i = 0; i < numLayers; ++i) {
+    layerIds.push_back(i);
+  }
+  // A checkpoint may run its stored layers in another order, some twice
+  // (SSMoELM-it-5L: pass_order [0, 1, 2, 3, 3, 5] over layers 0-3 and 5).
+  std::string key = root.value("layer_passes_metadata", "");
+  auto entry =
+      key.empty() ? tensors.metadata().end() : tensors.metadata().find(key);
+  if (entry == tensors.metadata().end()) {
+    return llvm::Error::success();
+  }
+  json order = json::parse(entry->second, nullptr, /*allow_exceptions=*/false);
+  if (!order.is_array() || order.empty()) {
+    return ckptError(llvm::formatv("metadata '{0}' = {1}: expected a list of "
+                                   "layer indices",
+                                   key, entry->second));
+  }
+  layerIds.clear();
+  for (const json &id : order) {
+    if (!id.is_number_integer() ||
+        !strippedToKey.count(instantiate(pattern, id.get<int64_t>()))) {
+      return ckptError(llvm::formatv(
+          "metadata '{0}' = {1} names layer {2}, which has no tensor '{3}'",
+          key, entry->second, id.dump(),
+          instantiate(pattern,
+                      id.is_number_integer() ? id.get<int64_t>() : -1)));
+    }
+    layerIds.push_back(id.get<int64_t>());
+  }
+  numLayers = static_cast<int64_t>(layerIds.size());
+  notes.push_back(llvm::formatv(
+      "metadata '{0}' = {1}: {2} passes over the stored layers, each pass "
+      "with its own KV cache",
+      key, entry->second, numLayers));
+  return llvm::Error::success();
 }
 
 const json *Recognition::roleDefinition(llvm::StringRef role,
@@ -355,7 +395,8 @@ Recognition::callFunction(llvm::StringRef function,
                  "', which is not a role of 'tensors' or 'layer_tensors'");
   }
   // A per-layer role takes its shape from the first layer that has it.
-  for (int64_t layer = 0; layer < (perLayer ? numLayers : 1); ++layer) {
+  for (int64_t pass = 0; pass < (perLayer ? numLayers : 1); ++pass) {
+    int64_t layer = perLayer ? layerIds[pass] : 0;
     std::string key;
     if (const TensorInfo *tensor = roleTensor(role, layer, &key)) {
       int64_t dim = static_cast<int64_t>(dimValue);
@@ -773,6 +814,22 @@ Recognition::bindPacked(const json &def, const std::string &defPath,
     }
   }
   if (pattern.empty()) {
+    // Packed another way (SSMoELM-it-5L's 3-bit embedding): say so rather
+    // than call the tensor missing.
+    for (const std::string &candidate : patterns) {
+      std::string prefix = instantiate(candidate, perLayer ? layer : 0) + "__";
+      for (const auto &entry : strippedToKey) {
+        llvm::StringRef suffix = entry.getKey();
+        if (!suffix.consume_front(prefix) || suffix == "scale" ||
+            suffix == "shape" || suffix == "cols") {
+          continue;
+        }
+        return ckptError(llvm::formatv(
+            "tensor '{0}' ({1}) holds '{2}' codes, a packing moec does not "
+            "read (it reads __bin: 1 bit, __int4: 4 bits per weight)",
+            entry.getValue(), where, suffix));
+      }
+    }
     return std::nullopt;
   }
   if (!def.contains("shape") || !def["shape"].is_array() ||
@@ -1400,7 +1457,9 @@ llvm::Expected<ModelDescription> Recognition::run() {
   if (auto err = mapNames()) {
     return std::move(err);
   }
-  countLayers();
+  if (auto err = countLayers()) {
+    return std::move(err);
+  }
   if (numLayers == 0) {
     return ckptError("no layers: no tensor matches '" +
                      instantiate(root.value("layer_count_from", ""), 0) +
@@ -1457,7 +1516,7 @@ llvm::Expected<ModelDescription> Recognition::run() {
   model.embeddingScale = *embScale;
 
   for (int64_t i = 0; i < numLayers; ++i) {
-    auto layerDesc = layer(i);
+    auto layerDesc = layer(layerIds[i]);
     if (!layerDesc) {
       return layerDesc.takeError();
     }

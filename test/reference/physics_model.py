@@ -377,7 +377,9 @@ class PhysicsModel(TokenByTokenDecode):
         """Logits [T, V] for every position of `tokens` (one sequence, positions 0..T-1).
 
         If `trace` is a list, one dict per MoE layer is appended with the router's
-        logits / selection scores / selected indices (used by the fixture generator)."""
+        logits / selection scores / selected indices / weights (used by the fixture
+        generator), the residual stream after attention and the layer's output (used by
+        first_divergence.py)."""
         d = self.dims
         ids = self._check_tokens(tokens)
         T = ids.numel()
@@ -418,8 +420,10 @@ class PhysicsModel(TokenByTokenDecode):
                     x = x + swiglu(h2, lw.gate, lw.up, lw.down)      # dense SwiGLU (layers < moe_first_layer)
                     continue
                 logits, sel, idx, w = self._route(lw, h2)
+                entry = {"layer": li, "logits": logits.clone(), "sel": sel.clone(), "idx": idx.clone(),
+                         "weights": w.clone(), "attention": x.clone()}
                 if trace is not None:
-                    trace.append({"layer": li, "logits": logits.clone(), "sel": sel.clone(), "idx": idx.clone()})
+                    trace.append(entry)
                 routed = torch.zeros_like(h2)
                 for e in range(d.n_experts):                         # dropless: every assignment kept
                     tok, slot = (idx == e).nonzero(as_tuple=True)
@@ -430,6 +434,7 @@ class PhysicsModel(TokenByTokenDecode):
                 if lw.s_gate is not None:                            # always-on, ungated shared expert
                     routed = routed + swiglu(h2, lw.s_gate, lw.s_up, lw.s_down)
                 x = x + routed
+                entry["hidden"] = x.clone()
 
             x = rms_norm(x, self.final_norm, d.eps)
             return (x @ self.head.t()) * d.logit_scale
