@@ -183,6 +183,13 @@ int main(int argc, char **argv) {
     options.family = family;
     return mlir::succeeded(mlir::moe::runInspect(options, asJson)) ? 0 : 1;
   }
+  // `import` prints the model-level IR only; the stages are compile's.
+  if (command == "import" && emit.getNumOccurrences()) {
+    errs() << "moec: error: --emit=" << emit << " belongs to `moec compile` "
+           << "(`moec import` always writes the moe IR; `moec compile "
+           << "<model> --emit=" << emit << "` stops after that stage)\n";
+    return 1;
+  }
   std::optional<mlir::moe::EmitStage> stage = mlir::moe::parseEmitStage(emit);
   if (!stage) {
     errs() << "moec: error: --emit=" << emit
