@@ -17,7 +17,6 @@
 #include "llvm/Support/raw_ostream.h"
 
 #include <cstdio>
-#include <functional>
 #include <map>
 
 namespace fe = ::moe::frontend;
@@ -25,56 +24,6 @@ namespace fe = ::moe::frontend;
 namespace mlir::moe {
 
 namespace {
-
-/// Every weight the model reads, once per use.
-void forEachWeight(const fe::ModelDescription &model,
-                   const std::function<void(const fe::WeightRef &)> &visit) {
-  auto optional = [&](const std::optional<fe::WeightRef> &w) {
-    if (w) {
-      visit(*w);
-    }
-  };
-  auto norm = [&](const fe::NormDesc &n) {
-    optional(n.weight);
-    optional(n.bias);
-  };
-  auto ffn = [&](const fe::FfnDesc &f) {
-    optional(f.gate);
-    visit(f.up);
-    visit(f.down);
-  };
-  visit(model.embedding);
-  for (const fe::LayerDesc &layer : model.layers) {
-    const fe::AttentionDesc &a = layer.attention;
-    norm(a.norm);
-    optional(a.conv);
-    for (const fe::WeightRef *w : {&a.q, &a.k, &a.v, &a.o}) {
-      visit(*w);
-    }
-    if (a.qkNorm) {
-      for (const auto *w : {&a.qkNorm->qWeight, &a.qkNorm->qGain,
-                            &a.qkNorm->kWeight, &a.qkNorm->kGain}) {
-        optional(*w);
-      }
-    }
-    optional(a.vScale);
-    norm(layer.ffnNorm);
-    if (layer.dense) {
-      ffn(*layer.dense);
-    }
-    if (layer.moe) {
-      visit(layer.moe->router.weight);
-      optional(layer.moe->router.bias);
-      ffn(layer.moe->experts);
-      if (layer.moe->shared) {
-        ffn(*layer.moe->shared);
-      }
-    }
-  }
-  norm(model.finalNorm);
-  visit(model.logitsWeight);
-  optional(model.logitsBias);
-}
 
 /// A setting as a person writes it: 1e-06, 50000, 0.125.
 std::string num(double value) {
@@ -194,7 +143,7 @@ LogicalResult runInspect(const DriverOptions &options, bool json) {
     entry.second += t.bytes.size();
   }
   std::map<std::string, int64_t> packed;
-  forEachWeight(model, [&](const fe::WeightRef &w) {
+  fe::forEachWeight(model, [&](const fe::WeightRef &w, double) {
     if (w.packed) {
       packed[w.packed->format == fe::PackedFormat::Sign1 ? "1-bit" : "4-bit"] +=
           static_cast<int64_t>(w.sources.size());

@@ -38,6 +38,18 @@ std::string shapeText(ArrayRef<int64_t> shape) {
   return text + "]";
 }
 
+/// The checkpoint tensor `name` that `op` reads; null, with a diagnostic on
+/// `op`, when the checkpoint lacks it.
+const fe::TensorInfo *sourceTensor(WeightOp op, StringRef name,
+                                   const fe::TensorSource &tensors) {
+  const fe::TensorInfo *tensor = tensors.find(name);
+  if (!tensor) {
+    op.emitOpError("checkpoint tensor '")
+        << name << "' is missing from " << tensors.path();
+  }
+  return tensor;
+}
+
 /// The weight `op` names, as f32 in its logical shape (row-major), into
 /// `values` (which holds at least its element count).
 LogicalResult logicalValues(WeightOp op, const fe::TensorSource &tensors,
@@ -51,10 +63,9 @@ LogicalResult logicalValues(WeightOp op, const fe::TensorSource &tensors,
   size_t at = 0;
   for (Attribute nameAttr : op.getSources()) {
     StringRef name = cast<StringAttr>(nameAttr).getValue();
-    const fe::TensorInfo *tensor = tensors.find(name);
+    const fe::TensorInfo *tensor = sourceTensor(op, name, tensors);
     if (!tensor) {
-      return op.emitOpError("checkpoint tensor '")
-             << name << "' is missing from " << tensors.path();
+      return failure();
     }
     if (!fe::isConvertibleToF32(tensor->dtype)) {
       return op.emitOpError("checkpoint tensor '")
@@ -106,10 +117,9 @@ LogicalResult packedBytes(WeightOp op, const fe::TensorSource &tensors,
   out.clear();
   for (Attribute nameAttr : op.getSources()) {
     StringRef name = cast<StringAttr>(nameAttr).getValue();
-    const fe::TensorInfo *tensor = tensors.find(name);
+    const fe::TensorInfo *tensor = sourceTensor(op, name, tensors);
     if (!tensor) {
-      return op.emitOpError("checkpoint tensor '")
-             << name << "' is missing from " << tensors.path();
+      return failure();
     }
     if (tensor->dtype != fe::DType::U8 || tensor->numElements() != perSource) {
       return op.emitOpError("checkpoint tensor '")

@@ -13,6 +13,7 @@
 
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -164,6 +165,13 @@ struct ModelDescription {
   int64_t totalParams = 0;
   int64_t activeParams = 0;
 };
+
+/// Calls `visit` with every weight the model reads, once per use (a tied
+/// weight twice), and the fraction of it a token computes with: top_k / E
+/// for routed experts, else 1.
+void forEachWeight(
+    const ModelDescription &model,
+    const std::function<void(const WeightRef &, double activeFraction)> &visit);
 
 } // namespace moe::frontend
 

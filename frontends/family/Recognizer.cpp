@@ -174,6 +174,9 @@ private:
   llvm::Error stackExperts(const json &def, llvm::StringRef defPath,
                            int64_t layer, const TensorInfo &first,
                            WeightRef &ref);
+  /// The role's "shape", each dimension evaluated.
+  llvm::Expected<std::vector<int64_t>> roleShape(const json &def,
+                                                 const std::string &defPath);
   /// Binds a role marked "packed" from `{name}__bin`/`{name}__int4` codes
   /// with `{name}__scale`, `{name}__shape` and `{name}__cols`, each checked
   /// against the role's logical "shape". Null when the codes are absent.
@@ -635,27 +638,20 @@ Recognition::bindRole(llvm::StringRef role, int64_t layer, bool required,
   ref.role = where;
   ref.shape.assign(tensor->shape.begin(), tensor->shape.end());
   if (def->contains("shape")) {
-    const json &shape = (*def)["shape"];
-    if (!shape.is_array()) {
-      return descError(defPath + ".shape", "expected an array");
+    auto expected = roleShape(*def, defPath);
+    if (!expected) {
+      return expected.takeError();
     }
-    std::vector<int64_t> expected;
-    std::vector<std::string> spelled;
-    for (size_t i = 0; i < shape.size(); ++i) {
-      auto dim =
-          evaluateInt(shape[i], defPath + ".shape[" + std::to_string(i) + "]");
-      if (!dim) {
-        return dim.takeError();
+    if (*expected != ref.shape) {
+      std::vector<std::string> spelled;
+      for (const json &dim : (*def)["shape"]) {
+        spelled.push_back(dim.is_string() ? dim.get<std::string>()
+                                          : dim.dump());
       }
-      expected.push_back(*dim);
-      spelled.push_back(shape[i].is_string() ? shape[i].get<std::string>()
-                                             : shape[i].dump());
-    }
-    if (expected != ref.shape) {
       return ckptError(llvm::formatv(
           "tensor '{0}' ({1}) has shape {2}, expected [{3}] = {4}", key, where,
           shapeText(ref.shape), llvm::join(spelled, ", "),
-          shapeText(expected)));
+          shapeText(*expected)));
     }
   }
   boundKeys.insert(key);
@@ -705,6 +701,24 @@ llvm::Error Recognition::stackExperts(const json &def, llvm::StringRef defPath,
   }
   ref.shape.insert(ref.shape.begin(), *count);
   return llvm::Error::success();
+}
+
+llvm::Expected<std::vector<int64_t>>
+Recognition::roleShape(const json &def, const std::string &defPath) {
+  const json &shape = def["shape"];
+  if (!shape.is_array()) {
+    return descError(defPath + ".shape", "expected an array");
+  }
+  std::vector<int64_t> dims;
+  for (size_t i = 0; i < shape.size(); ++i) {
+    auto dim =
+        evaluateInt(shape[i], defPath + ".shape[" + std::to_string(i) + "]");
+    if (!dim) {
+      return dim.takeError();
+    }
+    dims.push_back(*dim);
+  }
+  return dims;
 }
 
 /// The integer values of a small I32/I64 tensor (packed metadata).
@@ -837,15 +851,11 @@ Recognition::bindPacked(const json &def, const std::string &defPath,
     return descError(defPath, "a packed role needs its logical 'shape' "
                               "[rows, cols]");
   }
-  std::vector<int64_t> logical;
-  for (size_t i = 0; i < 2; ++i) {
-    auto dim = evaluateInt(def["shape"][i],
-                           defPath + ".shape[" + std::to_string(i) + "]");
-    if (!dim) {
-      return dim.takeError();
-    }
-    logical.push_back(*dim);
+  auto shape = roleShape(def, defPath);
+  if (!shape) {
+    return shape.takeError();
   }
+  const std::vector<int64_t> &logical = *shape;
   int64_t count = 1;
   if (def.contains("stack")) {
     auto n = evaluateInt(def["stack"], defPath + ".stack");
@@ -1609,68 +1619,7 @@ llvm::Expected<ModelDescription> Recognition::run() {
     model.activeParams +=
         static_cast<int64_t>(std::llround(ref.numElements() * activeFraction));
   };
-  auto countNorm = [&](const NormDesc &n) {
-    if (n.weight) {
-      count(*n.weight, 1);
-    }
-    if (n.bias) {
-      count(*n.bias, 1);
-    }
-  };
-  auto countFfn = [&](const FfnDesc &f) {
-    if (f.gate) {
-      count(*f.gate, 1);
-    }
-    count(f.up, 1);
-    count(f.down, 1);
-  };
-  count(model.embedding, 1);
-  for (const LayerDesc &l : model.layers) {
-    const AttentionDesc &a = l.attention;
-    countNorm(a.norm);
-    if (a.conv) {
-      count(*a.conv, 1);
-    }
-    for (const WeightRef *w : {&a.q, &a.k, &a.v, &a.o}) {
-      count(*w, 1);
-    }
-    if (a.qkNorm) {
-      for (const auto *w : {&a.qkNorm->qWeight, &a.qkNorm->qGain,
-                            &a.qkNorm->kWeight, &a.qkNorm->kGain}) {
-        if (*w) {
-          count(**w, 1);
-        }
-      }
-    }
-    if (a.vScale) {
-      count(*a.vScale, 1);
-    }
-    countNorm(l.ffnNorm);
-    if (l.dense) {
-      countFfn(*l.dense);
-    }
-    if (l.moe) {
-      count(l.moe->router.weight, 1);
-      if (l.moe->router.bias) {
-        count(*l.moe->router.bias, 1);
-      }
-      double fraction = static_cast<double>(l.moe->router.topK) /
-                        static_cast<double>(l.moe->router.weight.shape[0]);
-      if (l.moe->experts.gate) {
-        count(*l.moe->experts.gate, fraction);
-      }
-      count(l.moe->experts.up, fraction);
-      count(l.moe->experts.down, fraction);
-      if (l.moe->shared) {
-        countFfn(*l.moe->shared);
-      }
-    }
-  }
-  countNorm(model.finalNorm);
-  count(model.logitsWeight, 1);
-  if (model.logitsBias) {
-    count(*model.logitsBias, 1);
-  }
+  forEachWeight(model, count);
 
   model.values = values;
   model.values["n_layers"] = static_cast<double>(numLayers);

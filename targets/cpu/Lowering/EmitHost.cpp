@@ -58,6 +58,14 @@ std::string cString(StringRef text) {
   return out + "\"";
 }
 
+/// The halide_type_code_t of `element` (MOERT_FLOAT, MOERT_UINT, MOERT_INT).
+int elementCode(Type element) {
+  if (isa<FloatType>(element)) {
+    return 2;
+  }
+  return element.isUnsignedInteger() ? 1 : 0;
+}
+
 class HostEmitter {
 public:
   HostEmitter(ModuleOp module) : module(module), ctx(module.getContext()) {}
@@ -117,10 +125,9 @@ Value HostEmitter::tensorBuffer(OpBuilder &b, Location loc, Value host,
   Value storage = newBufferStorage(b, loc);
   SmallVector<Value> operands{storage, host};
   Type element = type.getElementType();
-  int code = isa<FloatType>(element) ? 2 : element.isUnsignedInteger() ? 1 : 0;
-  SmallVector<Attribute> args{operandRef(0), operandRef(1), i32(code),
-                              i32(element.getIntOrFloatBitWidth()),
-                              i32(type.getRank())};
+  SmallVector<Attribute> args{
+      operandRef(0), operandRef(1), i32(elementCode(element)),
+      i32(element.getIntOrFloatBitWidth()), i32(type.getRank())};
   ArrayRef<int64_t> shape = type.getShape();
   for (int i = 0; i < 4; ++i) {
     if (i >= type.getRank()) {
@@ -165,8 +172,7 @@ void HostEmitter::emitDumps(OpBuilder &b, CallOp call, Value exec,
     } else {
       args.push_back(i32(type.getDimSize(0)));
     }
-    args.append(
-        {i32(width), i32(isa<FloatType>(type.getElementType()) ? 2 : 0)});
+    args.append({i32(width), i32(elementCode(type.getElementType()))});
     callOpaque(b, call.getLoc(), Type(), "moert_dump", operands, args);
   }
 }
