@@ -53,9 +53,33 @@ struct DriverOptions {
   bool noKernelCache = false;
   /// Print the recogniser's notes and progress.
   bool verbose = true;
+  /// --tokenizer: the tokenizer file, instead of the model directory's.
+  std::string tokenizerPath;
   /// argv[0] of moec, to find the runtime next to it.
   const char *argv0 = "moec";
 };
+
+/// `moec tokenize`: what the compiled model's tokenizer makes of a text.
+struct TokenizeOptions {
+  /// A model directory, a tokenizer.json or a *.tiktoken file.
+  std::string path;
+  /// --family: the description whose "text" section applies.
+  std::string family;
+  /// --tokenizer: the tokenizer file of a model directory.
+  std::string tokenizerPath;
+  std::string text;
+  /// --file: read the text (or with `batch`, NUL-separated texts) from it.
+  std::string file;
+  bool batch = false;
+  /// --decode: the inputs are comma-separated ids; print their text (hex
+  /// per line with `batch`).
+  bool decode = false;
+  /// --no-special: written special tokens stay text.
+  bool noSpecial = false;
+  /// --speed: print encoding throughput instead of ids.
+  bool speed = false;
+};
+LogicalResult runTokenize(const TokenizeOptions &options);
 
 /// `moec import`: prints the model-level IR (after the model pipeline).
 LogicalResult runImport(const DriverOptions &options);

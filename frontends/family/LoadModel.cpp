@@ -129,20 +129,7 @@ llvm::Expected<FamilyDescription> chooseFamily(const TensorSource &tensors,
                                                const LoadOptions &options) {
   const std::vector<FamilyDescription> &builtins = builtinFamilies();
   if (!options.family.empty()) {
-    for (const FamilyDescription &family : builtins) {
-      if (family.name == options.family) {
-        return family;
-      }
-    }
-    if (llvm::sys::fs::exists(options.family)) {
-      return loadFamilyDescription(options.family);
-    }
-    std::vector<std::string> names;
-    for (const FamilyDescription &family : builtins) {
-      names.push_back(family.name);
-    }
-    return error("--family=" + options.family + ": not a built-in family (" +
-                 llvm::join(names, ", ") + ") nor a description file");
+    return resolveFamily(options.family);
   }
   std::vector<const FamilyDescription *> matches;
   std::vector<std::string> reasons;
@@ -171,6 +158,24 @@ llvm::Expected<FamilyDescription> chooseFamily(const TensorSource &tensors,
 }
 
 } // namespace
+
+llvm::Expected<FamilyDescription> resolveFamily(llvm::StringRef nameOrPath) {
+  const std::vector<FamilyDescription> &builtins = builtinFamilies();
+  for (const FamilyDescription &family : builtins) {
+    if (family.name == nameOrPath) {
+      return family;
+    }
+  }
+  if (llvm::sys::fs::exists(nameOrPath)) {
+    return loadFamilyDescription(nameOrPath);
+  }
+  std::vector<std::string> names;
+  for (const FamilyDescription &family : builtins) {
+    names.push_back(family.name);
+  }
+  return error("--family=" + nameOrPath + ": not a built-in family (" +
+               llvm::join(names, ", ") + ") nor a description file");
+}
 
 llvm::Expected<LoadedModel> loadModel(llvm::StringRef path,
                                       const LoadOptions &options) {
@@ -211,6 +216,8 @@ llvm::Expected<LoadedModel> loadModel(llvm::StringRef path,
   description->notes.insert(description->notes.begin(),
                             (*file)->notes().begin(), (*file)->notes().end());
   LoadedModel model;
+  model.modelDir = dir;
+  model.family = *family;
   model.tensors = std::move(*file);
   model.description = std::move(*description);
   return model;

@@ -11,10 +11,13 @@
 
 #include "frontends/checkpoint/TensorSource.h"
 #include "frontends/family/ModelDescription.h"
+#include "frontends/family/Recognizer.h"
 
 #include "llvm/Support/Error.h"
 
 #include <memory>
+#include <optional>
+#include <string>
 
 namespace moe::frontend {
 
@@ -27,7 +30,18 @@ struct LoadOptions {
 struct LoadedModel {
   std::unique_ptr<TensorSource> tensors;
   ModelDescription description;
+  /// The description it was recognised with (its "text" section describes
+  /// the tokenizer and chat format).
+  FamilyDescription family;
+  /// The directory of the publisher's files.
+  std::string modelDir;
+  /// The tokenizer, chat format and sampling defaults the executable embeds
+  /// (frontends/text/TextBlob.h); none when the model has no tokenizer.
+  std::optional<std::string> textBlob;
 };
+
+/// A built-in family by name, or a description file.
+llvm::Expected<FamilyDescription> resolveFamily(llvm::StringRef nameOrPath);
 
 /// Loads `path`: a directory holding the publisher's files, or a weights
 /// file (whose directory may hold config.json). Errors name the file, the

@@ -12,6 +12,7 @@
  *===----------------------------------------------------------------------===*/
 
 #define _GNU_SOURCE
+#include "cli_text.h"
 #include "moert/moert.h"
 
 #include <errno.h>
@@ -26,8 +27,17 @@
 
 /* Defined by the host code moec generates. */
 extern const moert_model_desc_t moert_model;
+/* The tokenizer, chat format and sampling defaults (moert/text_format.h);
+ * size 0 when the model was compiled without a tokenizer. */
+extern const unsigned char moert_model_text[];
+extern const uint64_t moert_model_text_size;
 
 typedef struct options_t {
+  text_options_t text;
+  const char *tokenize;
+  /* Which sampling flags were given (they override the family's). */
+  int set_temperature, set_top_k, set_top_p, set_min_p, set_penalty, set_last_n,
+      set_form, set_seed, set_generate;
   const char *tokens;
   int32_t generate;
   const char *logits_out;
@@ -97,40 +107,77 @@ static int fail(const char *format, ...) {
 }
 
 static void usage(FILE *out, const char *argv0) {
-  fprintf(
-      out,
-      "usage: %s [options]\n"
-      "\n"
-      "Runs a %s model compiled by moec for %s.\n"
-      "\n"
-      "  --tokens IDS        prompt as comma-separated token ids (default: 0)\n"
-      "  -n N                token ids to generate greedily (default: 16)\n"
-      "  --logits-out FILE   write the prompt's logits as float32 "
-      "[tokens x vocab]\n"
-      "                      (little-endian, no header) and exit\n"
-      "  --decode            with --logits-out: run the prompt token by "
-      "token through\n"
-      "                      the KV cache instead of one prefill\n"
-      "  --bench             measure prefill and decode tokens/s\n"
-      "    --prompt-len N    prompt tokens (default: 128)\n"
-      "    --gen N           decoded tokens (default: 64)\n"
-      "    --repeat N        timed runs after one warm-up (default: 3)\n"
-      "    --json            one JSON object instead of text\n"
-      "  --dump-activations DIR  write every layer's hidden state and "
-      "router choices\n"
-      "                      of the run to DIR/<name>.f32|.i32 (rows = "
-      "tokens), for\n"
-      "                      test/reference/first_divergence.py\n"
-      "  --info              print the model, target and build manifest\n"
-      "  -t, --threads N     kernel threads (default: one per core)\n"
-      "  -c, --ctx-size N    KV-cache capacity in tokens (default: the "
-      "model's, %lld)\n"
-      "  --weights FILE      the weight file (default: the executable's "
-      "path + .weights)\n"
-      "  --verify-weights    hash the whole weight file before running\n"
-      "  -h, --help          this text\n",
-      argv0, moert_model.family, moert_model.target,
-      (long long)moert_model.context_length);
+  fprintf(out,
+          "usage: %s [options]\n"
+          "\n"
+          "Runs a %s model compiled by moec for %s.\n"
+          "\n"
+          "Text (needs the tokenizer the model was compiled with):\n"
+          "  -p, --prompt TEXT   complete TEXT, printing tokens as they come\n"
+          "  -f, --file FILE     the prompt is FILE's text\n"
+          "  --chat              talk in the model's chat format, one line a "
+          "turn (stdin\n"
+          "                      may be a pipe); a base model continues your "
+          "text\n"
+          "  --system TEXT       with --chat: the system turn\n"
+          "  -n, --n-predict N   most tokens to generate (default: 16 with "
+          "--tokens; else\n"
+          "                      until a stop token or the context is full)\n"
+          "  --temp T            temperature; 0 is greedy\n"
+          "  --top-k K           keep the K likeliest tokens (0: all)\n"
+          "  --top-p P           keep the likeliest tokens holding P of the "
+          "mass (1: all)\n"
+          "  --min-p P           drop tokens below P x the likeliest's "
+          "probability (0: off)\n"
+          "  --repeat-penalty R  penalise the last --repeat-last-n tokens (1: "
+          "off)\n"
+          "  --repeat-last-n N   the penalty's window (-1: everything so far)\n"
+          "  --repeat-form F     sign-aware (Hugging Face, llama.cpp) or "
+          "divide-by-count\n"
+          "                      (logit / R^count, Moonlight's)\n"
+          "  -s, --seed N        sampling seed (default: from the clock; "
+          "printed at the end)\n"
+          "  --no-display-prompt print only the continuation\n"
+          "  --tokenize TEXT     print TEXT's token ids and exit\n"
+          "  Defaults are the family's (--info shows them).\n"
+          "\n"
+          "Token ids:\n"
+          "  --tokens IDS        prompt as comma-separated token ids; greedy "
+          "(default: 0)\n"
+          "  --logits-out FILE   write the prompt's logits as float32 "
+          "[tokens x vocab]\n"
+          "                      (little-endian, no header) and exit\n"
+          "  --decode            with --logits-out: run the prompt token by "
+          "token through\n"
+          "                      the KV cache instead of one prefill\n"
+          "  --bench             measure prefill and decode tokens/s\n"
+          "    --prompt-len N    prompt tokens (default: 128)\n"
+          "    --gen N           decoded tokens (default: 64)\n"
+          "    --repeat N        timed runs after one warm-up (default: 3)\n"
+          "    --json            one JSON object instead of text\n"
+          "  --dump-activations DIR  write every layer's hidden state and "
+          "router choices\n"
+          "                      of the run to DIR/<name>.f32|.i32 (rows = "
+          "tokens), for\n"
+          "                      test/reference/first_divergence.py\n"
+          "  --info              print the model, target and build manifest\n"
+          "  -t, --threads N     kernel threads (default: one per core)\n"
+          "  -c, --ctx-size N    KV-cache capacity in tokens (default: the "
+          "model's, %lld)\n"
+          "  --weights FILE      the weight file (default: the executable's "
+          "path + .weights)\n"
+          "  --verify-weights    hash the whole weight file before running\n"
+          "  -h, --help          this text\n"
+          "\n"
+          "Examples:\n"
+          "  %s -p \"Once upon a time\" -n 64\n"
+          "  %s -p \"Once upon a time\" --temp 0.8 --top-p 0.95 -s 42\n"
+          "  %s --chat --system \"You are terse.\"\n"
+          "  echo \"What is a mixture of experts?\" | %s --chat -n 128\n"
+          "  %s --bench --json\n",
+          argv0, moert_model.family, moert_model.target,
+          (long long)moert_model.context_length, argv0, argv0, argv0, argv0,
+          argv0);
 }
 
 /* Parses a whole decimal int32 in [min, max]; 0 on success. */
@@ -188,10 +235,80 @@ static int parse_tokens(const char *text, int32_t **out, int32_t *count) {
   return 0;
 }
 
+/* Parses a float in [min, max]; 0 on success. */
+static int parse_float(const char *flag, const char *text, double min,
+                       double max, float *out) {
+  if (!text) {
+    return fail("%s needs a value", flag);
+  }
+  char *end = NULL;
+  errno = 0;
+  double value = strtod(text, &end);
+  if (errno != 0 || end == text || *end != '\0' || !(value >= min) ||
+      !(value <= max)) {
+    return fail("%s: '%s' is not a number in [%g, %g]", flag, text, min, max);
+  }
+  *out = (float)value;
+  return 0;
+}
+
+static int parse_seed(const char *flag, const char *text, uint64_t *out) {
+  if (!text) {
+    return fail("%s needs a value", flag);
+  }
+  char *end = NULL;
+  errno = 0;
+  unsigned long long value = strtoull(text, &end, 10);
+  if (errno != 0 || end == text || *end != '\0' || text[0] == '-') {
+    return fail("%s: '%s' is not a whole number >= 0", flag, text);
+  }
+  *out = value;
+  return 0;
+}
+
+/* Reads a prompt file whole (kept for the life of the process). */
+static int read_prompt_file(const char *path, const char **out) {
+  FILE *f = fopen(path, "rb");
+  if (!f) {
+    return fail("-f: cannot open '%s': %s", path, strerror(errno));
+  }
+  size_t length = 0, capacity = 4096;
+  char *text = malloc(capacity);
+  size_t n;
+  while (text && (n = fread(text + length, 1, capacity - length - 1, f)) > 0) {
+    length += n;
+    if (length + 1 == capacity) {
+      char *grown = realloc(text, capacity * 2);
+      if (!grown) {
+        free(text);
+        text = NULL;
+        break;
+      }
+      text = grown;
+      capacity *= 2;
+    }
+  }
+  int error = ferror(f);
+  fclose(f);
+  if (!text || error) {
+    free(text);
+    return fail("-f: cannot read '%s'", path);
+  }
+  text[length] = '\0';
+  if (strlen(text) != length) {
+    free(text);
+    return fail("-f: '%s' holds a NUL byte: it is not text", path);
+  }
+  *out = text;
+  return 0;
+}
+
 static int parse_args(int argc, char **argv, options_t *o) {
   memset(o, 0, sizeof(*o));
-  o->tokens = "0";
+  o->tokens = NULL;
   o->generate = 16;
+  o->text.generate = -1;
+  o->text.display_prompt = 1;
   o->prompt_len = 128;
   o->gen_len = 64;
   o->repeat = 3;
@@ -200,6 +317,11 @@ static int parse_args(int argc, char **argv, options_t *o) {
     const char *next = i + 1 < argc ? argv[i + 1] : NULL;
 #define TAKE_INT(flag, min, max, field)                                        \
   if (parse_int(flag, next, min, max, &o->field)) {                            \
+    return 1;                                                                  \
+  }                                                                            \
+  ++i
+#define TAKE_FLOAT(flag, min, max, field)                                      \
+  if (parse_float(flag, next, min, max, &o->text.sampling.field)) {            \
     return 1;                                                                  \
   }                                                                            \
   ++i
@@ -212,8 +334,66 @@ static int parse_args(int argc, char **argv, options_t *o) {
       }
       o->tokens = next;
       ++i;
-    } else if (!strcmp(a, "-n")) {
-      TAKE_INT("-n", 0, 1 << 24, generate);
+    } else if (!strcmp(a, "-n") || !strcmp(a, "--n-predict")) {
+      TAKE_INT(a, -1, 1 << 24, generate);
+      o->set_generate = 1;
+    } else if (!strcmp(a, "-p") || !strcmp(a, "--prompt") ||
+               !strcmp(a, "--tokenize") || !strcmp(a, "--system")) {
+      if (!next) {
+        return fail("%s needs a text", a);
+      }
+      *(!strcmp(a, "--tokenize") ? &o->tokenize
+        : !strcmp(a, "--system") ? &o->text.system
+                                 : &o->text.prompt) = next;
+      ++i;
+    } else if (!strcmp(a, "-f") || !strcmp(a, "--file")) {
+      if (!next) {
+        return fail("%s needs a file name", a);
+      }
+      if (read_prompt_file(next, &o->text.prompt)) {
+        return 1;
+      }
+      ++i;
+    } else if (!strcmp(a, "--chat")) {
+      o->text.chat = 1;
+    } else if (!strcmp(a, "--no-display-prompt")) {
+      o->text.display_prompt = 0;
+    } else if (!strcmp(a, "--temp")) {
+      TAKE_FLOAT(a, 0, 100, temperature);
+      o->set_temperature = 1;
+    } else if (!strcmp(a, "--top-k")) {
+      TAKE_INT(a, 0, INT32_MAX, text.sampling.top_k);
+      o->set_top_k = 1;
+    } else if (!strcmp(a, "--top-p")) {
+      TAKE_FLOAT(a, 0, 1, top_p);
+      o->set_top_p = 1;
+    } else if (!strcmp(a, "--min-p")) {
+      TAKE_FLOAT(a, 0, 1, min_p);
+      o->set_min_p = 1;
+    } else if (!strcmp(a, "--repeat-penalty")) {
+      TAKE_FLOAT(a, 0.01, 100, repeat_penalty);
+      o->set_penalty = 1;
+    } else if (!strcmp(a, "--repeat-last-n")) {
+      TAKE_INT(a, -1, INT32_MAX, text.sampling.repeat_last_n);
+      o->set_last_n = 1;
+    } else if (!strcmp(a, "--repeat-form")) {
+      if (!next ||
+          (strcmp(next, "sign-aware") && strcmp(next, "divide-by-count"))) {
+        return fail("--repeat-form: expected sign-aware or divide-by-count, "
+                    "not '%s'",
+                    next ? next : "");
+      }
+      o->text.sampling.repeat_form = !strcmp(next, "sign-aware")
+                                         ? MOERT_REPEAT_SIGN_AWARE
+                                         : MOERT_REPEAT_DIVIDE_BY_COUNT;
+      o->set_form = 1;
+      ++i;
+    } else if (!strcmp(a, "-s") || !strcmp(a, "--seed")) {
+      if (parse_seed(a, next, &o->text.sampling.seed)) {
+        return 1;
+      }
+      o->set_seed = 1;
+      ++i;
     } else if (!strcmp(a, "--logits-out")) {
       if (!next) {
         return fail("--logits-out needs a file name");
@@ -256,9 +436,19 @@ static int parse_args(int argc, char **argv, options_t *o) {
       return fail("unknown flag '%s' (--help lists the flags)", a);
     }
 #undef TAKE_INT
+#undef TAKE_FLOAT
   }
   if (o->decode && !o->logits_out) {
     return fail("--decode only applies to --logits-out");
+  }
+  int modes = (o->text.prompt != NULL) + o->text.chat + (o->tokens != NULL) +
+              (o->tokenize != NULL) + o->bench + o->info;
+  if (modes > 1) {
+    return fail("-p/-f, --chat, --tokens, --tokenize, --bench and --info are "
+                "separate modes: give one");
+  }
+  if (o->set_generate) {
+    o->text.generate = o->generate;
   }
   return 0;
 }
@@ -325,6 +515,9 @@ static int run_logits(moert_session_t *session, const options_t *o,
 
 static int run_generate(moert_session_t *session, const options_t *o,
                         const int32_t *tokens, int32_t count) {
+  /* -n -1: until the context is full. */
+  int32_t limit = o->generate >= 0 ? o->generate
+                                   : moert_session_context(session) - count + 1;
   double start = now_seconds();
   moert_status_t status = moert_session_prefill(session, tokens, count, NULL);
   if (status != MOERT_STATUS_OK) {
@@ -332,12 +525,12 @@ static int run_generate(moert_session_t *session, const options_t *o,
   }
   double prefilled = now_seconds();
   int32_t produced = 0;
-  for (; produced < o->generate; ++produced) {
+  for (; produced < limit; ++produced) {
     int32_t next = moert_sample_greedy(moert_session_logits(session),
                                        (int32_t)moert_model.vocab);
     printf(produced ? ",%d" : "%d", next);
     fflush(stdout);
-    if (produced + 1 == o->generate) {
+    if (produced + 1 == limit) {
       ++produced;
       break;
     }
@@ -440,8 +633,47 @@ static int run_bench(moert_session_t *session, const options_t *o) {
   return 0;
 }
 
-static void print_info(const char *weights_path,
-                       const moert_session_t *session) {
+/* The family's sampling defaults, under the flags the user gave. */
+static void merge_sampling(options_t *o, const moert_sampler_params *d) {
+  moert_sampler_params *p = &o->text.sampling;
+  p->temperature = o->set_temperature ? p->temperature : d->temperature;
+  p->top_k = o->set_top_k ? p->top_k : d->top_k;
+  p->top_p = o->set_top_p ? p->top_p : d->top_p;
+  p->min_p = o->set_min_p ? p->min_p : d->min_p;
+  p->repeat_penalty = o->set_penalty ? p->repeat_penalty : d->repeat_penalty;
+  p->repeat_last_n = o->set_last_n ? p->repeat_last_n : d->repeat_last_n;
+  p->repeat_form = o->set_form ? p->repeat_form : d->repeat_form;
+  if (!o->set_seed) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    p->seed = (uint64_t)ts.tv_sec * 1000003u ^ (uint64_t)ts.tv_nsec;
+  }
+}
+
+static const char *repeat_form_name(int32_t form) {
+  return form == MOERT_REPEAT_SIGN_AWARE        ? "sign-aware"
+         : form == MOERT_REPEAT_DIVIDE_BY_COUNT ? "divide-by-count"
+                                                : "none";
+}
+
+static void print_text_info(const moert_text_interface *text) {
+  const moert_sampler_params *d = &text->defaults;
+  printf("tokenizer:      %d tokens%s\n",
+         moert_tokenizer_vocab_size(text->tokenizer),
+         text->chat ? ", chat format" : ", no chat format (a base model)");
+  printf("sampling:       temp %g, top-k %d, top-p %g, min-p %g, repeat "
+         "penalty %g (%s, last %d)\n",
+         d->temperature, d->top_k, d->top_p, d->min_p, d->repeat_penalty,
+         repeat_form_name(d->repeat_form), d->repeat_last_n);
+  printf("stop tokens:   ");
+  for (uint32_t i = 0; i < text->stop_count; ++i) {
+    printf(" %d", text->stop[i]);
+  }
+  printf("%s\n", text->stop_count ? "" : " none");
+}
+
+static void print_info(const char *weights_path, const moert_session_t *session,
+                       const moert_text_interface *text) {
   const moert_model_desc_t *m = &moert_model;
   printf("model:          %s\n", m->family);
   printf("target:         %s\n", m->target);
@@ -458,6 +690,11 @@ static void print_info(const char *weights_path,
   printf("session memory: %.2f MiB (arena %.2f MiB)\n",
          (double)moert_session_bytes(session) / (1 << 20),
          (double)m->arena_bytes / (1 << 20));
+  if (text) {
+    print_text_info(text);
+  } else {
+    printf("tokenizer:      none (token ids only)\n");
+  }
   printf("manifest:       %s\n", m->manifest_json);
 }
 
@@ -523,15 +760,39 @@ int main(int argc, char **argv) {
     dump.dir = o.dump_dir;
     moert_session_set_dump(session, dump_tensor, &dump);
   }
+  moert_text_interface text;
+  int has_text = 0;
+  if (moert_model_text_size > 0) {
+    status = moert_text_interface_open(moert_model_text,
+                                       (size_t)moert_model_text_size, &text,
+                                       error, sizeof(error));
+    if (status != MOERT_STATUS_OK) {
+      moert_session_release(session);
+      moert_weights_release(weights);
+      return fail("the executable's tokenizer does not load: %s", error);
+    }
+    has_text = 1;
+    merge_sampling(&o, &text.defaults);
+  }
   int rc = 0;
-  if (o.info) {
-    print_info(weights_path, session);
+  if ((o.text.prompt || o.text.chat || o.tokenize) && !has_text) {
+    rc = fail("this model was compiled without a tokenizer (moec found no "
+              "tokenizer file beside the checkpoint; compile with "
+              "--tokenizer=FILE), so it takes token ids: --tokens IDS");
+  } else if (o.info) {
+    print_info(weights_path, session, has_text ? &text : NULL);
   } else if (o.bench) {
     rc = run_bench(session, &o);
+  } else if (o.tokenize) {
+    rc = cli_run_tokenize(&text, o.tokenize);
+  } else if (o.text.prompt || o.text.chat) {
+    cli_install_interrupt();
+    rc = o.text.chat ? cli_run_chat(session, &text, &o.text)
+                     : cli_run_prompt(session, &text, &o.text);
   } else {
     int32_t *tokens = NULL;
     int32_t count = 0;
-    rc = parse_tokens(o.tokens, &tokens, &count);
+    rc = parse_tokens(o.tokens ? o.tokens : "0", &tokens, &count);
     if (rc == 0) {
       rc = o.logits_out ? run_logits(session, &o, tokens, count)
                         : run_generate(session, &o, tokens, count);
@@ -543,6 +804,9 @@ int main(int argc, char **argv) {
   }
   for (int i = 0; i < dump.count; ++i) {
     free(dump.names[i]);
+  }
+  if (has_text) {
+    moert_text_interface_close(&text);
   }
   moert_session_release(session);
   moert_weights_release(weights);

@@ -2,6 +2,11 @@
 
 #include "moert/status.h"
 
+#include "format_error.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+
 const char *moert_status_name(moert_status_t status) {
   switch (status) {
   case MOERT_STATUS_OK:
@@ -22,4 +27,15 @@ const char *moert_status_name(moert_status_t status) {
     return "this CPU lacks instructions the kernels use";
   }
   return "unknown status";
+}
+
+moert_status_t moert_format_error(char *error, size_t size, const char *format,
+                                  ...) {
+  if (size) {
+    va_list args;
+    va_start(args, format);
+    vsnprintf(error, size, format, args);
+    va_end(args);
+  }
+  return MOERT_STATUS_FORMAT_ERROR;
 }

@@ -2,6 +2,7 @@
 //
 //   moec import  <model> [-o model.mlir] [--family=NAME|FILE]
 //   moec inspect <model> [--family=NAME|FILE] [--json]
+//   moec tokenize <model|tokenizer file> "text" [--decode] [--file F]
 //   moec compile <model> -o <exe> [--target=T] [--emit=STAGE] [options]
 //
 // Flags are parsed here; everything else is the driver library
@@ -97,6 +98,38 @@ cl::opt<std::string> kernelCache(
 cl::opt<bool> noKernelCache("no-kernel-cache",
                             cl::desc("compile every kernel afresh"),
                             cl::cat(category));
+cl::opt<std::string> tokenizerPath(
+    "tokenizer",
+    cl::desc("the tokenizer file (tokenizer.json or *.tiktoken) when the "
+             "model directory has none, or to use another"),
+    cl::value_desc("file"), cl::cat(category));
+cl::opt<std::string> tokenizeText(cl::Positional, cl::desc("[text]"),
+                                  cl::cat(category));
+cl::opt<std::string> tokenizeFile(
+    "file",
+    cl::desc("with `moec tokenize`: read the text from a file (- for "
+             "stdin)"),
+    cl::value_desc("path"), cl::cat(category));
+cl::opt<bool> tokenizeBatch(
+    "batch",
+    cl::desc("with `moec tokenize --file`: the file holds NUL-separated "
+             "texts (or, with --decode, lines of ids); one line out each"),
+    cl::cat(category));
+cl::opt<bool>
+    tokenizeDecode("decode",
+                   cl::desc("with `moec tokenize`: the text is comma-separated "
+                            "token ids; print what they decode to"),
+                   cl::cat(category));
+cl::opt<bool> noSpecial(
+    "no-special",
+    cl::desc("with `moec tokenize`: special tokens written in the text "
+             "(e.g. <|endoftext|>) stay text"),
+    cl::cat(category));
+cl::opt<bool>
+    tokenizeSpeed("speed",
+                  cl::desc("with `moec tokenize`: print encoding throughput "
+                           "instead of ids"),
+                  cl::cat(category));
 cl::opt<bool> quiet("q", cl::desc("print errors only"), cl::cat(category));
 cl::opt<bool>
     asJson("json",
@@ -106,6 +139,8 @@ cl::opt<bool>
 int usage() {
   errs() << "usage: moec import <model> [-o model.mlir] [--family=NAME|FILE]\n"
             "       moec inspect <model> [--family=NAME|FILE] [--json]\n"
+            "       moec tokenize <model|tokenizer.json|x.tiktoken> \"text\" "
+            "[--decode] [--file F]\n"
             "       moec compile <model> -o <exe> [--target=T] "
             "[--emit=STAGE] [options]\n"
             "       moec targets [--json]\n"
@@ -129,9 +164,9 @@ int main(int argc, char **argv) {
   bool isHelp =
       command == "--help" || command == "-h" || command == "--help-hidden";
   if (!isHelp && command != "import" && command != "compile" &&
-      command != "inspect" && command != "targets") {
+      command != "inspect" && command != "targets" && command != "tokenize") {
     errs() << "moec: error: unknown command '" << command
-           << "' (expected import, inspect, compile or targets)\n";
+           << "' (expected import, inspect, compile, tokenize or targets)\n";
     return usage();
   }
   organiseHelp();
@@ -143,6 +178,7 @@ int main(int argc, char **argv) {
                                    "into native executables\n\n"
                                    "  moec import  <model> [-o model.mlir]\n"
                                    "  moec inspect <model> [--json]\n"
+                                   "  moec tokenize <model> \"text\"\n"
                                    "  moec compile <model> -o <exe>\n"
                                    "  moec targets [--json]\n",
                                    &errs())) {
@@ -175,6 +211,28 @@ int main(int argc, char **argv) {
   if (modelPath.empty()) {
     errs() << "moec: error: " << command << " needs a <model> (a directory "
            << "or a weights file)\n";
+    return 1;
+  }
+  if (command == "tokenize") {
+    mlir::moe::TokenizeOptions options;
+    options.path = modelPath;
+    options.family = family;
+    options.tokenizerPath = tokenizerPath;
+    options.text = tokenizeText;
+    options.file = tokenizeFile;
+    options.batch = tokenizeBatch;
+    options.decode = tokenizeDecode;
+    options.noSpecial = noSpecial;
+    options.speed = tokenizeSpeed;
+    if (tokenizeText.getNumOccurrences() == tokenizeFile.getNumOccurrences()) {
+      errs() << "moec: error: tokenize needs a text or --file (one of them)\n";
+      return 1;
+    }
+    return mlir::succeeded(mlir::moe::runTokenize(options)) ? 0 : 1;
+  }
+  if (tokenizeText.getNumOccurrences()) {
+    errs() << "moec: error: unexpected argument '" << tokenizeText
+           << "' (only `moec tokenize` takes a text)\n";
     return 1;
   }
   if (command == "inspect") {
@@ -212,6 +270,7 @@ int main(int argc, char **argv) {
   options.jobs = jobs;
   options.kernelCache = kernelCache;
   options.noKernelCache = noKernelCache;
+  options.tokenizerPath = tokenizerPath;
   options.verbose = !quiet;
   mlir::LogicalResult result = command == "import"
                                    ? mlir::moe::runImport(options)

@@ -8,6 +8,9 @@
 #include "moert/sampler.h"
 #include "moert/session.h"
 #include "moert/status.h"
+#include "moert/text.h"
+#include "moert/text_format.h"
+#include "moert/tokenizer.h"
 #include "moert/weights.h"
 #include "moert/weights_format.h"
 
