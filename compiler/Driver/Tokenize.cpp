@@ -36,13 +36,6 @@ LogicalResult fail(const llvm::Twine &message) {
 FailureOr<std::string> blobFor(const TokenizeOptions &options) {
   fe::TextOptions text;
   std::optional<fe::FamilyDescription> family;
-  if (!options.family.empty()) {
-    auto found = fe::resolveFamily(options.family);
-    if (!found) {
-      return fail(llvm::toString(found.takeError()));
-    }
-    family = *found;
-  }
   std::vector<std::string> notes;
   if (llvm::sys::fs::is_directory(options.path)) {
     fe::LoadOptions load;
@@ -56,6 +49,13 @@ FailureOr<std::string> blobFor(const TokenizeOptions &options) {
     text.modelVocab = model->description.vocab;
     text.tokenizerPath = options.tokenizerPath;
   } else {
+    if (!options.family.empty()) {
+      auto found = fe::resolveFamily(options.family);
+      if (!found) {
+        return fail(llvm::toString(found.takeError()));
+      }
+      family = *found;
+    }
     text.tokenizerPath = options.path;
     text.modelVocab = int64_t(1) << 24;
   }

@@ -59,6 +59,43 @@ std::string finish(const BlobWriter &body) {
   return out.bytes + body.bytes;
 }
 
+/// The runtime's MOERT_TEXT_TOKENIZER payload.
+std::string serializeTokenizer(const Tokenizer &t) {
+  BlobWriter w;
+  uint32_t stringBytes = 0;
+  for (const std::string &text : t.texts) {
+    stringBytes += static_cast<uint32_t>(text.size());
+  }
+  for (uint32_t value : {t.kind, t.flags, static_cast<uint32_t>(t.unkId),
+                         static_cast<uint32_t>(t.texts.size()),
+                         static_cast<uint32_t>(t.merges.size()),
+                         static_cast<uint32_t>(t.added.size()), stringBytes}) {
+    w.word(value);
+  }
+  uint32_t offset = 0;
+  for (const std::string &text : t.texts) {
+    w.word(offset);
+    offset += static_cast<uint32_t>(text.size());
+  }
+  w.word(offset);
+  for (uint32_t flags : t.tokenFlags) {
+    w.word(flags);
+  }
+  for (const TokenizerMerge &m : t.merges) {
+    for (uint32_t value : {m.left, m.right, m.result, m.priority}) {
+      w.word(value);
+    }
+  }
+  for (const AddedToken &a : t.added) {
+    w.word(a.id);
+    w.word(a.flags);
+  }
+  for (const std::string &text : t.texts) {
+    w.bytes += text;
+  }
+  return w.bytes;
+}
+
 /// Reads the description's pieces of the text section, with the key path in
 /// every error.
 class SectionReader {

@@ -394,14 +394,14 @@ readTiktokenRanks(llvm::StringRef path,
     }
     if (id >= tokenizer.texts.size()) {
       tokenizer.texts.resize(id + 1);
-      tokenizer.tokenFlags.resize(id + 1, 0);
     }
     tokenizer.texts[id] = text;
-    tokenizer.tokenFlags.resize(tokenizer.texts.size(), 0);
-    tokenizer.tokenFlags[id] |= MOERT_TOKEN_SPECIAL;
     tokenizer.added.push_back({id, MOERT_ADDED_SPECIAL});
   }
-  tokenizer.tokenFlags.resize(tokenizer.texts.size(), 0);
+  tokenizer.tokenFlags.assign(tokenizer.texts.size(), 0);
+  for (const AddedToken &added : tokenizer.added) {
+    tokenizer.tokenFlags[added.id] = MOERT_TOKEN_SPECIAL;
+  }
   tokenizer.summary = llvm::sys::path::filename(path).str() +
                       " (tiktoken ranks, " + std::to_string(ranks) +
                       " tokens + " + std::to_string(special.size()) +
@@ -416,48 +416,6 @@ readTokenizerFile(llvm::StringRef path,
     return readTiktokenRanks(path, tiktokenSpecial);
   }
   return readHuggingFaceTokenizer(path);
-}
-
-std::string serializeTokenizer(const Tokenizer &t) {
-  std::string out;
-  auto word = [&](uint32_t value) {
-    for (int i = 0; i < 4; ++i) {
-      out.push_back(static_cast<char>((value >> (8 * i)) & 0xFF));
-    }
-  };
-  uint32_t stringBytes = 0;
-  for (const std::string &text : t.texts) {
-    stringBytes += static_cast<uint32_t>(text.size());
-  }
-  for (uint32_t value : {t.kind, t.flags, static_cast<uint32_t>(t.unkId),
-                         static_cast<uint32_t>(t.texts.size()),
-                         static_cast<uint32_t>(t.merges.size()),
-                         static_cast<uint32_t>(t.added.size()), stringBytes}) {
-    word(value);
-  }
-  uint32_t offset = 0;
-  for (const std::string &text : t.texts) {
-    word(offset);
-    offset += static_cast<uint32_t>(text.size());
-  }
-  word(offset);
-  for (uint32_t flags : t.tokenFlags) {
-    word(flags);
-  }
-  for (const TokenizerMerge &m : t.merges) {
-    word(m.left);
-    word(m.right);
-    word(m.result);
-    word(m.priority);
-  }
-  for (const AddedToken &a : t.added) {
-    word(a.id);
-    word(a.flags);
-  }
-  for (const std::string &text : t.texts) {
-    out += text;
-  }
-  return out;
 }
 
 } // namespace moe::frontend

@@ -61,9 +61,6 @@ llvm::Expected<Tokenizer>
 readTokenizerFile(llvm::StringRef path,
                   const std::map<std::string, uint32_t> &tiktokenSpecial);
 
-/// The runtime's MOERT_TEXT_TOKENIZER payload.
-std::string serializeTokenizer(const Tokenizer &tokenizer);
-
 } // namespace moe::frontend
 
 #endif // MOE_FRONTENDS_TEXT_TOKENIZER_H

@@ -96,7 +96,7 @@ static void dump_tensor(void *context, const char *name, const void *data,
   }
 }
 
-static int fail(const char *format, ...) {
+int cli_fail(const char *format, ...) {
   va_list args;
   va_start(args, format);
   fputs("error: ", stderr);
@@ -184,14 +184,14 @@ static void usage(FILE *out, const char *argv0) {
 static int parse_int(const char *flag, const char *text, int32_t min,
                      int32_t max, int32_t *out) {
   if (!text) {
-    return fail("%s needs a value", flag);
+    return cli_fail("%s needs a value", flag);
   }
   char *end = NULL;
   errno = 0;
   long value = strtol(text, &end, 10);
   if (errno != 0 || end == text || *end != '\0' || value < min || value > max) {
-    return fail("%s: '%s' is not a whole number in [%d, %d]", flag, text, min,
-                max);
+    return cli_fail("%s: '%s' is not a whole number in [%d, %d]", flag, text,
+                    min, max);
   }
   *out = (int32_t)value;
   return 0;
@@ -207,7 +207,7 @@ static int parse_tokens(const char *text, int32_t **out, int32_t *count) {
   }
   int32_t *tokens = malloc(capacity * sizeof(int32_t));
   if (!tokens) {
-    return fail("out of memory");
+    return cli_fail("out of memory");
   }
   const char *p = text;
   while (1) {
@@ -217,13 +217,13 @@ static int parse_tokens(const char *text, int32_t **out, int32_t *count) {
     if (end == p || errno != 0 || value < 0 || value > INT32_MAX ||
         (*end != ',' && *end != '\0')) {
       free(tokens);
-      return fail("--tokens: '%s' is not a comma-separated list of token ids",
-                  text);
+      return cli_fail(
+          "--tokens: '%s' is not a comma-separated list of token ids", text);
     }
     if (value >= moert_model.vocab) {
       free(tokens);
-      return fail("--tokens: token %ld is outside the vocabulary [0, %lld)",
-                  value, (long long)moert_model.vocab);
+      return cli_fail("--tokens: token %ld is outside the vocabulary [0, %lld)",
+                      value, (long long)moert_model.vocab);
     }
     tokens[(*count)++] = (int32_t)value;
     if (*end == '\0') {
@@ -239,14 +239,15 @@ static int parse_tokens(const char *text, int32_t **out, int32_t *count) {
 static int parse_float(const char *flag, const char *text, double min,
                        double max, float *out) {
   if (!text) {
-    return fail("%s needs a value", flag);
+    return cli_fail("%s needs a value", flag);
   }
   char *end = NULL;
   errno = 0;
   double value = strtod(text, &end);
   if (errno != 0 || end == text || *end != '\0' || !(value >= min) ||
       !(value <= max)) {
-    return fail("%s: '%s' is not a number in [%g, %g]", flag, text, min, max);
+    return cli_fail("%s: '%s' is not a number in [%g, %g]", flag, text, min,
+                    max);
   }
   *out = (float)value;
   return 0;
@@ -254,13 +255,13 @@ static int parse_float(const char *flag, const char *text, double min,
 
 static int parse_seed(const char *flag, const char *text, uint64_t *out) {
   if (!text) {
-    return fail("%s needs a value", flag);
+    return cli_fail("%s needs a value", flag);
   }
   char *end = NULL;
   errno = 0;
   unsigned long long value = strtoull(text, &end, 10);
   if (errno != 0 || end == text || *end != '\0' || text[0] == '-') {
-    return fail("%s: '%s' is not a whole number >= 0", flag, text);
+    return cli_fail("%s: '%s' is not a whole number >= 0", flag, text);
   }
   *out = value;
   return 0;
@@ -270,7 +271,7 @@ static int parse_seed(const char *flag, const char *text, uint64_t *out) {
 static int read_prompt_file(const char *path, const char **out) {
   FILE *f = fopen(path, "rb");
   if (!f) {
-    return fail("-f: cannot open '%s': %s", path, strerror(errno));
+    return cli_fail("-f: cannot open '%s': %s", path, strerror(errno));
   }
   size_t length = 0, capacity = 4096;
   char *text = malloc(capacity);
@@ -292,12 +293,12 @@ static int read_prompt_file(const char *path, const char **out) {
   fclose(f);
   if (!text || error) {
     free(text);
-    return fail("-f: cannot read '%s'", path);
+    return cli_fail("-f: cannot read '%s'", path);
   }
   text[length] = '\0';
   if (strlen(text) != length) {
     free(text);
-    return fail("-f: '%s' holds a NUL byte: it is not text", path);
+    return cli_fail("-f: '%s' holds a NUL byte: it is not text", path);
   }
   *out = text;
   return 0;
@@ -330,7 +331,7 @@ static int parse_args(int argc, char **argv, options_t *o) {
       exit(0);
     } else if (!strcmp(a, "--tokens")) {
       if (!next) {
-        return fail("--tokens needs a value");
+        return cli_fail("--tokens needs a value");
       }
       o->tokens = next;
       ++i;
@@ -340,7 +341,7 @@ static int parse_args(int argc, char **argv, options_t *o) {
     } else if (!strcmp(a, "-p") || !strcmp(a, "--prompt") ||
                !strcmp(a, "--tokenize") || !strcmp(a, "--system")) {
       if (!next) {
-        return fail("%s needs a text", a);
+        return cli_fail("%s needs a text", a);
       }
       *(!strcmp(a, "--tokenize") ? &o->tokenize
         : !strcmp(a, "--system") ? &o->text.system
@@ -348,7 +349,7 @@ static int parse_args(int argc, char **argv, options_t *o) {
       ++i;
     } else if (!strcmp(a, "-f") || !strcmp(a, "--file")) {
       if (!next) {
-        return fail("%s needs a file name", a);
+        return cli_fail("%s needs a file name", a);
       }
       if (read_prompt_file(next, &o->text.prompt)) {
         return 1;
@@ -379,9 +380,10 @@ static int parse_args(int argc, char **argv, options_t *o) {
     } else if (!strcmp(a, "--repeat-form")) {
       if (!next ||
           (strcmp(next, "sign-aware") && strcmp(next, "divide-by-count"))) {
-        return fail("--repeat-form: expected sign-aware or divide-by-count, "
-                    "not '%s'",
-                    next ? next : "");
+        return cli_fail(
+            "--repeat-form: expected sign-aware or divide-by-count, "
+            "not '%s'",
+            next ? next : "");
       }
       o->text.sampling.repeat_form = !strcmp(next, "sign-aware")
                                          ? MOERT_REPEAT_SIGN_AWARE
@@ -396,7 +398,7 @@ static int parse_args(int argc, char **argv, options_t *o) {
       ++i;
     } else if (!strcmp(a, "--logits-out")) {
       if (!next) {
-        return fail("--logits-out needs a file name");
+        return cli_fail("--logits-out needs a file name");
       }
       o->logits_out = next;
       ++i;
@@ -420,7 +422,7 @@ static int parse_args(int argc, char **argv, options_t *o) {
       TAKE_INT(a, 1, 1 << 24, context);
     } else if (!strcmp(a, "--weights")) {
       if (!next) {
-        return fail("--weights needs a file name");
+        return cli_fail("--weights needs a file name");
       }
       o->weights = next;
       ++i;
@@ -428,24 +430,25 @@ static int parse_args(int argc, char **argv, options_t *o) {
       o->verify_weights = 1;
     } else if (!strcmp(a, "--dump-activations")) {
       if (!next) {
-        return fail("--dump-activations needs a directory");
+        return cli_fail("--dump-activations needs a directory");
       }
       o->dump_dir = next;
       ++i;
     } else {
-      return fail("unknown flag '%s' (--help lists the flags)", a);
+      return cli_fail("unknown flag '%s' (--help lists the flags)", a);
     }
 #undef TAKE_INT
 #undef TAKE_FLOAT
   }
   if (o->decode && !o->logits_out) {
-    return fail("--decode only applies to --logits-out");
+    return cli_fail("--decode only applies to --logits-out");
   }
   int modes = (o->text.prompt != NULL) + o->text.chat + (o->tokens != NULL) +
               (o->tokenize != NULL) + o->bench + o->info;
   if (modes > 1) {
-    return fail("-p/-f, --chat, --tokens, --tokenize, --bench and --info are "
-                "separate modes: give one");
+    return cli_fail(
+        "-p/-f, --chat, --tokens, --tokenize, --bench and --info are "
+        "separate modes: give one");
   }
   if (o->set_generate) {
     o->text.generate = o->generate;
@@ -453,7 +456,7 @@ static int parse_args(int argc, char **argv, options_t *o) {
   return 0;
 }
 
-static double now_seconds(void) {
+double cli_now_seconds(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
@@ -465,25 +468,26 @@ static int write_file_atomically(const char *path, const void *data,
   char temp[PATH_MAX];
   if (snprintf(temp, sizeof(temp), "%s.tmp%d", path, (int)getpid()) >=
       (int)sizeof(temp)) {
-    return fail("--logits-out: path too long");
+    return cli_fail("--logits-out: path too long");
   }
   FILE *f = fopen(temp, "wb");
   if (!f) {
-    return fail("--logits-out: cannot create '%s': %s", temp, strerror(errno));
+    return cli_fail("--logits-out: cannot create '%s': %s", temp,
+                    strerror(errno));
   }
   int ok = fwrite(data, 1, bytes, f) == bytes;
   ok = (fclose(f) == 0) && ok;
   if (!ok || rename(temp, path) != 0) {
     int err = errno;
     unlink(temp);
-    return fail("--logits-out: cannot write '%s': %s", path, strerror(err));
+    return cli_fail("--logits-out: cannot write '%s': %s", path, strerror(err));
   }
   return 0;
 }
 
-static int session_failed(moert_session_t *session, moert_status_t status) {
-  return fail("%s: %s", moert_status_name(status),
-              moert_session_last_error(session));
+int cli_session_failed(moert_session_t *session, moert_status_t status) {
+  return cli_fail("%s: %s", moert_status_name(status),
+                  moert_session_last_error(session));
 }
 
 static int run_logits(moert_session_t *session, const options_t *o,
@@ -491,7 +495,7 @@ static int run_logits(moert_session_t *session, const options_t *o,
   size_t vocab = (size_t)moert_model.vocab;
   float *logits = malloc((size_t)count * vocab * sizeof(float));
   if (!logits) {
-    return fail("out of memory for %d x %zu logits", count, vocab);
+    return cli_fail("out of memory for %d x %zu logits", count, vocab);
   }
   moert_status_t status = MOERT_STATUS_OK;
   if (o->decode) {
@@ -506,7 +510,7 @@ static int run_logits(moert_session_t *session, const options_t *o,
     status = moert_session_prefill(session, tokens, count, logits);
   }
   int rc = status != MOERT_STATUS_OK
-               ? session_failed(session, status)
+               ? cli_session_failed(session, status)
                : write_file_atomically(o->logits_out, logits,
                                        (size_t)count * vocab * sizeof(float));
   free(logits);
@@ -518,12 +522,12 @@ static int run_generate(moert_session_t *session, const options_t *o,
   /* -n -1: until the context is full. */
   int32_t limit = o->generate >= 0 ? o->generate
                                    : moert_session_context(session) - count + 1;
-  double start = now_seconds();
+  double start = cli_now_seconds();
   moert_status_t status = moert_session_prefill(session, tokens, count, NULL);
   if (status != MOERT_STATUS_OK) {
-    return session_failed(session, status);
+    return cli_session_failed(session, status);
   }
-  double prefilled = now_seconds();
+  double prefilled = cli_now_seconds();
   int32_t produced = 0;
   for (; produced < limit; ++produced) {
     int32_t next = moert_sample_greedy(moert_session_logits(session),
@@ -537,13 +541,13 @@ static int run_generate(moert_session_t *session, const options_t *o,
     status = moert_session_decode(session, next);
     if (status != MOERT_STATUS_OK) {
       putchar('\n');
-      return session_failed(session, status);
+      return cli_session_failed(session, status);
     }
   }
   putchar('\n');
   // The tokens before the statistics, when both go to one terminal or file.
   fflush(stdout);
-  double done = now_seconds();
+  double done = cli_now_seconds();
   fprintf(stderr,
           "prompt: %d tokens in %.1f ms; generated %d tokens in %.1f ms "
           "(%.1f tokens/s)\n",
@@ -555,13 +559,13 @@ static int run_generate(moert_session_t *session, const options_t *o,
 static int run_bench(moert_session_t *session, const options_t *o) {
   int32_t total = o->prompt_len + o->gen_len;
   if (total > moert_session_context(session)) {
-    return fail("--bench: --prompt-len %d + --gen %d exceed the context of "
-                "%d tokens (raise it with -c)",
-                o->prompt_len, o->gen_len, moert_session_context(session));
+    return cli_fail("--bench: --prompt-len %d + --gen %d exceed the context of "
+                    "%d tokens (raise it with -c)",
+                    o->prompt_len, o->gen_len, moert_session_context(session));
   }
   int32_t *prompt = malloc((size_t)o->prompt_len * sizeof(int32_t));
   if (!prompt) {
-    return fail("out of memory");
+    return cli_fail("out of memory");
   }
   /* A fixed pseudo-random prompt, so runs are comparable. */
   uint32_t state = 12345u;
@@ -573,19 +577,19 @@ static int run_bench(moert_session_t *session, const options_t *o) {
   uint64_t warm_allocations = 0;
   for (int32_t run = 0; run <= o->repeat; ++run) {
     moert_session_reset(session);
-    double t0 = now_seconds();
+    double t0 = cli_now_seconds();
     moert_status_t status =
         moert_session_prefill(session, prompt, o->prompt_len, NULL);
-    double t1 = now_seconds();
+    double t1 = cli_now_seconds();
     for (int32_t g = 0; status == MOERT_STATUS_OK && g < o->gen_len; ++g) {
       int32_t next = moert_sample_greedy(moert_session_logits(session),
                                          (int32_t)moert_model.vocab);
       status = moert_session_decode(session, next);
     }
-    double t2 = now_seconds();
+    double t2 = cli_now_seconds();
     if (status != MOERT_STATUS_OK) {
       free(prompt);
-      return session_failed(session, status);
+      return cli_session_failed(session, status);
     }
     if (run > 0) { /* run 0 warms caches, the thread pool and scratch */
       prefill_time += t1 - t0;
@@ -710,7 +714,7 @@ int main(int argc, char **argv) {
     char self[PATH_MAX];
     ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
     if (n <= 0) {
-      return fail("cannot find the executable's path; pass --weights FILE");
+      return cli_fail("cannot find the executable's path; pass --weights FILE");
     }
     self[n] = '\0';
     snprintf(weights_path, sizeof(weights_path), "%s.weights", self);
@@ -720,10 +724,11 @@ int main(int argc, char **argv) {
   }
   // Before anything runs a kernel: a clear message, not SIGILL.
   if (!moert_model_runs_here(&moert_model)) {
-    return fail("this executable was compiled for --target=%s, and this CPU "
-                "lacks instructions its kernels use; compile the model with "
-                "--target=host (or a target this CPU has: moec targets)",
-                moert_model.target);
+    return cli_fail(
+        "this executable was compiled for --target=%s, and this CPU "
+        "lacks instructions its kernels use; compile the model with "
+        "--target=host (or a target this CPU has: moec targets)",
+        moert_model.target);
   }
 
   char error[1024] = "";
@@ -731,12 +736,12 @@ int main(int argc, char **argv) {
   moert_status_t status = moert_weights_open(weights_path, &moert_model,
                                              &weights, error, sizeof(error));
   if (status != MOERT_STATUS_OK) {
-    return fail("%s", error);
+    return cli_fail("%s", error);
   }
   if (o.verify_weights &&
       moert_weights_verify(weights, error, sizeof(error)) != MOERT_STATUS_OK) {
     moert_weights_release(weights);
-    return fail("%s", error);
+    return cli_fail("%s", error);
   }
   moert_session_options_t session_options;
   moert_session_options_initialize(&session_options);
@@ -746,7 +751,7 @@ int main(int argc, char **argv) {
       moert_session_create(&moert_model, weights, &session_options, &session);
   if (status != MOERT_STATUS_OK) {
     moert_weights_release(weights);
-    return fail("cannot create a session: %s", moert_status_name(status));
+    return cli_fail("cannot create a session: %s", moert_status_name(status));
   }
 
   static dump_state_t dump;
@@ -754,8 +759,8 @@ int main(int argc, char **argv) {
     if (mkdir(o.dump_dir, 0755) != 0 && errno != EEXIST) {
       moert_session_release(session);
       moert_weights_release(weights);
-      return fail("--dump-activations: cannot create %s: %s", o.dump_dir,
-                  strerror(errno));
+      return cli_fail("--dump-activations: cannot create %s: %s", o.dump_dir,
+                      strerror(errno));
     }
     dump.dir = o.dump_dir;
     moert_session_set_dump(session, dump_tensor, &dump);
@@ -769,16 +774,16 @@ int main(int argc, char **argv) {
     if (status != MOERT_STATUS_OK) {
       moert_session_release(session);
       moert_weights_release(weights);
-      return fail("the executable's tokenizer does not load: %s", error);
+      return cli_fail("the executable's tokenizer does not load: %s", error);
     }
     has_text = 1;
     merge_sampling(&o, &text.defaults);
   }
   int rc = 0;
   if ((o.text.prompt || o.text.chat || o.tokenize) && !has_text) {
-    rc = fail("this model was compiled without a tokenizer (moec found no "
-              "tokenizer file beside the checkpoint; compile with "
-              "--tokenizer=FILE), so it takes token ids: --tokens IDS");
+    rc = cli_fail("this model was compiled without a tokenizer (moec found no "
+                  "tokenizer file beside the checkpoint; compile with "
+                  "--tokenizer=FILE), so it takes token ids: --tokens IDS");
   } else if (o.info) {
     print_info(weights_path, session, has_text ? &text : NULL);
   } else if (o.bench) {
@@ -800,7 +805,7 @@ int main(int argc, char **argv) {
     free(tokens);
   }
   if (dump.error[0] && rc == 0) {
-    rc = fail("--dump-activations: %s", dump.error);
+    rc = cli_fail("--dump-activations: %s", dump.error);
   }
   for (int i = 0; i < dump.count; ++i) {
     free(dump.names[i]);

@@ -3,12 +3,10 @@
 #define _GNU_SOURCE
 #include "cli_text.h"
 
-#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 extern const moert_model_desc_t moert_model;
@@ -34,25 +32,6 @@ void cli_install_interrupt(void) {
   action.sa_handler = on_interrupt;
   sigemptyset(&action.sa_mask);
   sigaction(SIGINT, &action, NULL);
-}
-
-static int fail(const char *format, const char *detail) {
-  fputs("error: ", stderr);
-  fprintf(stderr, format, detail);
-  fputc('\n', stderr);
-  return 1;
-}
-
-static double now_seconds(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static int session_failed(moert_session_t *session, moert_status_t status) {
-  fprintf(stderr, "error: %s: %s\n", moert_status_name(status),
-          moert_session_last_error(session));
-  return 1;
 }
 
 /* What a generation did, for the timings line. */
@@ -93,7 +72,7 @@ static int generate(moert_session_t *session, const moert_text_interface *text,
   int32_t vocab = (int32_t)moert_model.vocab;
   float *logits = malloc((size_t)vocab * sizeof(float));
   if (!logits) {
-    return fail("out of memory for %s logits", "the");
+    return cli_fail("out of memory for the logits");
   }
   moert_detokenizer decoder;
   moert_detokenizer_init(&decoder, text->tokenizer, /*skip_special=*/1);
@@ -101,7 +80,7 @@ static int generate(moert_session_t *session, const moert_text_interface *text,
   moert_text piece = {0};
   interrupted = 0;
   generating = 1;
-  double start = now_seconds();
+  double start = cli_now_seconds();
   stats->stopped = "limit";
   int rc = 0;
   for (int32_t produced = 0; limit < 0 || produced < limit; ++produced) {
@@ -118,7 +97,7 @@ static int generate(moert_session_t *session, const moert_text_interface *text,
       break;
     }
     if (moert_token_list_push(history, next) != MOERT_STATUS_OK) {
-      rc = fail("out of memory%s", "");
+      rc = cli_fail("out of memory");
       break;
     }
     ++stats->generated;
@@ -138,7 +117,7 @@ static int generate(moert_session_t *session, const moert_text_interface *text,
     }
     moert_status_t status = moert_session_decode(session, next);
     if (status != MOERT_STATUS_OK) {
-      rc = session_failed(session, status);
+      rc = cli_session_failed(session, status);
       break;
     }
   }
@@ -149,7 +128,7 @@ static int generate(moert_session_t *session, const moert_text_interface *text,
     fwrite(piece.data, 1, piece.length, stdout);
   }
   fflush(stdout);
-  stats->generate_seconds = now_seconds() - start;
+  stats->generate_seconds = cli_now_seconds() - start;
   moert_text_free(&piece);
   free(logits);
   return rc;
@@ -163,14 +142,14 @@ int cli_run_prompt(moert_session_t *session, const moert_text_interface *text,
       moert_tokenizer_encode(text->tokenizer, o->prompt, strlen(o->prompt), 1,
                              &tokens) != MOERT_STATUS_OK) {
     moert_token_list_free(&tokens);
-    return fail("out of memory while tokenizing %s", "the prompt");
+    return cli_fail("out of memory while tokenizing the prompt");
   }
   int32_t context = moert_session_context(session);
   if (tokens.count == 0) {
     moert_token_list_free(&tokens);
-    return fail("-p: the prompt is empty (and %s has no BOS token to start "
-                "from)",
-                moert_model.family);
+    return cli_fail("-p: the prompt is empty (and %s has no BOS token to start "
+                    "from)",
+                    moert_model.family);
   }
   if ((int64_t)tokens.count >= context) {
     fprintf(stderr,
@@ -186,12 +165,12 @@ int cli_run_prompt(moert_session_t *session, const moert_text_interface *text,
     fflush(stdout);
   }
   run_stats_t stats = {.prompt_tokens = (int32_t)tokens.count};
-  double start = now_seconds();
+  double start = cli_now_seconds();
   moert_status_t status = feed(session, &tokens, 0);
-  stats.prompt_seconds = now_seconds() - start;
+  stats.prompt_seconds = cli_now_seconds() - start;
   int rc = 0;
   if (status != MOERT_STATUS_OK) {
-    rc = session_failed(session, status);
+    rc = cli_session_failed(session, status);
   } else {
     moert_sampler sampler;
     moert_sampler_init(&sampler, &o->sampling);
@@ -313,7 +292,7 @@ int cli_run_chat(moert_session_t *session, const moert_text_interface *text,
   moert_sampler_init(&sampler, &o->sampling);
   int rc = 0;
   if (start_conversation(text, o, &c) != MOERT_STATUS_OK) {
-    rc = fail("out of memory%s", "");
+    rc = cli_fail("out of memory");
   }
   if (interactive && rc == 0) {
     fprintf(stderr,
@@ -347,7 +326,7 @@ int cli_run_chat(moert_session_t *session, const moert_text_interface *text,
     if (user_turn(text, line, &turn) != MOERT_STATUS_OK ||
         add_turn(&c, turn) != MOERT_STATUS_OK) {
       moert_token_list_free(&turn);
-      rc = fail("out of memory%s", "");
+      rc = cli_fail("out of memory");
       break;
     }
     /* Too long: drop the oldest turns (never the head or this turn). */
@@ -378,15 +357,15 @@ int cli_run_chat(moert_session_t *session, const moert_text_interface *text,
       fed = 0;
     }
     if (render(&c, &rendered) != MOERT_STATUS_OK) {
-      rc = fail("out of memory%s", "");
+      rc = cli_fail("out of memory");
       break;
     }
     run_stats_t stats = {.prompt_tokens = (int32_t)(rendered.count - fed)};
-    double start = now_seconds();
+    double start = cli_now_seconds();
     moert_status_t status = feed(session, &rendered, fed);
-    stats.prompt_seconds = now_seconds() - start;
+    stats.prompt_seconds = cli_now_seconds() - start;
     if (status != MOERT_STATUS_OK) {
-      rc = session_failed(session, status);
+      rc = cli_session_failed(session, status);
       break;
     }
     fed = rendered.count;
@@ -398,7 +377,7 @@ int cli_run_chat(moert_session_t *session, const moert_text_interface *text,
     rc = generate(session, text, &sampler, &rendered, limit, &stats);
     for (size_t i = before; rc == 0 && i < rendered.count; ++i) {
       if (moert_token_list_push(&reply, rendered.ids[i]) != MOERT_STATUS_OK) {
-        rc = fail("out of memory%s", "");
+        rc = cli_fail("out of memory");
       }
     }
     /* The session holds the reply but the last token sampled (unless a
@@ -407,11 +386,11 @@ int cli_run_chat(moert_session_t *session, const moert_text_interface *text,
     if (text->chat && rc == 0 &&
         moert_chat_append_slot(text, MOERT_CHAT_ASSISTANT_SUFFIX, &reply) !=
             MOERT_STATUS_OK) {
-      rc = fail("out of memory%s", "");
+      rc = cli_fail("out of memory");
     }
     if (add_turn(&c, reply) != MOERT_STATUS_OK) {
       moert_token_list_free(&reply);
-      rc = fail("out of memory%s", "");
+      rc = cli_fail("out of memory");
     }
     fputc('\n', stdout);
     fflush(stdout);
@@ -430,7 +409,7 @@ int cli_run_tokenize(const moert_text_interface *text, const char *input) {
   moert_token_list ids = {0};
   if (moert_tokenizer_encode(text->tokenizer, input, strlen(input), 1, &ids) !=
       MOERT_STATUS_OK) {
-    return fail("out of memory while tokenizing %s", "the text");
+    return cli_fail("out of memory while tokenizing the text");
   }
   for (size_t i = 0; i < ids.count; ++i) {
     printf(i ? ",%d" : "%d", ids.ids[i]);

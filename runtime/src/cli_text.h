@@ -27,6 +27,16 @@ int cli_run_chat(moert_session_t *session, const moert_text_interface *text,
                  const text_options_t *o);
 int cli_run_tokenize(const moert_text_interface *text, const char *input);
 
+/* Shared with cli.c (which defines them): prints "error: ..." to stderr and
+ * returns 1; the monotonic clock in seconds; a session's failure. */
+int cli_fail(const char *format, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 1, 2)))
+#endif
+    ;
+double cli_now_seconds(void);
+int cli_session_failed(moert_session_t *session, moert_status_t status);
+
 /* Installs the Ctrl-C handler: the first press stops generation, a press
  * while nothing generates ends the program. */
 void cli_install_interrupt(void);

@@ -9,8 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define META_UTF8 "\xE2\x96\x81" /* U+2581, SentencePiece's space */
-
 /*===----------------------------------------------------------------------===*/
 /* Growable lists                                                             */
 /*===----------------------------------------------------------------------===*/
@@ -174,7 +172,7 @@ static moert_status_t build_printed(moert_tokenizer *t) {
       continue;
     }
     for (size_t i = 0; i < n;) {
-      if (fallback && i + 3 <= n && memcmp(text + i, META_UTF8, 3) == 0) {
+      if (fallback && i + 3 <= n && memcmp(text + i, MOERT_META_UTF8, 3) == 0) {
         t->printed[o++] = ' ';
         i += 3;
       } else {

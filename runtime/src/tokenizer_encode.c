@@ -16,8 +16,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define META_UTF8 "\xE2\x96\x81" /* U+2581, SentencePiece's space */
-
 moert_unicode_class moert_unicode_classify(uint32_t cp) {
   if (cp < 0x80) {
     if ((cp >= 'a' && cp <= 'z') || (cp >= 'A' && cp <= 'Z')) {
@@ -380,12 +378,12 @@ static moert_status_t encode_byte_fallback(encoder *e, const uint8_t *s,
   }
   size_t m = 0;
   if (prepend) {
-    memcpy(e->normalized, META_UTF8, 3);
+    memcpy(e->normalized, MOERT_META_UTF8, 3);
     m = 3;
   }
   for (size_t i = 0; i < n; ++i) {
     if (s[i] == ' ' && (t->flags & MOERT_TOKENIZER_SPACE_TO_META)) {
-      memcpy(e->normalized + m, META_UTF8, 3);
+      memcpy(e->normalized + m, MOERT_META_UTF8, 3);
       m += 3;
     } else {
       e->normalized[m++] = s[i];
@@ -397,7 +395,7 @@ static moert_status_t encode_byte_fallback(encoder *e, const uint8_t *s,
   /* Metaspace split: each word starts at a U+2581 (merged with next). */
   size_t start = 0;
   for (size_t i = 1; i + 3 <= m; ++i) {
-    if (memcmp(e->normalized + i, META_UTF8, 3) == 0) {
+    if (memcmp(e->normalized + i, MOERT_META_UTF8, 3) == 0) {
       MOERT_RETURN_IF_ERROR(encode_word(e, e->normalized + start, i - start));
       start = i;
       i += 2;

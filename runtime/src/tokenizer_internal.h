@@ -12,6 +12,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* U+2581, SentencePiece's space, in UTF-8. */
+#define MOERT_META_UTF8 "\xE2\x96\x81"
+
 struct moert_tokenizer {
   uint32_t kind, flags;
   int32_t unk_id;
