@@ -660,6 +660,23 @@ static const char *repeat_form_name(int32_t form) {
                                                 : "none";
 }
 
+/* " 0 (<|endoftext|>)": an id with its text, control tokens included. */
+static void print_token_with_text(const moert_tokenizer *tokenizer,
+                                  int32_t id) {
+  moert_detokenizer decoder;
+  moert_text piece = {0};
+  moert_detokenizer_init(&decoder, tokenizer, /*skip_special=*/0);
+  decoder.at_start = 0; /* the token as it reads mid-text */
+  if (moert_detokenizer_push(&decoder, id, &piece) == MOERT_STATUS_OK &&
+      moert_detokenizer_flush(&decoder, &piece) == MOERT_STATUS_OK &&
+      piece.length > 0) {
+    printf(" %d (%.*s)", id, (int)piece.length, piece.data);
+  } else {
+    printf(" %d", id);
+  }
+  moert_text_free(&piece);
+}
+
 static void print_text_info(const moert_text_interface *text) {
   const moert_sampler_params *d = &text->defaults;
   printf("tokenizer:      %d tokens%s\n",
@@ -671,7 +688,7 @@ static void print_text_info(const moert_text_interface *text) {
          repeat_form_name(d->repeat_form), d->repeat_last_n);
   printf("stop tokens:   ");
   for (uint32_t i = 0; i < text->stop_count; ++i) {
-    printf(" %d", text->stop[i]);
+    print_token_with_text(text->tokenizer, text->stop[i]);
   }
   printf("%s\n", text->stop_count ? "" : " none");
 }

@@ -2,7 +2,8 @@
 """End-to-end test of one family's fixture: generate, compile, run, compare.
 
 1. Writes a random-weight checkpoint of --family in its publisher's on-disk
-   format (test/reference/families.py), with seeds checked for top-k margins.
+   format (test/reference/families.py), with seeds checked for top-k margins;
+   or takes a trained one (--model-dir, e.g. the bundled examples/kjv).
 2. Compiles it with moec for --target (default: host).
 3. For every prompt: runs the executable's prefill (--logits-out) and its
    token-by-token decode (--logits-out --decode), and compares both with
@@ -105,6 +106,9 @@ def main():
     # Prompts are separated by '/' (a ';' does not survive CMake).
     ap.add_argument("--prompts", default="1,2,3,4,5,6,7/9/42,0,42,0,17,33,2,2,2,71,11")
     ap.add_argument("--generate", type=int, default=8)
+    ap.add_argument("--model-dir", default="",
+                    help="compile this checkpoint (of --family) instead of writing a "
+                         "random-weight fixture")
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args()
 
@@ -115,18 +119,24 @@ def main():
     work = tempfile.mkdtemp(prefix="moec-e2e-")
     passed = failed = 0
     try:
-        model_dir = os.path.join(work, "model")
         family = families.get(args.family)
         prompts = families.parse_prompts(args.prompts)
-        options = {}
-        for item in args.fixture:
-            key, _, value = item.partition("=")
-            try:
-                options[key] = json.loads(value)
-            except ValueError:
-                options[key] = value
-        seed = family.write_checked_fixture(model_dir, args.preset, args.seed, prompts, options)
-        print("fixture: %s preset %s seed %d %s" % (args.family, args.preset, seed, options))
+        if args.model_dir:
+            model_dir = args.model_dir
+            print("checkpoint: %s (%s)" % (model_dir, args.family))
+        else:
+            model_dir = os.path.join(work, "model")
+            options = {}
+            for item in args.fixture:
+                key, _, value = item.partition("=")
+                try:
+                    options[key] = json.loads(value)
+                except ValueError:
+                    options[key] = value
+            seed = family.write_checked_fixture(model_dir, args.preset, args.seed, prompts,
+                                                options)
+            print("fixture: %s preset %s seed %d %s" % (args.family, args.preset, seed,
+                                                        options))
         exe = os.path.join(work, "model.exe")
         compile_cmd = [args.moec, "compile", model_dir, "-o", exe, "-q",
                        "--target=" + args.target] + args.compile_flag
