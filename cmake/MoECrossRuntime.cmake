@@ -51,4 +51,6 @@ set(CMAKE_FIND_ROOT_PATH_MODE_PACKAGE ONLY)
     BUILD_ALWAYS ON
     INSTALL_COMMAND ""
     BUILD_BYPRODUCTS ${lib}/libmoert.a ${lib}/libmoert_main.a)
+  install(FILES ${lib}/libmoert.a ${lib}/libmoert_main.a
+          DESTINATION lib/${name})
 endfunction()

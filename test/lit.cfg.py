@@ -12,7 +12,7 @@ config.test_format = lit.formats.ShTest(not llvm_config.use_lit_shell)
 config.suffixes = [".mlir", ".test"]
 config.test_source_root = os.path.dirname(__file__)
 config.test_exec_root = os.path.join(config.moe_obj_root, "test")
-config.excludes = ["reference", "e2e", "unit", "CMakeLists.txt", "lit.cfg.py"]
+config.excludes = ["reference", "e2e", "unit", "packaging", "CMakeLists.txt", "lit.cfg.py"]
 config.substitutions.append(("%PATH%", config.environment["PATH"]))
 config.substitutions.append(("%reference_python", config.moe_reference_python))
 config.substitutions.append(("%moe_obj_root", config.moe_obj_root))

@@ -9,6 +9,7 @@
 //   6. write the weight file, emit host code (moe-cpu-host-pipeline)
 //                                      -> --emit=c
 //   7. compile the host code           -> --emit=obj
+//   8. link an executable (--emit=exe) or archive a library (--emit=lib)
 //   8. link the executable.
 // Outputs are written under temporary names and renamed at the very end,
 // so a failure at any stage leaves no half-written executable or weights.
@@ -18,6 +19,8 @@
 #include "compiler/Driver/Driver.h"
 
 #include "compiler/Driver/DriverConfig.h"
+#include "compiler/Driver/ModelLibrary.h"
+#include "compiler/Driver/PendingFile.h"
 #include "compiler/Driver/Toolchain.h"
 #include "compiler/Driver/WeightWriter.h"
 #include "compiler/Pipelines/Pipelines.h"
@@ -62,6 +65,7 @@ std::optional<EmitStage> parseEmitStage(llvm::StringRef text) {
       .Case("asm", EmitStage::Asm)
       .Case("obj", EmitStage::Obj)
       .Case("exe", EmitStage::Exe)
+      .Case("lib", EmitStage::Lib)
       .Default(std::nullopt);
 }
 
@@ -118,34 +122,6 @@ private:
   }
 
   ScopedDiagnosticHandler handler;
-};
-
-/// A file written under a temporary name and renamed when committed;
-/// removed if never committed.
-class PendingFile {
-public:
-  explicit PendingFile(std::string path)
-      : final(std::move(path)),
-        temp(final + ".tmp" + std::to_string(::getpid())) {}
-  ~PendingFile() {
-    if (!committed) {
-      llvm::sys::fs::remove(temp);
-    }
-  }
-  const std::string &tempPath() const { return temp; }
-  LogicalResult commit() {
-    if (std::error_code ec = llvm::sys::fs::rename(temp, final)) {
-      llvm::errs() << "moec: error: cannot write " << final << ": "
-                   << ec.message() << "\n";
-      return failure();
-    }
-    committed = true;
-    return success();
-  }
-
-private:
-  std::string final, temp;
-  bool committed = false;
 };
 
 /// Writes text to `path` ("" or "-": stdout) through a temporary file.
@@ -410,18 +386,23 @@ LogicalResult runCompile(const DriverOptions &options) {
   if (!target) {
     return reportError(target.takeError());
   }
-  if (options.emit == EmitStage::Exe && options.outputPath.empty()) {
-    llvm::errs() << "moec: error: compile needs -o <executable>\n";
+  // The stages that write the weight file and link with the runtime.
+  bool linked =
+      options.emit == EmitStage::Exe || options.emit == EmitStage::Lib;
+  if (linked && options.outputPath.empty()) {
+    llvm::errs() << "moec: error: compile needs -o <"
+                 << (options.emit == EmitStage::Lib ? "dir/name" : "executable")
+                 << ">\n";
     return failure();
   }
   // What linking needs is checked before any expensive work.
   std::optional<RuntimeLocation> runtime;
-  if (options.emit == EmitStage::Obj || options.emit == EmitStage::Exe) {
+  if (options.emit == EmitStage::Obj || linked) {
     if (llvm::Error err = checkToolchain(*target)) {
       return reportError(std::move(err));
     }
     llvm::Expected<RuntimeLocation> found =
-        findRuntime(options.argv0, *target, options.emit == EmitStage::Exe);
+        findRuntime(options.argv0, *target, linked);
     if (!found) {
       return reportError(found.takeError());
     }
@@ -532,9 +513,18 @@ LogicalResult runCompile(const DriverOptions &options) {
 
   // Weights (their hash goes into the host code).
   std::string exePath = options.outputPath;
+  llvm::StringRef outputDir = llvm::sys::path::parent_path(exePath);
+  if (options.emit == EmitStage::Lib && !outputDir.empty()) {
+    // -o dir/name names a directory of files, which moec makes.
+    if (std::error_code ec = llvm::sys::fs::create_directories(outputDir)) {
+      llvm::errs() << "moec: error: cannot create " << outputDir << ": "
+                   << ec.message() << "\n";
+      return failure();
+    }
+  }
   PendingFile weightsFile(exePath + ".weights");
   uint64_t weightsHash = 0;
-  if (options.emit == EmitStage::Exe) {
+  if (linked) {
     Clock::time_point weightStart = Clock::now();
     FailureOr<WeightFileInfo> info =
         writeWeightFile(module, *loaded.tensors, loaded.description.family,
@@ -594,6 +584,29 @@ LogicalResult runCompile(const DriverOptions &options) {
         llvm::errs() << "moec: error: cannot write " << to << "\n";
         return failure();
       }
+    }
+    return success();
+  }
+
+  if (options.emit == EmitStage::Lib) {
+    ModelLibraryInfo info{loaded.description.family, options.target,
+                          MOEC_VERSION};
+    if (llvm::Error err = writeModelLibrary(*target, *runtime, objects,
+                                            options.outputPath, info)) {
+      return reportError(std::move(err));
+    }
+    if (failed(weightsFile.commit())) {
+      return failure();
+    }
+    if (options.verbose) {
+      llvm::StringRef dir = llvm::sys::path::parent_path(exePath);
+      std::string name = llvm::sys::path::filename(exePath).str();
+      std::string at = dir.empty() ? "" : (dir + "/").str();
+      llvm::errs() << llvm::formatv(
+          "moec: wrote {0}lib{1}.a, {0}{1}.h and {0}{1}.weights in {2:f1} s; "
+          "link with: {3} app.c -I{4} {0}lib{1}.a {5}\n",
+          at, name, secondsSince(start), target->cc,
+          dir.empty() ? "." : dir.str(), llvm::join(target->ldflags, " "));
     }
     return success();
   }

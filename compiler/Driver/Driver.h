@@ -29,6 +29,7 @@ enum class EmitStage {
   Asm,     // assembly of every kernel
   Obj,     // kernel and host objects, in a directory
   Exe,     // the executable and its weight file (the default)
+  Lib,     // a static library, its C header and the weight file
 };
 
 struct DriverOptions {

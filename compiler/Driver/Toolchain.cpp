@@ -86,6 +86,11 @@ llvm::Expected<RuntimeLocation> findRuntime(const char *argv0,
                         ? target.runtimeDir
                         : root + "/" + target.runtimeDir;
   location.includeDir = root + "/include";
+  // The build tree and an installation carry HalideRuntime.h beside
+  // moert/; a runtime-only MOEC_RUNTIME_DIR may lean on Halide's package.
+  if (llvm::sys::fs::exists(location.includeDir + "/HalideRuntime.h")) {
+    location.halideIncludeDir = location.includeDir;
+  }
   std::vector<std::string> needed{location.includeDir + "/moert/host_abi.h"};
   if (libraries) {
     needed.push_back(location.libDir + "/libmoert.a");

@@ -736,65 +736,35 @@ int main(int argc, char **argv) {
     self[n] = '\0';
     snprintf(weights_path, sizeof(weights_path), "%s.weights", self);
   }
-  if (o.threads > 0) {
-    moert_set_threads(o.threads);
-  }
-  // Before anything runs a kernel: a clear message, not SIGILL.
-  if (!moert_model_runs_here(&moert_model)) {
-    return cli_fail(
-        "this executable was compiled for --target=%s, and this CPU "
-        "lacks instructions its kernels use; compile the model with "
-        "--target=host (or a target this CPU has: moec targets)",
-        moert_model.target);
-  }
-
+  moert_llm_options llm_options;
+  moert_llm_options_initialize(&llm_options);
+  llm_options.weights_path = weights_path;
+  llm_options.context = o.context;
+  llm_options.threads = o.threads;
+  llm_options.verify_weights = o.verify_weights;
   char error[1024] = "";
-  moert_weights_t *weights = NULL;
-  moert_status_t status = moert_weights_open(weights_path, &moert_model,
-                                             &weights, error, sizeof(error));
-  if (status != MOERT_STATUS_OK) {
+  moert_llm *llm = NULL;
+  if (moert_llm_open(&moert_model, moert_model_text,
+                     (uint64_t)moert_model_text_size, &llm_options, &llm, error,
+                     sizeof(error)) != MOERT_STATUS_OK) {
     return cli_fail("%s", error);
   }
-  if (o.verify_weights &&
-      moert_weights_verify(weights, error, sizeof(error)) != MOERT_STATUS_OK) {
-    moert_weights_release(weights);
-    return cli_fail("%s", error);
-  }
-  moert_session_options_t session_options;
-  moert_session_options_initialize(&session_options);
-  session_options.context = o.context;
-  moert_session_t *session = NULL;
-  status =
-      moert_session_create(&moert_model, weights, &session_options, &session);
-  if (status != MOERT_STATUS_OK) {
-    moert_weights_release(weights);
-    return cli_fail("cannot create a session: %s", moert_status_name(status));
-  }
+  moert_session_t *session = moert_llm_session(llm);
+  moert_text_interface *text = moert_llm_text_interface(llm);
+  int has_text = text != NULL;
 
   static dump_state_t dump;
   if (o.dump_dir) {
     if (mkdir(o.dump_dir, 0755) != 0 && errno != EEXIST) {
-      moert_session_release(session);
-      moert_weights_release(weights);
+      moert_llm_free(llm);
       return cli_fail("--dump-activations: cannot create %s: %s", o.dump_dir,
                       strerror(errno));
     }
     dump.dir = o.dump_dir;
     moert_session_set_dump(session, dump_tensor, &dump);
   }
-  moert_text_interface text;
-  int has_text = 0;
-  if (moert_model_text_size > 0) {
-    status = moert_text_interface_open(moert_model_text,
-                                       (size_t)moert_model_text_size, &text,
-                                       error, sizeof(error));
-    if (status != MOERT_STATUS_OK) {
-      moert_session_release(session);
-      moert_weights_release(weights);
-      return cli_fail("the executable's tokenizer does not load: %s", error);
-    }
-    has_text = 1;
-    merge_sampling(&o, &text.defaults);
+  if (has_text) {
+    merge_sampling(&o, &text->defaults);
   }
   int rc = 0;
   if ((o.text.prompt || o.text.chat || o.tokenize) && !has_text) {
@@ -802,15 +772,15 @@ int main(int argc, char **argv) {
                   "tokenizer file beside the checkpoint; compile with "
                   "--tokenizer=FILE), so it takes token ids: --tokens IDS");
   } else if (o.info) {
-    print_info(weights_path, session, has_text ? &text : NULL);
+    print_info(weights_path, session, text);
   } else if (o.bench) {
     rc = run_bench(session, &o);
   } else if (o.tokenize) {
-    rc = cli_run_tokenize(&text, o.tokenize);
+    rc = cli_run_tokenize(text, o.tokenize);
   } else if (o.text.prompt || o.text.chat) {
     cli_install_interrupt();
-    rc = o.text.chat ? cli_run_chat(session, &text, &o.text)
-                     : cli_run_prompt(session, &text, &o.text);
+    rc = o.text.chat ? cli_run_chat(session, text, &o.text)
+                     : cli_run_prompt(session, text, &o.text);
   } else {
     int32_t *tokens = NULL;
     int32_t count = 0;
@@ -827,10 +797,6 @@ int main(int argc, char **argv) {
   for (int i = 0; i < dump.count; ++i) {
     free(dump.names[i]);
   }
-  if (has_text) {
-    moert_text_interface_close(&text);
-  }
-  moert_session_release(session);
-  moert_weights_release(weights);
+  moert_llm_free(llm);
   return rc;
 }

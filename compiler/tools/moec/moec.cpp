@@ -68,7 +68,8 @@ cl::opt<std::string>
 cl::opt<std::string> emit(
     "emit",
     cl::desc("stop after a stage and write it: moe | lowered | kernels | c | "
-             "stmt | asm | obj | exe (default)"),
+             "stmt | asm | obj | exe (default) | lib (a static library and "
+             "C header to embed the model: -o dir/name)"),
     cl::init("exe"), cl::cat(category));
 cl::opt<int64_t> prefillChunk(
     "prefill-chunk",
@@ -200,7 +201,7 @@ int main(int argc, char **argv) {
             llvm::Expected<mlir::moe::RuntimeLocation> runtime =
                 mlir::moe::findRuntime(argv[0], t);
             if (runtime) {
-              return "built";
+              return runtime->libDir;
             }
             llvm::consumeError(runtime.takeError());
             return "MISSING (rebuild moec with " + t.ccPackage + " installed)";
@@ -250,8 +251,9 @@ int main(int argc, char **argv) {
   }
   std::optional<mlir::moe::EmitStage> stage = mlir::moe::parseEmitStage(emit);
   if (!stage) {
-    errs() << "moec: error: --emit=" << emit
-           << ": expected moe, lowered, kernels, c, stmt, asm, obj or exe\n";
+    errs()
+        << "moec: error: --emit=" << emit
+        << ": expected moe, lowered, kernels, c, stmt, asm, obj, exe or lib\n";
     return 1;
   }
 

@@ -5,6 +5,7 @@
 
 #include "moert/hash.h"
 #include "moert/host_abi.h"
+#include "moert/llm.h"
 #include "moert/sampler.h"
 #include "moert/session.h"
 #include "moert/status.h"

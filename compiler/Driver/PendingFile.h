@@ -1,0 +1,54 @@
+//===- PendingFile.h - Outputs that appear whole or not at all --*- C++ -*-===//
+//
+// Every file moec writes goes through a temporary name beside it and is
+// renamed into place once complete, so a failed compile never leaves a
+// half-written output.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOE_COMPILER_DRIVER_PENDINGFILE_H
+#define MOE_COMPILER_DRIVER_PENDINGFILE_H
+
+#include "mlir/Support/LogicalResult.h"
+
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include <string>
+#include <unistd.h>
+
+namespace mlir::moe {
+
+/// A file written under a temporary name and renamed when committed;
+/// removed if never committed.
+class PendingFile {
+public:
+  explicit PendingFile(std::string path)
+      : final(std::move(path)),
+        temp(final + ".tmp" + std::to_string(::getpid())) {}
+  PendingFile(const PendingFile &) = delete;
+  PendingFile &operator=(const PendingFile &) = delete;
+  ~PendingFile() {
+    if (!committed) {
+      llvm::sys::fs::remove(temp);
+    }
+  }
+  const std::string &tempPath() const { return temp; }
+  LogicalResult commit() {
+    if (std::error_code ec = llvm::sys::fs::rename(temp, final)) {
+      llvm::errs() << "moec: error: cannot write " << final << ": "
+                   << ec.message() << "\n";
+      return failure();
+    }
+    committed = true;
+    return success();
+  }
+
+private:
+  std::string final, temp;
+  bool committed = false;
+};
+
+} // namespace mlir::moe
+
+#endif // MOE_COMPILER_DRIVER_PENDINGFILE_H
