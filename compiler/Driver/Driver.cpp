@@ -21,6 +21,7 @@
 #include "compiler/Driver/DriverConfig.h"
 #include "compiler/Driver/ModelLibrary.h"
 #include "compiler/Driver/PendingFile.h"
+#include "compiler/Driver/TextInterface.h"
 #include "compiler/Driver/Toolchain.h"
 #include "compiler/Driver/WeightWriter.h"
 #include "compiler/Pipelines/Pipelines.h"
@@ -198,8 +199,10 @@ LogicalResult runPipeline(ModuleOp module,
 }
 
 /// Loads, recognises and imports the model; prints the recogniser's notes.
+/// `withText`: also reads the tokenizer the executable embeds.
 FailureOr<std::pair<fe::LoadedModel, OwningOpRef<ModuleOp>>>
-loadAndImport(MLIRContext &context, const DriverOptions &options) {
+loadAndImport(MLIRContext &context, const DriverOptions &options,
+              bool withText) {
   fe::LoadOptions loadOptions;
   loadOptions.family = options.family;
   llvm::Expected<fe::LoadedModel> loaded =
@@ -208,18 +211,11 @@ loadAndImport(MLIRContext &context, const DriverOptions &options) {
     return reportError(loaded.takeError());
   }
   fe::ModelDescription &model = loaded->description;
-  fe::TextOptions textOptions;
-  if (loaded->family.root.contains("text")) {
-    textOptions.section = &loaded->family.root["text"];
+  if (withText) {
+    if (llvm::Error err = attachTextInterface(*loaded, options.tokenizerPath)) {
+      return reportError(std::move(err));
+    }
   }
-  textOptions.modelDir = loaded->modelDir;
-  textOptions.tokenizerPath = options.tokenizerPath;
-  textOptions.modelVocab = model.vocab;
-  auto textBlob = fe::buildTextBlob(textOptions, model.notes);
-  if (!textBlob) {
-    return reportError(textBlob.takeError());
-  }
-  loaded->textBlob = std::move(*textBlob);
   bool capacityRule = false;
   for (fe::LayerDesc &layer : model.layers) {
     if (layer.moe && layer.moe->router.capacity != fe::CapacityRule::Dropless) {
@@ -361,7 +357,7 @@ LogicalResult runImport(const DriverOptions &options) {
   registerAllDialects(registry);
   MLIRContext context(registry, MLIRContext::Threading::DISABLED);
   DiagnosticPrinter printer(context);
-  auto imported = loadAndImport(context, options);
+  auto imported = loadAndImport(context, options, /*withText=*/false);
   if (failed(imported)) {
     return failure();
   }
@@ -415,7 +411,7 @@ LogicalResult runCompile(const DriverOptions &options) {
     return failure();
   }
 
-  auto imported = loadAndImport(context, options);
+  auto imported = loadAndImport(context, options, /*withText=*/true);
   if (failed(imported)) {
     return failure();
   }
@@ -628,6 +624,23 @@ LogicalResult runCompile(const DriverOptions &options) {
         exeBytes / 1e6, secondsSince(start));
   }
   return success();
+}
+
+llvm::Error attachTextInterface(fe::LoadedModel &loaded,
+                                const std::string &tokenizerPath) {
+  fe::TextOptions textOptions;
+  if (loaded.family.root.contains("text")) {
+    textOptions.section = &loaded.family.root["text"];
+  }
+  textOptions.modelDir = loaded.modelDir;
+  textOptions.tokenizerPath = tokenizerPath;
+  textOptions.modelVocab = loaded.description.vocab;
+  auto textBlob = fe::buildTextBlob(textOptions, loaded.description.notes);
+  if (!textBlob) {
+    return textBlob.takeError();
+  }
+  loaded.textBlob = std::move(*textBlob);
+  return llvm::Error::success();
 }
 
 } // namespace mlir::moe

@@ -8,6 +8,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "compiler/Driver/Driver.h"
+#include "compiler/Driver/TextInterface.h"
 
 #include "frontends/family/LoadModel.h"
 
@@ -131,6 +132,12 @@ LogicalResult runInspect(const DriverOptions &options, bool json) {
   if (!loaded) {
     llvm::errs() << "moec: error: " << llvm::toString(loaded.takeError())
                  << "\n";
+    return failure();
+  }
+  // What the executable would embed, as a note (a broken tokenizer file is
+  // an error here as in compile).
+  if (llvm::Error err = attachTextInterface(*loaded, options.tokenizerPath)) {
+    llvm::errs() << "moec: error: " << llvm::toString(std::move(err)) << "\n";
     return failure();
   }
   const fe::ModelDescription &model = loaded->description;

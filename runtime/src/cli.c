@@ -679,9 +679,16 @@ static void print_token_with_text(const moert_tokenizer *tokenizer,
 
 static void print_text_info(const moert_text_interface *text) {
   const moert_sampler_params *d = &text->defaults;
-  printf("tokenizer:      %d tokens%s\n",
-         moert_tokenizer_vocab_size(text->tokenizer),
+  int32_t tokens = moert_tokenizer_vocab_size(text->tokenizer);
+  printf("tokenizer:      %d tokens%s", tokens,
          text->chat ? ", chat format" : ", no chat format (a base model)");
+  if (tokens < moert_model.vocab) {
+    // Padding rows of the embedding (or ids a chat format names): the
+    // model may sample them, and they print nothing.
+    printf("; ids %d-%lld have no text", tokens,
+           (long long)moert_model.vocab - 1);
+  }
+  printf("\n");
   printf("sampling:       temp %g, top-k %d, top-p %g, min-p %g, repeat "
          "penalty %g (%s, last %d)\n",
          d->temperature, d->top_k, d->top_p, d->min_p, d->repeat_penalty,
