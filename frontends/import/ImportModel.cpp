@@ -107,7 +107,7 @@ private:
                               p.format == fe::PackedFormat::Sign1
                                   ? PackedFormat::Sign1
                                   : PackedFormat::Int4),
-        b.getI64IntegerAttr(ref.shape.back()),
+        b.getI64IntegerAttr(ref.shape.back()), /*group=*/IntegerAttr(),
         p.lowBitsFirst ? b.getUnitAttr() : UnitAttr(),
         p.offsetBinary ? b.getUnitAttr() : UnitAttr());
   }

@@ -106,7 +106,11 @@ def MoE_PackedFormat : I32EnumAttr<"PackedFormat",
   I32EnumAttrCase<"Sign1", 0, "sign1">,
   // 4 bits per weight: a signed code in [-8, 7] (two's complement, or
   // offset binary with `offset_binary`).
-  I32EnumAttrCase<"Int4", 1, "int4">
+  I32EnumAttrCase<"Int4", 1, "int4">,
+  // 2 bits per weight: a signed code in [-2, 1] (or offset binary).
+  I32EnumAttrCase<"Int2", 2, "int2">,
+  // 8 bits per weight: a signed code in [-128, 127] (or offset binary).
+  I32EnumAttrCase<"Int8", 3, "int8">
 ]> {
   let genSpecializedAttr = 0;
   let cppNamespace = "::mlir::moe";

@@ -504,6 +504,20 @@ LogicalResult KVCacheLayerOp::verify() {
 // DequantizeOp
 //===----------------------------------------------------------------------===//
 
+int64_t DequantizeOp::bitsOf(PackedFormat format) {
+  switch (format) {
+  case PackedFormat::Sign1:
+    return 1;
+  case PackedFormat::Int2:
+    return 2;
+  case PackedFormat::Int4:
+    return 4;
+  case PackedFormat::Int8:
+    return 8;
+  }
+  llvm_unreachable("unknown packed format");
+}
+
 LogicalResult DequantizeOp::verify() {
   auto packed = getPacked().getType();
   auto scale = getScale().getType();
@@ -512,11 +526,15 @@ LogicalResult DequantizeOp::verify() {
       !result.hasStaticShape()) {
     return emitOpError("expects static shapes");
   }
-  // [.., B] bytes, [.., N] scales, [.., N, K] weights.
+  // [.., B] bytes, [.., N] or [.., N, groups] scales, [.., N, K] weights.
+  std::optional<int64_t> group = getGroup();
   int64_t lead = result.getRank() - 2;
-  if (lead < 0 || packed.getRank() != lead + 1 || scale.getRank() != lead + 1) {
-    return emitOpError("expects packed [.., B], scale [.., N] and result "
-                       "[.., N, K] with the same leading dimensions");
+  int64_t scaleRank = lead + (group ? 2 : 1);
+  if (lead < 0 || packed.getRank() != lead + 1 ||
+      scale.getRank() != scaleRank) {
+    return emitOpError("expects packed [.., B], scale ")
+           << (group ? "[.., N, groups]" : "[.., N]")
+           << " and result [.., N, K] with the same leading dimensions";
   }
   for (int64_t i = 0; i < lead; ++i) {
     if (packed.getDimSize(i) != result.getDimSize(i) ||
@@ -530,18 +548,29 @@ LogicalResult DequantizeOp::verify() {
            << cols << ") for a result of " << result;
   }
   if (scale.getDimSize(lead) != rows) {
-    return emitOpError("expects one scale per row (")
-           << rows << "), got " << scale.getDimSize(lead);
+    return emitOpError("expects scales for ")
+           << rows << " rows, got " << scale.getDimSize(lead);
   }
-  int64_t bits = getFormat() == PackedFormat::Sign1 ? 1 : 4;
+  if (group) {
+    if (*group < 1) {
+      return emitOpError("expects group(G) with G >= 1, got ") << *group;
+    }
+    int64_t groups = (cols + *group - 1) / *group;
+    if (scale.getDimSize(lead + 1) != groups) {
+      return emitOpError("expects ")
+             << groups << " scales per row (ceil(" << cols << " / " << *group
+             << ")), got " << scale.getDimSize(lead + 1);
+    }
+  }
+  int64_t bits = bitsOf(getFormat());
   int64_t bytes = (rows * cols * bits + 7) / 8;
   if (packed.getDimSize(lead) != bytes) {
     return emitOpError("expects ")
            << bytes << " bytes of " << stringifyPackedFormat(getFormat())
            << " codes per matrix, got " << packed.getDimSize(lead);
   }
-  if (getOffsetBinary() && getFormat() != PackedFormat::Int4) {
-    return emitOpError("offset_binary applies to int4 codes only");
+  if (getOffsetBinary() && getFormat() == PackedFormat::Sign1) {
+    return emitOpError("offset_binary applies to int2, int4 and int8 codes");
   }
   return success();
 }

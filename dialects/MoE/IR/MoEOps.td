@@ -62,19 +62,22 @@ def MoE_WeightOp : MoE_Op<"weight", [Pure]> {
 }
 
 def MoE_DequantizeOp : MoE_Op<"dequantize", [Pure]> {
-  let summary = "A weight from packed low-bit codes and per-row scales.";
+  let summary = "A weight from packed low-bit codes and their scales.";
   let description = [{
-    `result[.., r, c] = scale[.., r] * code(i)` where `i = r * K + c` indexes
-    the codes of one matrix `[N, K]` flattened row-major, packed into the
-    bytes of `packed` (`[.., B]`, B = ceil(N * K * bits / 8)) as
-    `np.packbits`-style writers lay them out:
+    `result[.., r, c] = scale[.., r, c / G] * code(i)` where `i = r * K + c`
+    indexes the codes of one matrix `[N, K]` flattened row-major, packed
+    into the bytes of `packed` (`[.., B]`, B = ceil(N * K * bits / 8)).
+    Without `group(G)` there is one scale per row (`scale [.., N]`); with
+    it one per G consecutive columns of a row (`scale [.., N, ceil(K / G)]`).
 
-    * `sign1`: code `i` is bit `i % 8` of byte `i / 8`, counted from the
-      most significant bit (from the least with `low_bits_first`); 1 is +1
-      and 0 is -1.
-    * `int4`: code `i` is nibble `i % 2` of byte `i / 2`, the high nibble
-      first (the low nibble with `low_bits_first`); two's complement, or
-      the nibble minus 8 with `offset_binary`.
+    Code `i` of a `bits`-wide format is bits-slot `i % (8 / bits)` of byte
+    `i / (8 / bits)`, slots counted from the most significant end (from the
+    least with `low_bits_first`), as `np.packbits`-style writers lay them
+    out:
+
+    * `sign1`: 1 bit; 1 is +1 and 0 is -1.
+    * `int2`, `int4`, `int8`: two's complement codes, or the unsigned slot
+      minus 2^(bits-1) with `offset_binary`.
 
     Leading dimensions stack matrices (experts). The op is pure and cheap
     per element: kernels recompute it where the weight is read, so a packed
@@ -83,16 +86,24 @@ def MoE_DequantizeOp : MoE_Op<"dequantize", [Pure]> {
     ```mlir
     %w = moe.dequantize %codes, %scale format(sign1) cols(768)
         : tensor<8x24576xui8>, tensor<8x256xf32> -> tensor<8x256x768xf32>
+    %v = moe.dequantize %q4, %s format(int4) cols(768) group(32)
+        : tensor<98304xui8>, tensor<256x24xf32> -> tensor<256x768xf32>
     ```
   }];
   let arguments = (ins RankedTensorOf<[UI8]>:$packed,
                        RankedTensorOf<[F32]>:$scale,
                        MoE_PackedFormatAttr:$format, I64Attr:$cols,
+                       OptionalAttr<I64Attr>:$group,
                        UnitAttr:$low_bits_first, UnitAttr:$offset_binary);
   let results = (outs RankedTensorOf<[F32]>:$result);
   let assemblyFormat = [{
     $packed `,` $scale `format` `(` custom<BareEnum>($format) `)` `cols` `(` $cols `)`
+    (`group` `(` $group^ `)`)?
     attr-dict `:` type($packed) `,` type($scale) `->` type($result)
+  }];
+  let extraClassDeclaration = [{
+    /// Bits per code of `format`.
+    static int64_t bitsOf(PackedFormat format);
   }];
   let hasVerifier = 1;
 }

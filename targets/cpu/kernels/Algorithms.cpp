@@ -130,24 +130,30 @@ OpFuncs dequantize(const KernelEnv &env, const TensorFunc &packed,
     return f.func(args);
   };
   Expr index = v[1] * cols + v[0];
+  // Code `index` is slot index % perByte of byte index / perByte, slots
+  // counted from the most significant end unless lowBitsFirst.
+  int perByte = 8 / codes.bits;
+  Expr byte = cast<int32_t>(at(packed, index / perByte));
+  Expr slot = index % perByte;
+  Expr shift = (codes.lowBitsFirst ? slot : perByte - 1 - slot) * codes.bits;
+  Expr raw = (byte >> shift) & ((1 << codes.bits) - 1);
   Expr value;
   if (codes.sign1) {
-    Expr byte = cast<int32_t>(at(packed, index / 8));
-    Expr bit = index % 8;
-    Expr shift = codes.lowBitsFirst ? bit : 7 - bit;
-    value = select(((byte >> shift) & 1) == 1, 1.0f, -1.0f);
+    value = select(raw == 1, 1.0f, -1.0f);
   } else {
-    Expr byte = cast<int32_t>(at(packed, index / 2));
-    Expr first = index % 2 == 0;
-    Expr low = byte & 15, high = (byte >> 4) & 15;
-    Expr nibble = codes.lowBitsFirst ? select(first, low, high)
-                                     : select(first, high, low);
-    Expr code = codes.offsetBinary ? nibble - 8
-                                   : select(nibble >= 8, nibble - 16, nibble);
+    int half = 1 << (codes.bits - 1);
+    Expr code = codes.offsetBinary ? raw - half
+                                   : select(raw >= half, raw - 2 * half, raw);
     value = cast<float>(code);
   }
   Func out(env.name("dequantize"));
-  out(v) = value * at(scale, v[1]);
+  if (codes.group > 0) {
+    std::vector<Expr> args{v[0] / codes.group, v[1]};
+    args.insert(args.end(), lead.begin(), lead.end());
+    out(v) = value * scale.func(args);
+  } else {
+    out(v) = value * at(scale, v[1]);
+  }
   return {{{out, resultShape}}, {pointwiseSchedule(env, rank)}, true};
 }
 

@@ -92,14 +92,17 @@ RootSchedule pointwiseSchedule(const KernelEnv &env, int rank);
 
 /// How a packed weight stores its codes (moe.dequantize's attributes).
 struct PackedCodes {
-  bool sign1 = true; // else int4
+  int bits = 1;      // 1, 2, 4 or 8 per code
+  bool sign1 = true; // 1 bit: +1/-1; else signed integers
+  int group = 0;     // columns per scale; 0: one scale per row
   bool lowBitsFirst = false;
   bool offsetBinary = false;
 };
 
 /// The f32 weight [.., N, K] of packed codes `packed` ([.., B] bytes, the
-/// codes of each matrix row-major) and per-row `scale` ([.., N]); elementwise,
-/// so consumers read the codes directly.
+/// codes of each matrix row-major) and `scale` ([.., N] per row, or
+/// [.., N, ceil(K / group)]); elementwise, so consumers read the codes
+/// directly.
 OpFuncs dequantize(const KernelEnv &env, const TensorFunc &packed,
                    const TensorFunc &scale, const PackedCodes &codes,
                    std::vector<int64_t> resultShape);

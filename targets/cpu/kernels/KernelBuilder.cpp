@@ -159,7 +159,9 @@ LogicalResult Builder::buildOp(Operation *op) {
   return llvm::TypeSwitch<Operation *, LogicalResult>(op)
       .Case<DequantizeOp>([&](DequantizeOp d) {
         PackedCodes codes;
+        codes.bits = static_cast<int>(DequantizeOp::bitsOf(d.getFormat()));
         codes.sign1 = d.getFormat() == PackedFormat::Sign1;
+        codes.group = d.getGroup() ? static_cast<int>(*d.getGroup()) : 0;
         codes.lowBitsFirst = d.getLowBitsFirst();
         codes.offsetBinary = d.getOffsetBinary();
         record(d, dequantize(env, need(d.getPacked()), need(d.getScale()),

@@ -592,7 +592,7 @@ func.func @dequantize_bytes(%c: tensor<59xui8>, %s: tensor<40xf32>) {
 // -----
 
 func.func @dequantize_scales(%c: tensor<240xui8>, %s: tensor<41xf32>) {
-  // expected-error @+1 {{'moe.dequantize' op expects one scale per row (40), got 41}}
+  // expected-error @+1 {{'moe.dequantize' op expects scales for 40 rows, got 41}}
   %0 = moe.dequantize %c, %s format(int4) cols(12) : tensor<240xui8>, tensor<41xf32> -> tensor<40x12xf32>
   return
 }
@@ -600,7 +600,40 @@ func.func @dequantize_scales(%c: tensor<240xui8>, %s: tensor<41xf32>) {
 // -----
 
 func.func @dequantize_offset(%c: tensor<60xui8>, %s: tensor<40xf32>) {
-  // expected-error @+1 {{'moe.dequantize' op offset_binary applies to int4 codes only}}
+  // expected-error @+1 {{'moe.dequantize' op offset_binary applies to int2, int4 and int8 codes}}
   %0 = moe.dequantize %c, %s format(sign1) cols(12) {offset_binary} : tensor<60xui8>, tensor<40xf32> -> tensor<40x12xf32>
+  return
+}
+
+// -----
+
+// 12 columns in groups of 5: 3 scales a row (the last group is short).
+func.func @dequantize_groups(%c: tensor<480xui8>, %s: tensor<40x2xf32>) {
+  // expected-error @+1 {{'moe.dequantize' op expects 3 scales per row (ceil(12 / 5)), got 2}}
+  %0 = moe.dequantize %c, %s format(int8) cols(12) group(5) : tensor<480xui8>, tensor<40x2xf32> -> tensor<40x12xf32>
+  return
+}
+
+// -----
+
+func.func @dequantize_group_rank(%c: tensor<120xui8>, %s: tensor<40xf32>) {
+  // expected-error @+1 {{'moe.dequantize' op expects packed [.., B], scale [.., N, groups] and result [.., N, K] with the same leading dimensions}}
+  %0 = moe.dequantize %c, %s format(int2) cols(12) group(4) : tensor<120xui8>, tensor<40xf32> -> tensor<40x12xf32>
+  return
+}
+
+// -----
+
+func.func @dequantize_group_zero(%c: tensor<120xui8>, %s: tensor<40x1xf32>) {
+  // expected-error @+1 {{'moe.dequantize' op expects group(G) with G >= 1, got 0}}
+  %0 = moe.dequantize %c, %s format(int2) cols(12) group(0) : tensor<120xui8>, tensor<40x1xf32> -> tensor<40x12xf32>
+  return
+}
+
+// -----
+
+func.func @dequantize_int2_bytes(%c: tensor<119xui8>, %s: tensor<40xf32>) {
+  // expected-error @+1 {{'moe.dequantize' op expects 120 bytes of int2 codes per matrix, got 119}}
+  %0 = moe.dequantize %c, %s format(int2) cols(12) : tensor<119xui8>, tensor<40xf32> -> tensor<40x12xf32>
   return
 }

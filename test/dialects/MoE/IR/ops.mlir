@@ -115,6 +115,17 @@ func.func @dequantize(%codes: tensor<4x60xui8>, %scale: tensor<4x40xf32>, %c4: t
   return %0, %1 : tensor<4x40x12xf32>, tensor<40x6xf32>
 }
 
+// Group scales (32 columns each; 70 columns make 3 groups, the last short)
+// and the 8- and 2-bit formats.
+// CHECK-LABEL: func.func @dequantize_groups
+func.func @dequantize_groups(%q8: tensor<3x700xui8>, %s8: tensor<3x10x3xf32>, %q2: tensor<175xui8>, %s2: tensor<10x3xf32>) -> (tensor<3x10x70xf32>, tensor<10x70xf32>) {
+  // CHECK: moe.dequantize %{{.+}}, %{{.+}} format(int8) cols(70) group(32) : tensor<3x700xui8>, tensor<3x10x3xf32> -> tensor<3x10x70xf32>
+  %0 = moe.dequantize %q8, %s8 format(int8) cols(70) group(32) : tensor<3x700xui8>, tensor<3x10x3xf32> -> tensor<3x10x70xf32>
+  // CHECK: moe.dequantize %{{.+}}, %{{.+}} format(int2) cols(70) group(32) {low_bits_first} : tensor<175xui8>, tensor<10x3xf32> -> tensor<10x70xf32>
+  %1 = moe.dequantize %q2, %s2 format(int2) cols(70) group(32) {low_bits_first} : tensor<175xui8>, tensor<10x3xf32> -> tensor<10x70xf32>
+  return %0, %1 : tensor<3x10x70xf32>, tensor<10x70xf32>
+}
+
 // CHECK-LABEL: func.func @conv_split
 func.func @conv_split(%x: tensor<?x64xf32>, %w: tensor<64x1x3xf32>, %state: !conv, %pos: index) -> tensor<?x64xf32> {
   // CHECK: moe.cached_conv1d %{{.+}}, %{{.+}} state(%{{.+}}[1]) at %{{.+}} : tensor<?x64xf32>, tensor<64x1x3xf32>, !moe.conv_state<layers = 2, channels = 64, width = 3, element = f32>

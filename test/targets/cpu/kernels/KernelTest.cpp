@@ -520,57 +520,70 @@ TEST(CpuKernels, CacheWriteThenAttention) {
 }
 
 /// Dequantizes random codes of a stack of 3 matrices [5, 12] (60 codes:
-/// not a whole number of bytes per row) with every packing option, and
-/// compares with unpacking by hand, code by code.
+/// not a whole number of bytes per row below 8 bits) with every format and
+/// packing option, per-row and in groups of 5 columns (the last group of a
+/// row is short), and compares with unpacking by hand, code by code.
 TEST(CpuKernels, DequantizeEveryPacking) {
   const int E = 3, N = 5, K = 12;
-  for (bool sign1 : {true, false}) {
-    for (bool lowFirst : {false, true}) {
-      for (bool offset : {false, true}) {
-        if (sign1 && offset) {
-          continue;
-        }
-        int bits = sign1 ? 1 : 4;
-        int B = (N * K * bits + 7) / 8;
-        std::string attrs = std::string(sign1 ? "sign1" : "int4") +
-                            ") cols(12)" + (lowFirst || offset ? " {" : "") +
-                            (lowFirst ? "low_bits_first" : "") +
-                            (lowFirst && offset ? ", " : "") +
-                            (offset ? "offset_binary" : "") +
-                            (lowFirst || offset ? "}" : "");
-        std::string bytes = "tensor<3x" + std::to_string(B) + "xui8>";
-        Kernel kernel("moe.kernel @k(%c: " + bytes +
-                      ", %s: tensor<3x5xf32>) -> tensor<3x5x12xf32> {\n"
-                      "  %0 = moe.dequantize %c, %s format(" +
-                      attrs + " : " + bytes +
-                      ", tensor<3x5xf32> -> tensor<3x5x12xf32>\n"
-                      "  moe.yield %0 : tensor<3x5x12xf32>\n}\n");
-        Vec codes = randomValues(E * B, 51, 0, 255.99f);
-        for (float &c : codes) {
-          c = std::floor(c);
-        }
-        Vec scale = randomValues(E * N, 52, 0.1f, 2.0f);
-        std::vector<Vec> out =
-            kernel.run({{codes, {E, B}}, {scale, {E, N}}}, 1);
-        ASSERT_EQ(out.size(), 1u);
-        Vec want(E * N * K);
-        for (int e = 0; e < E; ++e) {
-          for (int i = 0; i < N * K; ++i) {
-            int byte = int(codes[e * B + i * bits / 8]);
-            float q;
-            if (sign1) {
-              int shift = lowFirst ? i % 8 : 7 - i % 8;
-              q = (byte >> shift) & 1 ? 1.0f : -1.0f;
-            } else {
-              bool low = (i % 2 == 0) == lowFirst;
-              int nibble = low ? byte & 15 : byte >> 4;
-              q = float(offset ? nibble - 8
-                               : (nibble >= 8 ? nibble - 16 : nibble));
-            }
-            want[e * N * K + i] = q * scale[e * N + i / K];
+  const std::pair<const char *, int> formats[] = {
+      {"sign1", 1}, {"int2", 2}, {"int4", 4}, {"int8", 8}};
+  for (auto [format, bits] : formats) {
+    for (int group : {0, 5}) {
+      for (bool lowFirst : {false, true}) {
+        for (bool offset : {false, true}) {
+          if (bits == 1 && offset) {
+            continue;
           }
+          int B = (N * K * bits + 7) / 8,
+              G = group ? (K + group - 1) / group : 1;
+          std::string attrs =
+              std::string(format) + ") cols(12)" + (group ? " group(5)" : "") +
+              (lowFirst || offset ? " {" : "") +
+              (lowFirst ? "low_bits_first" : "") +
+              (lowFirst && offset ? ", " : "") +
+              (offset ? "offset_binary" : "") + (lowFirst || offset ? "}" : "");
+          std::string bytes = "tensor<3x" + std::to_string(B) + "xui8>";
+          std::string scales = group
+                                   ? "tensor<3x5x" + std::to_string(G) + "xf32>"
+                                   : std::string("tensor<3x5xf32>");
+          Kernel kernel("moe.kernel @k(%c: " + bytes + ", %s: " + scales +
+                        ") -> tensor<3x5x12xf32> {\n"
+                        "  %0 = moe.dequantize %c, %s format(" +
+                        attrs + " : " + bytes + ", " + scales +
+                        " -> tensor<3x5x12xf32>\n"
+                        "  moe.yield %0 : tensor<3x5x12xf32>\n}\n");
+          Vec codes = randomValues(E * B, 51, 0, 255.99f);
+          for (float &c : codes) {
+            c = std::floor(c);
+          }
+          Vec scale = randomValues(E * N * G, 52, 0.1f, 2.0f);
+          std::vector<int> scaleShape{E, N};
+          if (group) {
+            scaleShape.push_back(G);
+          }
+          std::vector<Vec> out =
+              kernel.run({{codes, {E, B}}, {scale, scaleShape}}, 1);
+          ASSERT_EQ(out.size(), 1u);
+          Vec want(E * N * K);
+          int perByte = 8 / bits, half = 1 << (bits - 1);
+          for (int e = 0; e < E; ++e) {
+            for (int i = 0; i < N * K; ++i) {
+              int byte = int(codes[e * B + i / perByte]);
+              int slot = i % perByte;
+              int shift = (lowFirst ? slot : perByte - 1 - slot) * bits;
+              int raw = (byte >> shift) & ((1 << bits) - 1);
+              float q = bits == 1     ? (raw ? 1.0f : -1.0f)
+                        : offset      ? float(raw - half)
+                        : raw >= half ? float(raw - 2 * half)
+                                      : float(raw);
+              int row = i / K, col = i % K;
+              float s = group ? scale[(e * N + row) * G + col / group]
+                              : scale[e * N + row];
+              want[e * N * K + i] = q * s;
+            }
+          }
+          expectClose(out[0], want, 0, "dequantize " + attrs);
         }
-        expectClose(out[0], want, 0, "dequantize " + attrs);
       }
     }
   }
