@@ -2,22 +2,32 @@
 """End-to-end text test of one family: text in, text out, as the reference would.
 
 1. Writes a random-weight fixture of --family (test/reference/families.py) with a
-   vocabulary that holds a tokenizer in the family's published format
-   (test/reference/fixture_tokenizers.py), and compiles it with moec.
+   vocabulary that holds a tokenizer in the family's published format beside it
+   (test/reference/fixture_tokenizers.py), and compiles it with moec. The seed is
+   checked on what the test will run: every prompt and conversation, with the
+   reference's own replies, must route with top-k margins, and every greedy choice
+   must win by a margin rounding cannot close.
 2. Completion: for each prompt, the executable's prompt ids (--tokenize) must decode
    back to the prompt; `-p PROMPT -n N` must print the prompt and then exactly the
-   text of the PyTorch reference's greedy continuation under the family's default
-   repetition penalty (both forms re-implemented here from their definitions), up to
-   a stop token. Families whose default samples are run with --temp 0. A seeded
-   sampled run is repeated and must print the same text.
-3. Chat (families with a chat format): two user turns through a pipe, with the
-   conversation built here from the family's template as its card writes it; each
-   reply must be the reference's. Then the output rows of a stop token and of a
-   token the reference writes mid-reply are swapped in the checkpoint, so the model
-   now writes the stop token there: the executable's first reply must end just
-   before it, and the second turn must carry on from that history.
+   text of the PyTorch reference's greedy continuation (BOS first where the family
+   adds one) under the family's default repetition penalty, up to a stop token.
+   Families whose default samples are run with --temp 0 and their other defaults. A
+   seeded sampled run is repeated and must print the same text.
+3. Chat: two user lines through a pipe; for SSMoELM and Moonlight the conversation is
+   built here from the family's template as its card writes it (with and without a
+   system turn), for a base model it is the text itself; each reply must be the
+   reference's after the whole conversation so far. Then (chat formats) the output
+   rows of a stop token and of a token the reference writes mid-reply are swapped in
+   the checkpoint, so the model writes the stop token there: the executable's first
+   reply must end just before it, and the second turn carry on from that history.
 4. Limits: a prompt longer than -c is refused with a message naming the context; a
-   conversation that outgrows it drops its oldest turns and says so.
+   conversation that outgrows it drops its oldest turns, says so and goes on.
+
+Moonlight's prefill has a capacity rule: -p runs the default executable against the
+reference's generate (the prompt in one prefill call with the rule, then cached
+decode); the chat checks run an executable compiled --moe-dropless against the
+dropless reference, since the executable prefills only each new turn, which the
+rule would see as its own call (family_e2e.py checks the rule itself).
 
 Prints one line per check and "N passed, N failed" last; exits 1 on any failure.
 """
@@ -39,38 +49,54 @@ import families  # noqa: E402
 import fixture_tokenizers  # noqa: E402
 from safetensors_io import read_safetensors, write_safetensors  # noqa: E402
 
-PROMPTS = ["The quick brown fox", "In the beginning, 2026 words: Zürich!"]
-GENERATE = 20
+PROMPTS = ["The quick brown fox", "In the beginning, 2026 words: Zürich!",
+           "We met at the café; 3 + 4 = 7?"]
+GENERATE = 24
 CHAT_TURNS = ["Hello, how are you today?", "What is a mixture of experts?"]
 CHAT_REPLY = 12
+SYSTEM = "You are terse."
+OVERFLOW_TURNS = ["the sea is calm, %d ships sail" % i for i in range(8)]
+OVERFLOW_ROOM, OVERFLOW_REPLY = 48, 4
+# A greedy choice is safe when the best (penalised) logit beats the second by this
+# fraction of itself (at least 1): the executable's logits are ~1e-6 from the
+# reference's (family_e2e.py holds them to 1e-4 of a row's range).
+GREEDY_GAP = 3e-4
+# The byte-level tokenizers have 513-514 ids; the model a few more, without text.
+TEXT_VOCAB = 576
 
-# Per family: fixture options giving room for the tokenizer, the tokenizer writer,
-# the template pieces (None: a base model), the stop token the chat check makes the
-# model write, and compile/reference options. Moonlight is compiled dropless so that
-# its prefill and decode are the same function of the sequence (its capacity rule
-# is checked by family_e2e.py); here the text around the model is under test.
+# Per family: fixture options giving room for the tokenizer, the tokenizer writer and
+# its options (the publisher's layout: the tokenizers trainer puts special tokens
+# first, GPT-2 last), the stop token the chat check makes the model write, and
+# whether its chat runs dropless (see the docstring).
 FAMILIES = {
-    "physics": dict(fixture={"set": "vocab_size=2048"}, tokenizer="byte_level"),
-    "linnet": dict(fixture={"sizes": {"vocab": 2048}}, tokenizer="byte_level"),
-    "slimmoe": dict(fixture={"cfg_overrides": {"vocab_size": 2048}},
-                    tokenizer="byte_level"),
-    "ssmoelm": dict(fixture={"sizes": {"vocab_size": 500}}, tokenizer="byte_fallback",
-                    stop_to_force="<eos>"),
+    "physics": dict(fixture={"set": "vocab_size=%d" % TEXT_VOCAB},
+                    tokenizer=("byte_level", {"specials_first": True})),
+    "linnet": dict(fixture={"sizes": {"vocab": TEXT_VOCAB}},
+                   tokenizer=("byte_level", {"specials": ["<|endoftext|>", "<|padding|>"],
+                                             "specials_first": True})),
+    "slimmoe": dict(fixture={"cfg_overrides": {"vocab_size": TEXT_VOCAB}},
+                    tokenizer=("byte_level", {})),
+    "ssmoelm": dict(fixture={"sizes": {"vocab_size": TEXT_VOCAB}},
+                    tokenizer=("byte_fallback", {}), stop_to_force="<eos>"),
     "moonlight": dict(fixture={"cfg_overrides": {"vocab_size": 50260, "ctx_size": 256}},
-                      tokenizer="tiktoken", stop_to_force=50256,  # see mask_textless_outputs
-                      compile=["--moe-dropless"], reference={"dropless": True}),
+                      tokenizer=("tiktoken", {}), stop_to_force=50256, chat_dropless=True),
 }
 
-# The family descriptions' text sections, as the cards give them (frontends/families).
+# The text defaults as the cards and specs give them (not read from
+# frontends/families, which is what is under test): BOS, stop tokens, temperature,
+# repetition penalty (form, p, window; -1: the whole text), chat format.
 DEFAULTS = {
-    "physics": dict(bos=None, stop=["<|endoftext|>"], penalty=None),
-    "linnet": dict(bos="<|endoftext|>", stop=["<|endoftext|>"], penalty=None),
-    "slimmoe": dict(bos=None, stop=["<|endoftext|>"], penalty=None),
-    "ssmoelm": dict(bos="<bos>", stop=["<|eot|>", "<eos>"],
-                    penalty=("sign_aware", 1.3, -1)),
-    "moonlight": dict(bos=None, stop=[50256], penalty=("divide_by_count", 1.15, 10)),
+    "physics": dict(bos=None, stop=["<|endoftext|>"], temperature=0, penalty=None),
+    "linnet": dict(bos="<|endoftext|>", stop=["<|endoftext|>"], temperature=1.0,
+                   penalty=None),
+    "slimmoe": dict(bos=None, stop=["<|endoftext|>"], temperature=1.0, penalty=None),
+    "ssmoelm": dict(bos="<bos>", stop=["<|eot|>", "<eos>"], temperature=0,
+                    penalty=("sign_aware", 1.3, -1), chat="ssmoelm"),
+    "moonlight": dict(bos=None, stop=[50256], temperature=0.7,
+                      penalty=("divide_by_count", 1.15, 10), chat="moonlight"),
 }
-SAMPLES_BY_DEFAULT = {"linnet", "slimmoe", "moonlight"}
+MOONLIGHT_DEFAULT_SYSTEM = ("You are a helpful, accurate, and concise AI assistant. "
+                            "Follow instructions precisely. If you're unsure, say so.")
 
 
 class Checks:
@@ -98,38 +124,10 @@ def run(cmd, stdin=None, check=True):
     return result
 
 
-def penalize(logits, history, penalty):
-    """The two repetition-penalty forms, once per distinct token of the window:
-    Hugging Face's sign-aware one (logit / p if positive, else * p), and Moonlight's
-    logit / p^count (count: occurrences in the window)."""
-    if penalty is None:
-        return logits
-    form, p, last_n = penalty
-    window = history if last_n < 0 else history[-last_n:]
-    logits = logits.clone()
-    for token in set(window):
-        if form == "sign_aware":
-            logits[token] = logits[token] / p if logits[token] > 0 else logits[token] * p
-        else:
-            logits[token] = logits[token] / p ** window.count(token)
-    return logits
-
-
-def reference_reply(model, history, limit, stops, penalty, options):
-    """Greedy tokens after `history` until a stop token (not included) or `limit`."""
-    sequence, reply = list(history), []
-    with torch.no_grad():
-        while len(reply) < limit:
-            logits = model.forward(sequence, **options)[-1].float()
-            token = int(penalize(logits, sequence, penalty).argmax())
-            if token in stops:
-                return reply, True
-            reply.append(token)
-            sequence.append(token)
-    return reply, False
-
-
 class Fixture:
+    """The checkpoint, its tokenizer, its executables, and what the reference says
+    they must print (computed while choosing the seed)."""
+
     def __init__(self, args, family_name, work):
         self.args = args
         self.name = family_name
@@ -138,17 +136,26 @@ class Fixture:
         self.family = families.get(family_name)
         self.dir = os.path.join(work, "model")
         self.exe = os.path.join(work, "model.exe")
-        self.family.write_checked_fixture(self.dir, "tiny", args.seed, [[1, 2, 3]],
-                                          self.setup["fixture"])
-        self.decoder = getattr(fixture_tokenizers, self.setup["tokenizer"])(self.dir)
-        if self.name == "moonlight":
-            mask_textless_outputs(self)
+        self.chat_exe = os.path.join(work, "chat.exe") if self.setup.get("chat_dropless") \
+            else self.exe
+        self.chat_options = {"dropless": True} if self.setup.get("chat_dropless") else {}
+        self.ids_of = {}  # text -> ids: the tokenizer is the same for every seed
+        self.seed = self.family.write_checked_fixture(
+            self.dir, "tiny", args.seed, self.expect, self.setup["fixture"],
+            finish=self.add_tokenizer)
         self.compile()
 
+    def add_tokenizer(self, out_dir):
+        writer, options = self.setup["tokenizer"]
+        self.decoder = getattr(fixture_tokenizers, writer)(out_dir, **options)
+        if self.name == "moonlight":
+            mask_textless_outputs(self)
+
     def compile(self):
-        run([self.args.moec, "compile", self.dir, "-o", self.exe, "-q"]
-            + self.setup.get("compile", []))
-        self.model = self.family.load(self.dir)
+        run([self.args.moec, "compile", self.dir, "-o", self.exe, "-q"])
+        if self.chat_exe != self.exe:
+            run([self.args.moec, "compile", self.dir, "-o", self.chat_exe, "-q",
+                 "--moe-dropless"])
 
     def token(self, ref):
         """An id, from a token's text or an id."""
@@ -159,36 +166,67 @@ class Fixture:
         return ids[0]
 
     def tokenize(self, text):
-        """The executable's ids of `text` (without BOS)."""
-        out = run([self.exe, "--tokenize", text]).stdout.strip()
-        return [int(t) for t in out.split(",")] if out else []
+        """moec's ids of `text` (without BOS); the executable's are checked to agree."""
+        if text not in self.ids_of:
+            out = run([self.args.moec, "tokenize", self.dir, text]).stdout.strip()
+            self.ids_of[text] = [int(t) for t in out.split(",")] if out else []
+        return self.ids_of[text]
 
-    def stops(self):
-        return {self.token(s) for s in self.defaults["stop"]}
+    def prompt_ids(self, prompt):
+        bos = self.defaults["bos"]
+        return ([self.token(bos)] if bos else []) + self.tokenize(prompt)
 
     def greedy_flags(self):
-        return ["--temp", "0"] if self.name in SAMPLES_BY_DEFAULT else []
+        return ["--temp", "0"] if self.defaults["temperature"] != 0 else []
 
-    def reply(self, history, limit):
-        return reference_reply(self.model, history, limit, self.stops(),
-                               self.defaults["penalty"], self.setup.get("reference", {}))
+    def reply(self, model, history, limit, options):
+        stops = {self.token(s) for s in self.defaults["stop"]}
+        return families.greedy_reply(model, history, limit, stops, self.defaults["penalty"],
+                                     **options)
+
+    def expect(self, model):
+        """What every check must see, from `model`. Returns the prompts (each prefilled
+        in one call) for write_checked_fixture's routing check, or None to reject the
+        seed: when a greedy choice is too close to call, or when a token the executable
+        runs after its prompt's prefill (a reply; a chat turn) routes without margins,
+        which is checked here without the capacity rule (no capacity rule sees them)."""
+        self.completions = {p: self.reply(model, self.prompt_ids(p), GENERATE, {})
+                            for p in PROMPTS}
+        decoded = [self.prompt_ids(p) + r.ids for p, r in self.completions.items()]
+        self.chats = {}
+        for system in (None, SYSTEM) if self.defaults.get("chat") else (None,):
+            self.chats[system], history = expected_chat(self, model, system)
+            decoded.append(history)
+        self.overflow, history = expected_chat(self, model, None, OVERFLOW_TURNS,
+                                               OVERFLOW_REPLY, self.overflow_context())
+        decoded.append(history)
+        replies = list(self.completions.values()) + self.overflow
+        replies += [r for chat in self.chats.values() for r in chat]
+        if min(r.gap for r in replies) < GREEDY_GAP or \
+                not self.family.routing_ok(model, decoded, dropless=True):
+            return None
+        return [self.prompt_ids(p) for p in PROMPTS]
+
+    def overflow_context(self):
+        """The overflow check's context: the conversation's head and 48 tokens, which
+        a few of its lines outgrow."""
+        return len(conversation(self, None)[0]) + OVERFLOW_ROOM
 
 
 def check_completion(fx, checks):
     for prompt in PROMPTS:
-        ids = fx.tokenize(prompt)
-        text = fx.decoder.decode(ids)
-        if fx.setup["tokenizer"] == "byte_fallback":
-            text = text[1:] if text.startswith(" ") else text  # the decoder's Strip
-        checks.expect(text == prompt, "--tokenize %r: %d ids that decode back" %
-                      (prompt, len(ids)), "decoded %r" % text)
-        bos = fx.defaults["bos"]
-        history = ([fx.token(bos)] if bos else []) + ids
-        reply, stopped = fx.reply(history, GENERATE)
-        want = prompt + fx.decoder.decode(reply) + "\n"
+        ids = [int(t) for t in run([fx.exe, "--tokenize", prompt]).stdout.strip().split(",")]
+        text = fx.decoder.decode(ids, at_start=True)
+        checks.expect(ids == fx.tokenize(prompt) and text == prompt,
+                      "--tokenize %r: %d ids that decode back" % (prompt, len(ids)),
+                      "ids %s (moec tokenize: %s), decoded %r" % (ids, fx.tokenize(prompt),
+                                                                  text))
+        reply = fx.completions[prompt]
+        # The executable prints the prompt, then the continuation, then a newline.
+        want = prompt + fx.decoder.decode(reply.ids) + "\n"
         got = run([fx.exe, "-p", prompt, "-n", str(GENERATE)] + fx.greedy_flags()).stdout
         checks.expect(got == want, "-p %r: the reference's %d greedy tokens%s" % (
-            prompt, len(reply), " and its stop token" if stopped else ""),
+            prompt, len(reply.ids), " and its stop token" if reply.stopped else ""),
             "got  %r\n     want %r" % (got, want))
     sampled = [fx.exe, "-p", PROMPTS[0], "-n", str(GENERATE), "--temp", "0.8",
                "--top-k", "10", "-s", "5"]
@@ -198,68 +236,66 @@ def check_completion(fx, checks):
                   "%r vs %r" % (first, second))
 
 
-def chat_pieces(fx, parts):
-    """Token ids of template parts: token texts/ids as they are, text through the
-    executable's tokenizer (each part on its own, as the format's parts are)."""
-    ids = []
-    for kind, value in parts:
-        ids += [fx.token(value)] if kind == "token" else fx.tokenize(value)
-    return ids
-
-
-def conversation_template(fx, system):
-    """(head, user turn, end of a reply) as functions of the text, from the cards:
-    SSMoELM <bos><|user|>\\n{u}<|eot|>\\n<|assistant|>\\n{reply}<|eot|>\\n, an
-    optional <|system|>\\n{s}<|eot|>\\n after <bos>; Moonlight [SYSTEM] s [USER] u
-    [ASSISTANT] {reply} with earlier replies not closed, and its default system."""
-    if fx.name == "ssmoelm":
-        head = chat_pieces(fx, [("token", "<bos>")])
+def conversation(fx, system):
+    """(head, user turn as a function of its text, end of a reply), as the cards write
+    the templates. SSMoELM: <bos>, an optional <|system|>\\n{s}<|eot|>\\n, each
+    exchange <|user|>\\n{u}<|eot|>\\n<|assistant|>\\n{reply}<|eot|>\\n. Moonlight:
+    [SYSTEM] {s} (its default system text unless one is given), [USER] {u}
+    [ASSISTANT] {reply}, earlier replies not closed by EOT. A base model: BOS where the
+    family adds one, then the text of each line and each reply as it comes. Each text
+    part is tokenized on its own (the families' descriptions list them as parts)."""
+    token, text = fx.token, fx.tokenize
+    chat = fx.defaults.get("chat")
+    if chat == "ssmoelm":
+        head = [token("<bos>")]
         if system:
-            head += chat_pieces(fx, [("token", "<|system|>"), ("text", "\n"),
-                                     ("text", system), ("token", "<|eot|>"), ("text", "\n")])
-        user = lambda u: chat_pieces(fx, [("token", "<|user|>"), ("text", "\n"), ("text", u),
-                                          ("token", "<|eot|>"), ("text", "\n"),
-                                          ("token", "<|assistant|>"), ("text", "\n")])
-        end = chat_pieces(fx, [("token", "<|eot|>"), ("text", "\n")])
-        return head, user, end
-    system = system or ("You are a helpful, accurate, and concise AI assistant. Follow "
-                        "instructions precisely. If you're unsure, say so.")
-    head = [50257] + fx.tokenize(system)
-    return head, (lambda u: [50258] + fx.tokenize(u) + [50259]), []
+            head += [token("<|system|>")] + text("\n") + text(system) + \
+                [token("<|eot|>")] + text("\n")
+        end = [token("<|eot|>")] + text("\n")
+        return head, (lambda u: [token("<|user|>")] + text("\n") + text(u) + end
+                      + [token("<|assistant|>")] + text("\n")), end
+    if chat == "moonlight":
+        head = [50257] + text(system or MOONLIGHT_DEFAULT_SYSTEM)
+        return head, (lambda u: [50258] + text(u) + [50259]), []
+    return [token(fx.defaults["bos"])] if fx.defaults["bos"] else [], text, []
 
 
-def expected_chat(fx, system):
-    """The replies the reference writes, each after the whole conversation so far."""
-    head, user, end = conversation_template(fx, system)
+def expected_chat(fx, model, system, turns=CHAT_TURNS, limit=CHAT_REPLY, context=None):
+    """The reference's replies, each after the whole conversation so far, and the
+    conversation at the end. With a `context`: only until a turn and its reply's room
+    (`limit`, as the executable reserves -n) would outgrow it, where the executable
+    must drop turns."""
+    head, user, end = conversation(fx, system)
     history, replies = list(head), []
-    for turn in CHAT_TURNS:
+    for turn in turns:
         history += user(turn)
-        reply, _ = fx.reply(history, CHAT_REPLY)
-        replies.append(reply)
-        history += reply + end
-    return replies, head, user
+        if context and len(history) + limit > context:
+            break
+        replies.append(fx.reply(model, history, limit, fx.chat_options))
+        history += replies[-1].ids + end
+    return replies, history
 
 
 def run_chat(fx, system=None):
-    cmd = [fx.exe, "--chat", "-n", str(CHAT_REPLY)] + fx.greedy_flags()
+    cmd = [fx.chat_exe, "--chat", "-n", str(CHAT_REPLY)] + fx.greedy_flags()
     if system:
         cmd += ["--system", system]
     return run(cmd, stdin="".join(t + "\n" for t in CHAT_TURNS)).stdout
 
 
-def check_chat(fx, checks, label, system=None):
-    replies, _, _ = expected_chat(fx, system)
-    want = "".join(fx.decoder.decode(r) + "\n" for r in replies)
+def check_chat(fx, checks, label, system, replies):
+    want = "".join(fx.decoder.decode(r.ids) + "\n" for r in replies)
     got = run_chat(fx, system)
-    checks.expect(got == want, "--chat %s: %s replies as the reference" % (
-        label, "/".join(str(len(r)) for r in replies)), "got  %r\n     want %r" % (got, want))
-    return replies
+    checks.expect(got == want, "--chat %s: %s-token replies as the reference" % (
+        label, "/".join(str(len(r.ids)) for r in replies)),
+        "got  %r\n     want %r" % (got, want))
 
 
 def swap_output_rows(fx, a, b):
     """Swaps the output rows (tied embedding rows, and a head bias) of tokens a and b
     in the checkpoint, in its own format: the model then writes a where it wrote b."""
     if fx.name == "ssmoelm":
+        # Packed 4-bit codes, a whole number of bytes per row, and one scale per row.
         path = os.path.join(fx.dir, "model.safetensors")
         tensors, metadata = read_safetensors(path, return_metadata=True)
         codes_key = next(k for k in tensors if k.endswith("embed_tokens.weight__int4"))
@@ -276,7 +312,7 @@ def swap_output_rows(fx, a, b):
         path = os.path.join(fx.dir, "model.pt")
         checkpoint = torch.load(path, map_location="cpu", weights_only=False)
         done = set()  # tok_emb.weight and lm_head.weight share one storage
-        for key, value in moonlight_state(checkpoint).items():
+        for key, value in checkpoint["model"].items():
             if key.endswith(("tok_emb.weight", "lm_head.weight", "lm_head.bias")) and \
                     value.data_ptr() not in done:
                 done.add(value.data_ptr())
@@ -284,61 +320,79 @@ def swap_output_rows(fx, a, b):
         torch.save(checkpoint, path)
 
 
-def moonlight_state(checkpoint):
-    return checkpoint["model"] if "model" in checkpoint else checkpoint
-
-
 def mask_textless_outputs(fx):
-    """Moonlight's vocabulary is GPT-2's (50257 + roles) and the fixture tokenizer has
-    2048 ids: a head bias of -1e4 on the ids between keeps a random model writing
-    text, as a trained one would (its embedding, tied, is untouched)."""
+    """Moonlight's vocabulary is GPT-2's (50257 + roles) and the fixture tokenizer has a
+    few hundred ids: a head bias of -1e4 on the ids between keeps a random model
+    writing text, as a trained one would (its embedding, tied, is untouched)."""
     path = os.path.join(fx.dir, "model.pt")
     checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    for key, value in moonlight_state(checkpoint).items():
+    for key, value in checkpoint["model"].items():
         if key.endswith("lm_head.bias"):
             first = max(i for i in fx.decoder.pieces if i not in fx.decoder.special) + 1
             value[first:min(fx.decoder.special)] = -1e4
     torch.save(checkpoint, path)
 
 
-def check_forced_stop(fx, checks):
-    """Makes the model write the stop token mid-reply; the reply must end there."""
-    replies, head, user = expected_chat(fx, None)
-    first = replies[0]
-    prompt = set(head + user(CHAT_TURNS[0]))
+def force_stop(fx):
+    """Swaps the output rows of the stop token and of g_k, a token of the reference's
+    first reply g_1..g_n (k >= 2) absent from everything before it, so that the model
+    writes the stop token at step k; the first k for which the reference then stops
+    there and writes a second reply of two tokens or more, with margins. Returns
+    (k, g_k, the reference's replies), or None."""
+    first = fx.chats[None][0].ids
+    head, user, _ = conversation(fx, None)
+    before = set(head + user(CHAT_TURNS[0]))
     stop = fx.token(fx.setup["stop_to_force"])
-    special = fx.decoder.special
-    # A reply of at least two tokens before the stop, where one is possible.
-    candidates = [i for i in range(1, len(first)) if first[i] not in prompt
-                  and first[i] not in first[:i] and first[i] not in special]
-    k = next((i for i in candidates if i >= 2), candidates[0] if candidates else None)
-    if k is None:
+    for k in range(2, len(first)):
+        token = first[k]
+        if token in before or token in first[:k] or token in fx.decoder.special \
+                or token not in fx.decoder.pieces:  # text that the reply would print
+            continue
+        swap_output_rows(fx, stop, token)
+        model = fx.family.load(fx.dir)
+        replies, history = expected_chat(fx, model, None)
+        if (replies[0].ids == first[:k] and replies[0].stopped and len(replies[1].ids) >= 2
+                and min(r.gap for r in replies) >= GREEDY_GAP
+                and fx.family.routing_ok(model, [history], dropless=True)):
+            return k, token, replies
+        swap_output_rows(fx, stop, token)  # back
+    return None
+
+
+def check_forced_stop(fx, checks):
+    forced = force_stop(fx)
+    if forced is None:
         checks.expect(False, "forced stop: no token of the first reply can carry it",
-                      "reply %s" % first)
+                      "reply %s" % fx.chats[None][0].ids)
         return
-    swap_output_rows(fx, stop, first[k])
+    k, token, replies = forced
+    print("      token %d's output row swapped with stop token %s's: the reference now "
+          "stops after %d tokens" % (token, fx.setup["stop_to_force"], k))
     fx.compile()
-    changed, _, _ = expected_chat(fx, None)
-    checks.expect(changed[0] == first[:k],
-                  "forced stop: the reference now stops after %d tokens" % k,
-                  "reference reply %s, expected %s" % (changed[0], first[:k]))
-    check_chat(fx, checks, "with token %d's row swapped for stop token %d" % (first[k], stop))
+    check_chat(fx, checks, "with the forced stop", None, replies)
 
 
 def check_limits(fx, checks):
     long_prompt = " ".join(["the quick brown fox jumps over the lazy dog"] * 12)
     result = run([fx.exe, "-p", long_prompt, "-c", "32"], check=False)
     checks.expect(result.returncode == 1 and "context holds 32" in result.stderr
-                  and "Traceback" not in result.stderr and result.stdout == "",
+                  and "-c/--ctx-size" in result.stderr and result.stdout == "",
                   "-p beyond -c 32: refused, naming the context",
-                  "rc %d, stderr %r" % (result.returncode, result.stderr))
-    turns = "".join("message number %d about the sea and the ships\n" % i for i in range(8))
-    result = run([fx.exe, "--chat", "-c", "64", "-n", "4"] + fx.greedy_flags(),
-                 stdin=turns, check=False)
-    checks.expect(result.returncode == 0 and "oldest turns were dropped" in result.stderr
-                  and result.stdout.count("\n") == 8,
-                  "--chat beyond -c 64: the oldest turns dropped, every turn answered",
-                  "rc %d, stderr %r" % (result.returncode, result.stderr))
+                  "rc %d, stdout %r, stderr %r" % (result.returncode, result.stdout,
+                                                   result.stderr))
+    context = fx.overflow_context()
+    result = run([fx.chat_exe, "--chat", "-c", str(context), "-n", str(OVERFLOW_REPLY)]
+                 + fx.greedy_flags(), stdin="".join(t + "\n" for t in OVERFLOW_TURNS),
+                 check=False)
+    kept = "".join(fx.decoder.decode(r.ids) + "\n" for r in fx.overflow)
+    # Every line answered: a reply line each (a reply may hold a newline too).
+    checks.expect(result.returncode == 0 and result.stdout.startswith(kept)
+                  and "oldest turns were dropped to fit the context of %d" % context
+                  in result.stderr and result.stdout.count("\n") >= len(OVERFLOW_TURNS),
+                  "--chat beyond -c %d: the reference's %d replies, then the oldest turns "
+                  "dropped and every line answered" % (context, len(fx.overflow)),
+                  "rc %d, stdout %r (want it to start %r), stderr %r" % (
+                      result.returncode, result.stdout, kept, result.stderr))
 
 
 def main():
@@ -352,16 +406,18 @@ def main():
     checks = Checks()
     try:
         fx = Fixture(args, args.family, work)
-        print("fixture: %s, tokenizer %s (%d ids)" % (args.family, fx.setup["tokenizer"],
-                                                      fx.decoder.size))
+        print("fixture: %s seed %d, tokenizer %s (%d ids)" % (
+            args.family, fx.seed, fx.setup["tokenizer"][0], fx.decoder.size))
         check_completion(fx, checks)
         check_limits(fx, checks)
-        if "stop_to_force" in fx.setup:
-            check_chat(fx, checks, "(the default system turn)" if fx.name == "moonlight"
-                       else "(no system turn)")
-            if fx.name == "ssmoelm":
-                check_chat(fx, checks, "--system", system="You are terse.")
+        if fx.defaults.get("chat"):
+            default = "the default system turn" if fx.name == "moonlight" else "no system turn"
+            check_chat(fx, checks, "(%s)" % default, None, fx.chats[None])
+            check_chat(fx, checks, "--system %r" % SYSTEM, SYSTEM, fx.chats[SYSTEM])
             check_forced_stop(fx, checks)
+        else:
+            check_chat(fx, checks, "(a base model: the text continues)", None,
+                       fx.chats[None])
     finally:
         if args.keep:
             print("kept " + work)

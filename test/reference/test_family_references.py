@@ -1,5 +1,7 @@
 #!/usr/bin/python3
-"""Self-test of the Moonlight-MoE and SlimMoE references and fixture writers.
+"""Self-test of the Moonlight-MoE and SlimMoE references and fixture writers, and of
+the text helpers the end-to-end tests share (families.greedy_reply and its repetition
+penalties, fixture_tokenizers).
 
     /usr/bin/python3 test/reference/test_family_references.py [-k SUBSTRING] [-v] [--keep] [--slow]
 
@@ -25,6 +27,8 @@ import torch
 _HERE = os.path.dirname(os.path.abspath(__file__))
 if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
+import families  # noqa: E402
+import fixture_tokenizers  # noqa: E402
 import moonlight_model as mm  # noqa: E402
 import slimmoe_model as sm  # noqa: E402
 from safetensors_io import read_safetensors, read_safetensors_header  # noqa: E402
@@ -650,6 +654,68 @@ def test_common_interface_and_determinism():
             assert "out of range" in str(e)
         else:
             raise AssertionError("out-of-range token accepted")
+
+
+def test_repeat_penalty_forms():
+    # Hand examples: once per distinct token of the window; sign-aware divides a
+    # positive logit and multiplies a negative one; divide-by-count divides by
+    # p ** (occurrences in the window), whatever the sign.
+    logits = torch.tensor([2.0, -2.0, 3.0, 1.0])
+    history = [0, 1, 1, 2, 0, 1]
+    got = families.repeat_penalty(logits, history, ("sign_aware", 2.0, -1))
+    assert got.tolist() == [1.0, -4.0, 1.5, 1.0], got
+    got = families.repeat_penalty(logits, history, ("divide_by_count", 2.0, 3))
+    assert got.tolist() == [1.0, -1.0, 1.5, 1.0], got    # window [2, 0, 1]
+    got = families.repeat_penalty(logits, history, ("divide_by_count", 2.0, -1))
+    assert got.tolist() == [0.5, -0.25, 1.5, 1.0], got
+    assert families.repeat_penalty(logits, history, None) is logits
+
+
+def test_greedy_reply():
+    # Without a penalty: Moonlight's own generate (one prefill with the capacity rule,
+    # then cached decode) and SlimMoE's greedy over fresh prefills.
+    m, _ = moon("tiny", 3)
+    t = dropping_prompt(m, 12)
+    assert families.greedy_reply(m, t, 6).ids == m.generate(t, 6)
+    assert families.greedy_reply(m, t, 6, dropless=True).ids == \
+        families.greedy(m, t, 6, dropless=True)
+    s, _ = slim("tiny")
+    reply = families.greedy_reply(s, [5, 6, 7], 8)
+    assert reply.ids == families.greedy(s, [5, 6, 7], 8) and not reply.stopped
+    assert 0 < reply.gap < math.inf
+    # A stop token ends the reply before it; a penalty changes the choices.
+    k = next(i for i in range(1, 8) if reply.ids[i] not in reply.ids[:i])
+    stopped = families.greedy_reply(s, [5, 6, 7], 8, stops={reply.ids[k]})
+    assert stopped.ids == reply.ids[:k] and stopped.stopped, (reply, stopped)
+    penalised = families.greedy_reply(s, [5, 6, 7], 8, penalty=("sign_aware", 50.0, -1))
+    assert not set(penalised.ids) & {5, 6, 7} and len(set(penalised.ids)) == 8, penalised
+
+
+def test_fixture_tokenizers():
+    # Every writer's file is JSON / ranks that cover the bytes, and its decoder gives
+    # the pieces' bytes; special ids print nothing.
+    d = os.path.join(TMP, "tokenizers")
+    os.makedirs(d, exist_ok=True)
+    dec = fixture_tokenizers.byte_level(d, specials=["<|endoftext|>", "<|padding|>"],
+                                        specials_first=True)
+    tok = json.load(open(os.path.join(d, "tokenizer.json"), encoding="utf-8"))
+    assert tok["model"]["vocab"]["<|endoftext|>"] == 0 and dec.special == {0, 1}
+    assert 200 <= len(tok["model"]["merges"]) <= 300 and dec.size == len(tok["model"]["vocab"])
+    the = tok["model"]["vocab"]["\u0120the"]   # GPT-2's stand-in for a space, then "the"
+    assert dec.decode([0, the, 1, the]) == " the the"
+    dec = fixture_tokenizers.byte_level(d)
+    assert dec.special == {dec.size - 1}
+    dec = fixture_tokenizers.tiktoken(d)
+    ranks = open(os.path.join(d, "gpt2.tiktoken")).read().split("\n")
+    assert len(ranks) - 1 == len(dec.pieces) - 4 and dec.size == 50260
+    assert dec.decode([50257, 50258, 50256]) == ""
+    dec = fixture_tokenizers.byte_fallback(d)
+    tok = json.load(open(os.path.join(d, "tokenizer.json"), encoding="utf-8"))
+    assert [tok["model"]["vocab"][s] for s in fixture_tokenizers.SSMOELM_SPECIALS] == \
+        list(range(7))
+    byte = tok["model"]["vocab"]
+    ids = [byte["\u2581the"], byte["<0xC3>"], byte["<0xBC>"]]
+    assert dec.decode(ids) == " the\u00fc" and dec.decode(ids, at_start=True) == "the\u00fc"
 
 
 # =========================================================================== slow (--slow)
