@@ -329,12 +329,14 @@ int cli_run_chat(moert_session_t *session, const moert_text_interface *text,
       rc = cli_fail("out of memory");
       break;
     }
-    /* Too long: drop the oldest turns (never the head or this turn). */
+    /* Too long: drop the oldest exchanges, a user turn with its reply, so
+     * the conversation still starts with a user turn (never the head or
+     * this turn). Turns alternate user, reply from index 0. */
     size_t dropped = 0;
     while (rendered_length(&c) + reserve > (size_t)context &&
-           c.first + 1 < c.turn_count) {
-      ++c.first;
-      ++dropped;
+           c.first + 2 < c.turn_count) {
+      c.first += 2;
+      dropped += 2;
     }
     if (rendered_length(&c) + 1 > (size_t)context) {
       fprintf(stderr,

@@ -195,11 +195,11 @@ class Fixture:
         decoded = [self.prompt_ids(p) + r.ids for p, r in self.completions.items()]
         self.chats = {}
         for system in (None, SYSTEM) if self.defaults.get("chat") else (None,):
-            self.chats[system], history = expected_chat(self, model, system)
-            decoded.append(history)
-        self.overflow, history = expected_chat(self, model, None, OVERFLOW_TURNS,
-                                               OVERFLOW_REPLY, self.overflow_context())
-        decoded.append(history)
+            self.chats[system], seen = expected_chat(self, model, system)
+            decoded += seen
+        self.overflow, seen = expected_chat(self, model, None, OVERFLOW_TURNS,
+                                            OVERFLOW_REPLY, self.overflow_context())
+        decoded += seen
         replies = list(self.completions.values()) + self.overflow
         replies += [r for chat in self.chats.values() for r in chat]
         if min(r.gap for r in replies) < GREEDY_GAP or \
@@ -261,19 +261,23 @@ def conversation(fx, system):
 
 
 def expected_chat(fx, model, system, turns=CHAT_TURNS, limit=CHAT_REPLY, context=None):
-    """The reference's replies, each after the whole conversation so far, and the
-    conversation at the end. With a `context`: only until a turn and its reply's room
-    (`limit`, as the executable reserves -n) would outgrow it, where the executable
-    must drop turns."""
+    """The reference's replies, each after the conversation so far, and every
+    conversation a reply was written after (with the reply). With a `context`, the
+    oldest exchanges (a line and its reply) are dropped whenever a line and its
+    reply's room (`limit`, as the executable reserves -n) would outgrow it; the head
+    (BOS, system turn) always stays."""
     head, user, end = conversation(fx, system)
-    history, replies = list(head), []
+    exchanges, replies, seen = [], [], []
     for turn in turns:
-        history += user(turn)
-        if context and len(history) + limit > context:
-            break
+        current = user(turn)
+        while context and exchanges and \
+                len(head) + sum(map(len, exchanges)) + len(current) + limit > context:
+            exchanges.pop(0)
+        history = head + [t for e in exchanges for t in e] + current
         replies.append(fx.reply(model, history, limit, fx.chat_options))
-        history += replies[-1].ids + end
-    return replies, history
+        exchanges.append(current + replies[-1].ids + end)
+        seen.append(history + replies[-1].ids)
+    return replies, seen
 
 
 def run_chat(fx, system=None):
@@ -350,10 +354,10 @@ def force_stop(fx):
             continue
         swap_output_rows(fx, stop, token)
         model = fx.family.load(fx.dir)
-        replies, history = expected_chat(fx, model, None)
+        replies, seen = expected_chat(fx, model, None)
         if (replies[0].ids == first[:k] and replies[0].stopped and len(replies[1].ids) >= 2
                 and min(r.gap for r in replies) >= GREEDY_GAP
-                and fx.family.routing_ok(model, [history], dropless=True)):
+                and fx.family.routing_ok(model, seen, dropless=True)):
             return k, token, replies
         swap_output_rows(fx, stop, token)  # back
     return None
@@ -384,15 +388,14 @@ def check_limits(fx, checks):
     result = run([fx.chat_exe, "--chat", "-c", str(context), "-n", str(OVERFLOW_REPLY)]
                  + fx.greedy_flags(), stdin="".join(t + "\n" for t in OVERFLOW_TURNS),
                  check=False)
-    kept = "".join(fx.decoder.decode(r.ids) + "\n" for r in fx.overflow)
-    # Every line answered: a reply line each (a reply may hold a newline too).
-    checks.expect(result.returncode == 0 and result.stdout.startswith(kept)
+    want = "".join(fx.decoder.decode(r.ids) + "\n" for r in fx.overflow)
+    checks.expect(result.returncode == 0 and result.stdout == want
                   and "oldest turns were dropped to fit the context of %d" % context
-                  in result.stderr and result.stdout.count("\n") >= len(OVERFLOW_TURNS),
-                  "--chat beyond -c %d: the reference's %d replies, then the oldest turns "
-                  "dropped and every line answered" % (context, len(fx.overflow)),
-                  "rc %d, stdout %r (want it to start %r), stderr %r" % (
-                      result.returncode, result.stdout, kept, result.stderr))
+                  in result.stderr,
+                  "--chat beyond -c %d: whole exchanges dropped, and all %d replies the "
+                  "reference's" % (context, len(fx.overflow)),
+                  "rc %d, stdout %r (want %r), stderr %r" % (
+                      result.returncode, result.stdout, want, result.stderr))
 
 
 def main():
