@@ -258,6 +258,7 @@ loadAndImport(MLIRContext &context, const DriverOptions &options,
   }
   ImportOptions importOptions;
   importOptions.prefillChunk = prefillChunk;
+  importOptions.prefillWholeSequence = capacityRule;
   FailureOr<OwningOpRef<ModuleOp>> module =
       importModel(context, model, importOptions);
   if (failed(module)) {

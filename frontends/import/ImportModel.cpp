@@ -367,6 +367,9 @@ FailureOr<OwningOpRef<ModuleOp>> importModel(MLIRContext &context,
   add("moe.vocab", b.getI64IntegerAttr(model.vocab));
   add("moe.context_length", b.getI64IntegerAttr(model.contextLength));
   add("moe.prefill_chunk", b.getI64IntegerAttr(options.prefillChunk));
+  if (options.prefillWholeSequence) {
+    add("moe.prefill_whole_sequence", b.getI64IntegerAttr(1));
+  }
   add("moe.total_params", b.getI64IntegerAttr(model.totalParams));
   add("moe.active_params", b.getI64IntegerAttr(model.activeParams));
   SmallVector<StringRef> notes(model.notes.begin(), model.notes.end());

@@ -22,6 +22,10 @@ struct ImportOptions {
   /// The largest number of tokens one prefill call takes; longer prompts are
   /// run in chunks by the runtime. Kernels and the arena are sized for it.
   int64_t prefillChunk = 256;
+  /// Whether how a sequence is split into prefill calls changes the result
+  /// (a routers' capacity rule): the runtime then prefills a chat's whole
+  /// conversation each turn, as the publisher's generate sees it.
+  bool prefillWholeSequence = false;
 };
 
 /// Builds the module. Emits a diagnostic and fails for a model the dialect

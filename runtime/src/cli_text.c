@@ -355,6 +355,10 @@ int cli_run_chat(moert_session_t *session, const moert_text_interface *text,
               "[the %zu oldest turns were dropped to fit the context "
               "of %d tokens]\n",
               dropped, context);
+    }
+    /* A capacity rule applies per prefill call: the publisher's generate
+     * prefills the whole conversation, so this does too, every turn. */
+    if (dropped || moert_model.prefill_whole_sequence) {
       moert_session_reset(session);
       fed = 0;
     }

@@ -23,11 +23,12 @@
 4. Limits: a prompt longer than -c is refused with a message naming the context; a
    conversation that outgrows it drops its oldest turns, says so and goes on.
 
-Moonlight's prefill has a capacity rule: -p runs the default executable against the
-reference's generate (the prompt in one prefill call with the rule, then cached
-decode); the chat checks run an executable compiled --moe-dropless against the
-dropless reference, since the executable prefills only each new turn, which the
-rule would see as its own call (family_e2e.py checks the rule itself).
+Moonlight's prefill has a capacity rule, which applies per prefill call: -p and the
+chats run the default executable against the reference as the publisher's generate
+runs (the whole prompt or conversation in one prefill call, then cached decode),
+which is what the executable does, re-prefilling a conversation every turn. The
+context-overflow chat (8 turns) runs an executable compiled --moe-dropless against
+the dropless reference: no seed routes 8 long prefills with capacity margins.
 
 Prints one line per check and "N passed, N failed" last; exits 1 on any failure.
 """
@@ -67,7 +68,7 @@ TEXT_VOCAB = 576
 # Per family: fixture options giving room for the tokenizer, the tokenizer writer and
 # its options (the publisher's layout: the tokenizers trainer puts special tokens
 # first, GPT-2 last), the stop token the chat check makes the model write, and
-# whether its chat runs dropless (see the docstring).
+# whether the context-overflow chat runs dropless (see the docstring).
 FAMILIES = {
     "physics": dict(fixture={"set": "vocab_size=%d" % TEXT_VOCAB},
                     tokenizer=("byte_level", {"specials_first": True})),
@@ -79,7 +80,8 @@ FAMILIES = {
     "ssmoelm": dict(fixture={"sizes": {"vocab_size": TEXT_VOCAB}},
                     tokenizer=("byte_fallback", {}), stop_to_force="<eos>"),
     "moonlight": dict(fixture={"cfg_overrides": {"vocab_size": 50260, "ctx_size": 256}},
-                      tokenizer=("tiktoken", {}), stop_to_force=50256, chat_dropless=True),
+                      tokenizer=("tiktoken", {}), stop_to_force=50256,
+                      overflow_dropless=True),
 }
 
 # The text defaults as the cards and specs give them (not read from
@@ -136,9 +138,10 @@ class Fixture:
         self.family = families.get(family_name)
         self.dir = os.path.join(work, "model")
         self.exe = os.path.join(work, "model.exe")
-        self.chat_exe = os.path.join(work, "chat.exe") if self.setup.get("chat_dropless") \
-            else self.exe
-        self.chat_options = {"dropless": True} if self.setup.get("chat_dropless") else {}
+        self.overflow_exe = os.path.join(work, "dropless.exe") \
+            if self.setup.get("overflow_dropless") else self.exe
+        self.overflow_options = {"dropless": True} if self.setup.get("overflow_dropless") \
+            else {}
         self.ids_of = {}  # text -> ids: the tokenizer is the same for every seed
         self.seed = self.family.write_checked_fixture(
             self.dir, "tiny", args.seed, self.expect, self.setup["fixture"],
@@ -153,8 +156,8 @@ class Fixture:
 
     def compile(self):
         run([self.args.moec, "compile", self.dir, "-o", self.exe, "-q"])
-        if self.chat_exe != self.exe:
-            run([self.args.moec, "compile", self.dir, "-o", self.chat_exe, "-q",
+        if self.overflow_exe != self.exe:
+            run([self.args.moec, "compile", self.dir, "-o", self.overflow_exe, "-q",
                  "--moe-dropless"])
 
     def token(self, ref):
@@ -193,19 +196,23 @@ class Fixture:
         self.completions = {p: self.reply(model, self.prompt_ids(p), GENERATE, {})
                             for p in PROMPTS}
         decoded = [self.prompt_ids(p) + r.ids for p, r in self.completions.items()]
+        # Each chat turn prefills the conversation so far in one call.
+        prefills = [self.prompt_ids(p) for p in PROMPTS]
         self.chats = {}
         for system in (None, SYSTEM) if self.defaults.get("chat") else (None,):
             self.chats[system], seen = expected_chat(self, model, system)
             decoded += seen
+            prefills += [c[:len(c) - len(r.ids)] for c, r in zip(seen, self.chats[system])]
         self.overflow, seen = expected_chat(self, model, None, OVERFLOW_TURNS,
-                                            OVERFLOW_REPLY, self.overflow_context())
+                                            OVERFLOW_REPLY, self.overflow_context(),
+                                            self.overflow_options)
         decoded += seen
         replies = list(self.completions.values()) + self.overflow
         replies += [r for chat in self.chats.values() for r in chat]
         if min(r.gap for r in replies) < GREEDY_GAP or \
                 not self.family.routing_ok(model, decoded, dropless=True):
             return None
-        return [self.prompt_ids(p) for p in PROMPTS]
+        return prefills
 
     def overflow_context(self):
         """The overflow check's context: the conversation's head and 48 tokens, which
@@ -260,7 +267,8 @@ def conversation(fx, system):
     return [token(fx.defaults["bos"])] if fx.defaults["bos"] else [], text, []
 
 
-def expected_chat(fx, model, system, turns=CHAT_TURNS, limit=CHAT_REPLY, context=None):
+def expected_chat(fx, model, system, turns=CHAT_TURNS, limit=CHAT_REPLY, context=None,
+                  options=None):
     """The reference's replies, each after the conversation so far, and every
     conversation a reply was written after (with the reply). With a `context`, the
     oldest exchanges (a line and its reply) are dropped whenever a line and its
@@ -274,14 +282,14 @@ def expected_chat(fx, model, system, turns=CHAT_TURNS, limit=CHAT_REPLY, context
                 len(head) + sum(map(len, exchanges)) + len(current) + limit > context:
             exchanges.pop(0)
         history = head + [t for e in exchanges for t in e] + current
-        replies.append(fx.reply(model, history, limit, fx.chat_options))
+        replies.append(fx.reply(model, history, limit, options or {}))
         exchanges.append(current + replies[-1].ids + end)
         seen.append(history + replies[-1].ids)
     return replies, seen
 
 
 def run_chat(fx, system=None):
-    cmd = [fx.chat_exe, "--chat", "-n", str(CHAT_REPLY)] + fx.greedy_flags()
+    cmd = [fx.exe, "--chat", "-n", str(CHAT_REPLY)] + fx.greedy_flags()
     if system:
         cmd += ["--system", system]
     return run(cmd, stdin="".join(t + "\n" for t in CHAT_TURNS)).stdout
@@ -357,7 +365,9 @@ def force_stop(fx):
         replies, seen = expected_chat(fx, model, None)
         if (replies[0].ids == first[:k] and replies[0].stopped and len(replies[1].ids) >= 2
                 and min(r.gap for r in replies) >= GREEDY_GAP
-                and fx.family.routing_ok(model, seen, dropless=True)):
+                and fx.family.routing_ok(model, seen, dropless=True)
+                and fx.family.routing_ok(model, [c[:len(c) - len(r.ids)]
+                                                 for c, r in zip(seen, replies)])):
             return k, token, replies
         swap_output_rows(fx, stop, token)  # back
     return None
@@ -385,7 +395,7 @@ def check_limits(fx, checks):
                   "rc %d, stdout %r, stderr %r" % (result.returncode, result.stdout,
                                                    result.stderr))
     context = fx.overflow_context()
-    result = run([fx.chat_exe, "--chat", "-c", str(context), "-n", str(OVERFLOW_REPLY)]
+    result = run([fx.overflow_exe, "--chat", "-c", str(context), "-n", str(OVERFLOW_REPLY)]
                  + fx.greedy_flags(), stdin="".join(t + "\n" for t in OVERFLOW_TURNS),
                  check=False)
     want = "".join(fx.decoder.decode(r.ids) + "\n" for r in fx.overflow)

@@ -29,7 +29,7 @@ extern "C" {
 #endif
 
 /* Bumped whenever a struct below or the host code's expectations change. */
-#define MOERT_ABI_VERSION 4
+#define MOERT_ABI_VERSION 5
 
 /* Receives a named intermediate (a layer's hidden state, its router's
  * choices) after the kernel that computed it: n_tokens rows of `width`
@@ -80,6 +80,10 @@ typedef struct moert_model_desc_t {
    * halide_can_use_target_features() takes them (0 words: not checked). */
   int32_t halide_feature_words;
   const uint64_t *halide_features;
+  /* 1 when how a sequence is split into prefill calls changes the result
+   * (a routers' capacity rule applies per call): a chat then prefills the
+   * whole conversation every turn, as the publisher's generate does. */
+  int32_t prefill_whole_sequence;
 } moert_model_desc_t;
 
 /* Storage for one buffer descriptor of the generated code. */

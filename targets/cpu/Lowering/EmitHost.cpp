@@ -412,7 +412,8 @@ void HostEmitter::emitDescriptor(OpBuilder &b, ArrayRef<std::string> entries) {
       "    /*arena_bytes=*/{9}u, /*weights_bytes=*/{10}u,\n"
       "    /*weights_hash=*/0x{11:x-}u,\n"
       "    {12}, {13},\n"
-      "    /*halide_feature_words, halide_features=*/{14}};",
+      "    /*halide_feature_words, halide_features=*/{14},\n"
+      "    /*prefill_whole_sequence=*/{17}};",
       cString(strAttr("moe.family")), cString(strAttr("moe.target")),
       cString(strAttr("moe.manifest")), intAttr("moe.vocab"),
       cache ? cache.getLayers() : 0, cache ? cache.getKvHeads() : 0,
@@ -421,7 +422,7 @@ void HostEmitter::emitDescriptor(OpBuilder &b, ArrayRef<std::string> entries) {
       intAttr("moe.weights_bytes"),
       static_cast<uint64_t>(intAttr("moe.weights_hash")), entryOr("prefill"),
       entryOr("decode"), features, conv ? conv.getChannels() : 0,
-      conv ? conv.getWidth() : 0);
+      conv ? conv.getWidth() : 0, intAttr("moe.prefill_whole_sequence"));
   emitc::VerbatimOp::create(b, module.getLoc(), b.getStringAttr(text));
 }
 
