@@ -134,21 +134,8 @@ LogicalResult writeText(llvm::StringRef path,
     return success();
   }
   PendingFile file(path.str());
-  {
-    std::error_code ec;
-    llvm::raw_fd_ostream os(file.tempPath(), ec);
-    if (ec) {
-      llvm::errs() << "moec: error: cannot write " << path << ": "
-                   << ec.message() << "\n";
-      return failure();
-    }
-    write(os);
-    os.close();
-    if (os.has_error()) {
-      os.clear_error();
-      llvm::errs() << "moec: error: cannot write " << path << "\n";
-      return failure();
-    }
+  if (llvm::Error err = file.write(write)) {
+    return reportError(std::move(err));
   }
   return file.commit();
 }
@@ -596,14 +583,13 @@ LogicalResult runCompile(const DriverOptions &options) {
       return failure();
     }
     if (options.verbose) {
-      llvm::StringRef dir = llvm::sys::path::parent_path(exePath);
+      std::string dir = outputDir.empty() ? "." : outputDir.str();
       std::string name = llvm::sys::path::filename(exePath).str();
-      std::string at = dir.empty() ? "" : (dir + "/").str();
       llvm::errs() << llvm::formatv(
-          "moec: wrote {0}lib{1}.a, {0}{1}.h and {0}{1}.weights in {2:f1} s; "
-          "link with: {3} app.c -I{4} {0}lib{1}.a {5}\n",
-          at, name, secondsSince(start), target->cc,
-          dir.empty() ? "." : dir.str(), llvm::join(target->ldflags, " "));
+          "moec: wrote {0}/lib{1}.a, {0}/{1}.h and {0}/{1}.weights in {2:f1} "
+          "s; link with: {3}\n",
+          dir, name, secondsSince(start),
+          modelLibraryLinkCommand(*target, dir, name));
     }
     return success();
   }

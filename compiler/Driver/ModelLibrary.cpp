@@ -22,27 +22,10 @@ namespace {
 /// The runtime headers NAME.h needs: moert/llm.h and what it includes.
 constexpr const char *kApiHeaders[] = {"llm.h", "sampler.h", "status.h"};
 
-llvm::Error writeFile(const std::string &path, llvm::StringRef contents) {
-  std::error_code ec;
-  llvm::raw_fd_ostream os(path, ec);
-  if (ec) {
-    return llvm::createStringError("cannot write " + path + ": " +
-                                   ec.message());
-  }
-  os << contents;
-  os.close();
-  if (os.has_error()) {
-    return llvm::createStringError("cannot write " + path + ": " +
-                                   os.error().message());
-  }
-  return llvm::Error::success();
-}
-
 std::string headerText(llvm::StringRef name, llvm::StringRef prefix,
                        const TargetDescription &target,
                        const ModelLibraryInfo &info) {
   std::string guard = "MOEC_MODEL_" + llvm::StringRef(prefix).upper() + "_H";
-  std::string ldflags = llvm::join(target.ldflags, " ");
   std::string text;
   llvm::raw_string_ostream os(text);
   os << llvm::formatv(
@@ -50,12 +33,12 @@ std::string headerText(llvm::StringRef name, llvm::StringRef prefix,
       " *\n"
       " * The model is in lib{0}.a (its kernels, its host code and the moec\n"
       " * runtime), its weights in {0}.weights. Build an application with\n"
-      " *   {4} app.c -I<this directory> <this directory>/lib{0}.a {5}\n"
+      " *   {4}\n"
       " * and see moert/llm.h for the calls: tokenize, feed, sample, free.\n"
       " * One compiled model per program: every model defines moert_model.\n"
       " */\n"
-      "#ifndef {6}\n"
-      "#define {6}\n"
+      "#ifndef {5}\n"
+      "#define {5}\n"
       "\n"
       "#include \"moert/llm.h\"\n"
       "\n"
@@ -69,7 +52,7 @@ std::string headerText(llvm::StringRef name, llvm::StringRef prefix,
       "\n"
       "/* moert_llm_open for this model: options->weights_path names its\n"
       " * weight file ({0}.weights, wherever the application keeps it). */\n"
-      "static inline moert_status_t {7}_open(const moert_llm_options "
+      "static inline moert_status_t {6}_open(const moert_llm_options "
       "*options,\n"
       "                                      moert_llm **out, char *error,\n"
       "                                      size_t error_size) {{\n"
@@ -82,9 +65,9 @@ std::string headerText(llvm::StringRef name, llvm::StringRef prefix,
       "}\n"
       "#endif\n"
       "\n"
-      "#endif /* {6} */\n",
-      name, info.family, info.moecVersion, info.target, target.cc, ldflags,
-      guard, prefix);
+      "#endif /* {5} */\n",
+      name, info.family, info.moecVersion, info.target,
+      modelLibraryLinkCommand(target, "<this directory>", name), guard, prefix);
   return text;
 }
 
@@ -136,6 +119,13 @@ llvm::Error writeArchive(const RuntimeLocation &runtime,
 
 } // namespace
 
+std::string modelLibraryLinkCommand(const TargetDescription &target,
+                                    llvm::StringRef dir, llvm::StringRef name) {
+  return (target.cc + " app.c -I" + dir + " " + dir + "/lib" + name + ".a " +
+          llvm::join(target.ldflags, " "))
+      .str();
+}
+
 std::string modelSymbolPrefix(llvm::StringRef stem) {
   std::string prefix;
   for (char c : stem) {
@@ -164,15 +154,18 @@ llvm::Error writeModelLibrary(const TargetDescription &target,
   }
   // Renamed into place together at the end: a failure leaves none.
   std::deque<PendingFile> staged;
-  auto stage = [&](const std::string &path) -> const std::string & {
-    return staged.emplace_back(path).tempPath();
+  auto stage = [&](const std::string &path) -> const PendingFile & {
+    return staged.emplace_back(path);
   };
-  if (llvm::Error err =
-          writeArchive(runtime, objects, stage(inDir("lib" + name + ".a")))) {
+  auto writeText = [&](const std::string &path, llvm::StringRef text) {
+    return stage(path).write([&](llvm::raw_ostream &os) { os << text; });
+  };
+  if (llvm::Error err = writeArchive(
+          runtime, objects, stage(inDir("lib" + name + ".a")).tempPath())) {
     return err;
   }
   if (llvm::Error err =
-          writeFile(stage(inDir(name + ".h")),
+          writeText(inDir(name + ".h"),
                     headerText(name, modelSymbolPrefix(name), target, info))) {
     return err;
   }
@@ -185,7 +178,7 @@ llvm::Error writeModelLibrary(const TargetDescription &target,
                                      contents.getError().message());
     }
     if (llvm::Error err =
-            writeFile(stage(apiDir + "/" + header), (*contents)->getBuffer())) {
+            writeText(apiDir + "/" + header, (*contents)->getBuffer())) {
       return err;
     }
   }

@@ -33,6 +33,11 @@ struct ModelLibraryInfo {
 /// prefixed by '_'.
 std::string modelSymbolPrefix(llvm::StringRef stem);
 
+/// How an application links the library of `name` in `dir`:
+/// "<cc> app.c -I<dir> <dir>/lib<name>.a <ldflags>".
+std::string modelLibraryLinkCommand(const TargetDescription &target,
+                                    llvm::StringRef dir, llvm::StringRef name);
+
 /// Writes the archive, the header and the runtime headers for `outputPath`
 /// (DIR/NAME), each through a temporary file, so a failure leaves no
 /// partial file.

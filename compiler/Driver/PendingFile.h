@@ -11,6 +11,8 @@
 
 #include "mlir/Support/LogicalResult.h"
 
+#include "llvm/ADT/STLFunctionalExtras.h"
+#include "llvm/Support/Error.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/raw_ostream.h"
 
@@ -34,6 +36,23 @@ public:
     }
   }
   const std::string &tempPath() const { return temp; }
+  /// Writes the temporary file through `write`; an error names the final
+  /// path.
+  llvm::Error write(llvm::function_ref<void(llvm::raw_ostream &)> write) const {
+    std::error_code ec;
+    llvm::raw_fd_ostream os(temp, ec);
+    if (!ec) {
+      write(os);
+      os.close();
+      ec = os.error();
+      os.clear_error();
+    }
+    if (ec) {
+      return llvm::createStringError("cannot write " + final + ": " +
+                                     ec.message());
+    }
+    return llvm::Error::success();
+  }
   LogicalResult commit() {
     if (std::error_code ec = llvm::sys::fs::rename(temp, final)) {
       llvm::errs() << "moec: error: cannot write " << final << ": "

@@ -58,6 +58,8 @@ sys.path.insert(0, REFERENCE_DIR)
 from make_fixture import BASE_CONFIG, count_params, tensor_shapes  # noqa: E402
 from physics_model import PhysicsModel  # noqa: E402
 from safetensors_io import write_safetensors  # noqa: E402
+# GPT-2's byte -> printable character map (' ' becomes 'Ġ'), as the fixtures use it.
+from fixture_tokenizers import bytes_to_unicode  # noqa: E402
 
 SEED = 1611  # the year the King James Version was published
 EOT = "<|endoftext|>"  # id 0: starts every document
@@ -124,21 +126,6 @@ def chapters_of(verses: str) -> List[str]:
 
 
 # =========================================================================== 2. tokenizer
-
-def bytes_to_unicode() -> Dict[int, str]:
-    """GPT-2's byte -> printable character map: bytes that are printable stay themselves,
-    the others are moved to code points 256 and up (so ' ' becomes 'Ġ')."""
-    keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) \
-        + list(range(ord("®"), ord("ÿ") + 1))
-    chars = keep[:]
-    n = 0
-    for b in range(256):
-        if b not in keep:
-            keep.append(b)
-            chars.append(256 + n)
-            n += 1
-    return {b: chr(c) for b, c in zip(keep, chars)}
-
 
 # GPT-2's pre-tokenizer is
 #     's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+

@@ -137,10 +137,8 @@ static int generate(moert_session_t *session, const moert_text_interface *text,
 int cli_run_prompt(moert_session_t *session, const moert_text_interface *text,
                    const text_options_t *o) {
   moert_token_list tokens = {0};
-  if ((text->add_bos && text->bos_id >= 0 &&
-       moert_token_list_push(&tokens, text->bos_id) != MOERT_STATUS_OK) ||
-      moert_tokenizer_encode(text->tokenizer, o->prompt, strlen(o->prompt), 1,
-                             &tokens) != MOERT_STATUS_OK) {
+  if (moert_text_encode_prompt(text, o->prompt, strlen(o->prompt),
+                               /*add_bos=*/1, &tokens) != MOERT_STATUS_OK) {
     moert_token_list_free(&tokens);
     return cli_fail("out of memory while tokenizing the prompt");
   }

@@ -1,4 +1,4 @@
-/*===- format_error.h - Reporting a malformed embedded blob ---------------===*/
+/*===- format_error.h - Failures that carry a message ---------------------===*/
 
 #ifndef MOERT_FORMAT_ERROR_H
 #define MOERT_FORMAT_ERROR_H
@@ -7,8 +7,16 @@
 
 #include "moert/status.h"
 
-/* Writes the message into error[0, size) (when size > 0) and returns
- * MOERT_STATUS_FORMAT_ERROR. */
+/* Writes the message into error[0, size) (when error is not NULL and size >
+ * 0) and returns `status`: the runtime's failures that carry a message. */
+moert_status_t moert_error(moert_status_t status, char *error, size_t size,
+                           const char *format, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 4, 5)))
+#endif
+    ;
+
+/* moert_error with MOERT_STATUS_FORMAT_ERROR: a malformed embedded blob. */
 moert_status_t moert_format_error(char *error, size_t size, const char *format,
                                   ...)
 #if defined(__GNUC__)

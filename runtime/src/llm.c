@@ -8,12 +8,12 @@
 
 #include "moert/llm.h"
 
+#include "format_error.h"
 #include "moert/session.h"
 #include "moert/text.h"
 #include "moert/tokenizer.h"
 #include "moert/weights.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,24 +36,6 @@ void moert_llm_options_initialize(moert_llm_options *options) {
   memset(options, 0, sizeof(*options));
 }
 
-static moert_status_t fail(moert_status_t status, char *error, size_t size,
-                           const char *format, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 4, 5)))
-#endif
-    ;
-
-static moert_status_t fail(moert_status_t status, char *error, size_t size,
-                           const char *format, ...) {
-  if (error && size > 0) {
-    va_list args;
-    va_start(args, format);
-    vsnprintf(error, size, format, args);
-    va_end(args);
-  }
-  return status;
-}
-
 static void reset_decoder(moert_llm *llm) {
   if (llm->has_text) {
     moert_detokenizer_init(&llm->decoder, llm->text.tokenizer,
@@ -68,24 +50,27 @@ moert_status_t moert_llm_open(const moert_model_desc_t *model, const void *text,
                               char *error, size_t error_size) {
   *out = NULL;
   if (!model || !options || !options->weights_path) {
-    return fail(MOERT_STATUS_INVALID_ARGUMENT, error, error_size,
-                "moert_llm_open: the model and options->weights_path are "
-                "required");
+    return moert_error(
+        MOERT_STATUS_INVALID_ARGUMENT, error, error_size,
+        "moert_llm_open: the model and options->weights_path are "
+        "required");
   }
   // Before anything runs a kernel: a clear message, not SIGILL.
   if (!moert_model_runs_here(model)) {
-    return fail(MOERT_STATUS_UNSUPPORTED_CPU, error, error_size,
-                "the model was compiled for --target=%s, and this CPU lacks "
-                "instructions its kernels use; compile the model with "
-                "--target=host (or a target this CPU has: moec targets)",
-                model->target);
+    return moert_error(
+        MOERT_STATUS_UNSUPPORTED_CPU, error, error_size,
+        "the model was compiled for --target=%s, and this CPU lacks "
+        "instructions its kernels use; compile the model with "
+        "--target=host (or a target this CPU has: moec targets)",
+        model->target);
   }
   if (options->threads > 0) {
     moert_set_threads(options->threads);
   }
   moert_llm *llm = calloc(1, sizeof(*llm));
   if (!llm) {
-    return fail(MOERT_STATUS_OUT_OF_MEMORY, error, error_size, "out of memory");
+    return moert_error(MOERT_STATUS_OUT_OF_MEMORY, error, error_size,
+                       "out of memory");
   }
   llm->model = model;
   moert_status_t status = moert_weights_open(options->weights_path, model,
@@ -100,8 +85,8 @@ moert_status_t moert_llm_open(const moert_model_desc_t *model, const void *text,
     status = moert_session_create(model, llm->weights, &session_options,
                                   &llm->session);
     if (status != MOERT_STATUS_OK) {
-      fail(status, error, error_size, "cannot create a session: %s",
-           moert_status_name(status));
+      moert_error(status, error, error_size, "cannot create a session: %s",
+                  moert_status_name(status));
     }
   }
   if (status == MOERT_STATUS_OK && text_size > 0) {
@@ -109,16 +94,16 @@ moert_status_t moert_llm_open(const moert_model_desc_t *model, const void *text,
     status = moert_text_interface_open(text, (size_t)text_size, &llm->text, why,
                                        sizeof(why));
     if (status != MOERT_STATUS_OK) {
-      fail(status, error, error_size, "the model's tokenizer does not load: %s",
-           why);
+      moert_error(status, error, error_size,
+                  "the model's tokenizer does not load: %s", why);
     }
     llm->has_text = status == MOERT_STATUS_OK;
   }
   if (status == MOERT_STATUS_OK) {
     llm->logits = malloc((size_t)model->vocab * sizeof(float));
     if (!llm->logits) {
-      status = fail(MOERT_STATUS_OUT_OF_MEMORY, error, error_size,
-                    "out of memory for the logits");
+      status = moert_error(MOERT_STATUS_OUT_OF_MEMORY, error, error_size,
+                           "out of memory for the logits");
     }
   }
   if (status != MOERT_STATUS_OK) {
@@ -169,17 +154,14 @@ int32_t moert_llm_tokenize(moert_llm *llm, const char *text, size_t length,
   }
   moert_token_list *list = &llm->scratch_ids;
   list->count = 0;
-  if ((add_bos && llm->text.add_bos && llm->text.bos_id >= 0 &&
-       moert_token_list_push(list, llm->text.bos_id) != MOERT_STATUS_OK) ||
-      moert_tokenizer_encode(llm->text.tokenizer, text, length,
-                             /*parse_special=*/1, list) != MOERT_STATUS_OK ||
+  if (moert_text_encode_prompt(&llm->text, text, length, add_bos, list) !=
+          MOERT_STATUS_OK ||
       list->count > INT32_MAX) {
     snprintf(llm->error, sizeof(llm->error), "out of memory while tokenizing");
     return -1;
   }
-  size_t copy = list->count < (size_t)(capacity > 0 ? capacity : 0)
-                    ? list->count
-                    : (size_t)(capacity > 0 ? capacity : 0);
+  size_t room = capacity > 0 ? (size_t)capacity : 0;
+  size_t copy = list->count < room ? list->count : room;
   if (copy) {
     memcpy(ids, list->ids, copy * sizeof(int32_t));
   }

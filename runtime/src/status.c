@@ -29,13 +29,29 @@ const char *moert_status_name(moert_status_t status) {
   return "unknown status";
 }
 
+static moert_status_t report(moert_status_t status, char *error, size_t size,
+                             const char *format, va_list args) {
+  if (error && size) {
+    vsnprintf(error, size, format, args);
+  }
+  return status;
+}
+
+moert_status_t moert_error(moert_status_t status, char *error, size_t size,
+                           const char *format, ...) {
+  va_list args;
+  va_start(args, format);
+  report(status, error, size, format, args);
+  va_end(args);
+  return status;
+}
+
 moert_status_t moert_format_error(char *error, size_t size, const char *format,
                                   ...) {
-  if (size) {
-    va_list args;
-    va_start(args, format);
-    vsnprintf(error, size, format, args);
-    va_end(args);
-  }
-  return MOERT_STATUS_FORMAT_ERROR;
+  va_list args;
+  va_start(args, format);
+  moert_status_t status =
+      report(MOERT_STATUS_FORMAT_ERROR, error, size, format, args);
+  va_end(args);
+  return status;
 }

@@ -155,6 +155,16 @@ int moert_text_is_stop(const moert_text_interface *t, int32_t id) {
   return 0;
 }
 
+moert_status_t moert_text_encode_prompt(const moert_text_interface *text,
+                                        const char *prompt, size_t length,
+                                        int add_bos, moert_token_list *out) {
+  if (add_bos && text->add_bos && text->bos_id >= 0) {
+    MOERT_RETURN_IF_ERROR(moert_token_list_push(out, text->bos_id));
+  }
+  return moert_tokenizer_encode(text->tokenizer, prompt, length,
+                                /*parse_special=*/1, out);
+}
+
 moert_status_t moert_chat_append_slot(const moert_text_interface *t,
                                       uint32_t slot, moert_token_list *out) {
   for (uint32_t i = 0; i < t->chat_count; ++i) {

@@ -77,7 +77,7 @@ class Decoder:
         return out.decode("utf-8", errors="replace")
 
 
-def _bytes_to_unicode() -> Dict[int, str]:
+def bytes_to_unicode() -> Dict[int, str]:
     """GPT-2's printable stand-ins for the 256 bytes."""
     printable = (list(range(ord("!"), ord("~") + 1)) + list(range(ord("\xa1"), ord("\xac") + 1))
                  + list(range(ord("\xae"), ord("\xff") + 1)))
@@ -122,7 +122,7 @@ def _learn_merges(words: Dict[str, int], count: int) -> List[Tuple[str, str]]:
 def _byte_level_model(merges: int) -> Tuple[List[str], List[Tuple[str, str]]]:
     """(the byte-level symbols in id order, the learned merges): the 256 byte symbols
     in GPT-2's order (by stand-in code point), then one token per new merge."""
-    to_unicode = _bytes_to_unicode()
+    to_unicode = bytes_to_unicode()
     words = collections.Counter("".join(to_unicode[b] for b in w.encode())
                                 for w in GPT2_SPLIT.findall(TRAINING_TEXT))
     learned = _learn_merges(words, merges)
@@ -134,7 +134,7 @@ def _byte_level_model(merges: int) -> Tuple[List[str], List[Tuple[str, str]]]:
 
 
 def _symbol_bytes(symbol: str) -> bytes:
-    from_unicode = {c: b for b, c in _bytes_to_unicode().items()}
+    from_unicode = {c: b for b, c in bytes_to_unicode().items()}
     return bytes(from_unicode[c] for c in symbol)
 
 

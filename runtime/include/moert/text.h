@@ -45,6 +45,13 @@ void moert_text_interface_close(moert_text_interface *text);
 
 int moert_text_is_stop(const moert_text_interface *text, int32_t id);
 
+/* Appends the ids of a prompt: the family's BOS token first when it starts
+ * prompts with one (and `add_bos`), then `prompt[0, length)` with special
+ * tokens written in it parsed (as llama.cpp does for -p). */
+moert_status_t moert_text_encode_prompt(const moert_text_interface *text,
+                                        const char *prompt, size_t length,
+                                        int add_bos, moert_token_list *out);
+
 /* Appends the ids of chat slot `slot` (moert_chat_slot); `content` (may be
  * NULL) is the turn's text, tokenized as text (written special tokens stay
  * text). */
