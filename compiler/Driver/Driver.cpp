@@ -26,6 +26,7 @@
 #include "compiler/Driver/WeightWriter.h"
 #include "compiler/Pipelines/Pipelines.h"
 #include "compiler/Pipelines/Registration.h"
+#include "dialects/MoE/Transforms/QuantPolicy.h"
 #include "frontends/family/LoadModel.h"
 #include "frontends/import/ImportModel.h"
 #include "frontends/text/TextBlob.h"
@@ -350,7 +351,9 @@ LogicalResult runImport(const DriverOptions &options) {
     return failure();
   }
   ModuleOp module = *imported->second;
-  if (failed(runPipeline(module, buildMoEModelPipeline))) {
+  if (failed(runPipeline(module, [](OpPassManager &pm) {
+        buildMoEModelPipeline(pm, MoEModelPipelineOptions());
+      }))) {
     return failure();
   }
   return writeText(options.outputPath,
@@ -399,6 +402,22 @@ LogicalResult runCompile(const DriverOptions &options) {
     return failure();
   }
 
+  if (!options.quant.empty() || !options.quantPolicy.empty()) {
+    llvm::Expected<QuantPolicy> policy = parseQuantPolicy(
+        options.quant.empty() ? "none" : options.quant, options.quantPolicy);
+    if (!policy) {
+      llvm::errs() << "moec: error: "
+                   << (options.quant.empty() ? "--quant-policy" : "--quant")
+                   << ": " << llvm::toString(policy.takeError()) << "\n";
+      return failure();
+    }
+  }
+  if (options.quantGroup < 1 || options.quantGroup > 65536) {
+    llvm::errs() << "moec: error: --quant-group=" << options.quantGroup
+                 << ": expected a value in [1, 65536]\n";
+    return failure();
+  }
+
   auto imported = loadAndImport(context, options, /*withText=*/true);
   if (failed(imported)) {
     return failure();
@@ -410,7 +429,13 @@ LogicalResult runCompile(const DriverOptions &options) {
                      [&](llvm::raw_ostream &os) { module.print(os); });
   };
 
-  if (failed(runPipeline(module, buildMoEModelPipeline))) {
+  MoEModelPipelineOptions modelOptions;
+  modelOptions.quant = options.quant;
+  modelOptions.quantPolicy = options.quantPolicy;
+  modelOptions.quantGroup = options.quantGroup;
+  if (failed(runPipeline(module, [&](OpPassManager &pm) {
+        buildMoEModelPipeline(pm, modelOptions);
+      }))) {
     return failure();
   }
   if (options.emit == EmitStage::Moe) {
@@ -517,6 +542,10 @@ LogicalResult runCompile(const DriverOptions &options) {
       return failure();
     }
     weightsHash = info->hash;
+    if (options.verbose && !info->quantized.empty()) {
+      llvm::errs() << "moec: quantization report\n";
+      printQuantizationReport(*info, llvm::errs());
+    }
     if (options.verbose) {
       llvm::errs() << llvm::formatv(
           "moec: wrote {0:f1} MB of weights in {1:f1} s\n",

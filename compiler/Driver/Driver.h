@@ -44,6 +44,12 @@ struct DriverOptions {
   /// per call, so chunking would change which tokens it drops).
   std::optional<int64_t> prefillChunk;
   std::string prefillStrategy = "grouped";
+  /// --quant, --quant-policy, --quant-group: packed weights (see
+  /// dialects/MoE/Transforms/QuantPolicy.h); empty: as the checkpoint has
+  /// them.
+  std::string quant;
+  std::string quantPolicy;
+  int64_t quantGroup = 32;
   /// Turn off the routers' capacity rule (every assignment is kept).
   bool moeDropless = false;
   /// Parallel kernel compiles; 0 = one per core.

@@ -13,13 +13,16 @@
 #include "compiler/Driver/WeightWriter.h"
 
 #include "dialects/MoE/IR/MoEOps.h"
+#include "dialects/MoE/Utils/Quantize.h"
 
+#include "llvm/Support/Format.h"
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/raw_ostream.h"
 
 #include "moert/hash.h"
 #include "moert/weights_format.h"
 
+#include <cmath>
 #include <cstring>
 #include <map>
 #include <memory>
@@ -50,12 +53,28 @@ const fe::TensorInfo *sourceTensor(WeightOp op, StringRef name,
   return tensor;
 }
 
-/// The weight `op` names, as f32 in its logical shape (row-major), into
-/// `values` (which holds at least its element count).
+/// The float tensor the names of `op` select: its result, or what a
+/// quantized weight stands for.
+ArrayRef<int64_t> selectedShape(WeightOp op) {
+  if (std::optional<ArrayRef<int64_t>> shape = op.getQuantShape()) {
+    return *shape;
+  }
+  return op.getResult().getType().getShape();
+}
+
+int64_t numElements(ArrayRef<int64_t> shape) {
+  int64_t count = 1;
+  for (int64_t d : shape) {
+    count *= d;
+  }
+  return count;
+}
+
+/// The tensor the names of `op` select, as f32 in its logical shape
+/// (row-major), into `values` (which holds at least its element count).
 LogicalResult logicalValues(WeightOp op, const fe::TensorSource &tensors,
                             float *values) {
-  auto type = op.getResult().getType();
-  ArrayRef<int64_t> shape = type.getShape();
+  ArrayRef<int64_t> shape = selectedShape(op);
   bool stacked = op.getSources().size() > 1;
   std::vector<int64_t> sliceShape(shape.begin() + (stacked ? 1 : 0),
                                   shape.end());
@@ -93,10 +112,7 @@ LogicalResult logicalValues(WeightOp op, const fe::TensorSource &tensors,
     for (size_t i = 1; i < tensor->shape.size(); ++i) {
       rowElements *= tensor->shape[i];
     }
-    int64_t count = 1;
-    for (int64_t d : sliceShape) {
-      count *= d;
-    }
+    int64_t count = numElements(sliceShape);
     size_t elementBytes = fe::dtypeBits(tensor->dtype) / 8;
     const uint8_t *src =
         tensor->bytes.data() + rowBegin * rowElements * elementBytes;
@@ -176,6 +192,67 @@ const fe::TensorInfo *writableAsIs(WeightOp op,
   return tensor;
 }
 
+/// Quantizes the weights of `quantize(..)` ops. The codes and the scales
+/// of one tensor are two ops, usually planned next to each other: the last
+/// result is kept for the second.
+class Quantizer {
+public:
+  Quantizer(const fe::TensorSource &tensors, float *scratch)
+      : tensors(tensors), scratch(scratch) {}
+
+  /// The quantized form of the tensor `op` stands for; null on error.
+  const QuantizedMatrices *get(WeightOp op) {
+    Key key{op.getSourcesAttr(), op.getRowsAttr(), *op.getQuantize(),
+            static_cast<int64_t>(*op.getQuantGroup())};
+    if (cached && key == cachedKey) {
+      return &*cached;
+    }
+    cached.reset();
+    if (failed(logicalValues(op, tensors, scratch))) {
+      return nullptr;
+    }
+    ArrayRef<int64_t> shape = *op.getQuantShape();
+    size_t lead = shape.size() - 2;
+    int64_t rows = shape[lead], cols = shape[lead + 1];
+    cached = quantizeMatrices(scratch, numElements(shape) / (rows * cols), rows,
+                              cols, key.format, key.group);
+    cachedKey = key;
+    return &*cached;
+  }
+
+private:
+  struct Key {
+    Attribute sources, rows;
+    PackedFormat format;
+    int64_t group;
+    bool operator==(const Key &o) const {
+      return sources == o.sources && rows == o.rows && format == o.format &&
+             group == o.group;
+    }
+  };
+  const fe::TensorSource &tensors;
+  float *scratch;
+  std::optional<QuantizedMatrices> cached;
+  Key cachedKey{};
+};
+
+/// What the report says of a quantized weight.
+QuantizedWeightReport reportOf(WeightOp op, const QuantizedMatrices &q) {
+  QuantizedWeightReport report;
+  report.name = cast<StringAttr>(op.getSources()[0]).getValue().str();
+  if (op.getSources().size() > 1) {
+    report.name +=
+        " (+" + std::to_string(op.getSources().size() - 1) + " stacked)";
+  }
+  report.format = stringifyPackedFormat(*op.getQuantize()).str();
+  report.group = *op.getQuantGroup();
+  report.params = numElements(*op.getQuantShape());
+  report.bytes = q.codes.size() + q.scales.size() * sizeof(float);
+  report.relativeError =
+      q.sumSquares > 0 ? std::sqrt(q.sumSquaredError / q.sumSquares) : 0.0;
+  return report;
+}
+
 } // namespace
 
 FailureOr<WeightFileInfo> writeWeightFile(ModuleOp module,
@@ -220,16 +297,36 @@ FailureOr<WeightFileInfo> writeWeightFile(ModuleOp module,
   };
   int64_t largest = 0;
   for (auto &[offset, op] : byOffset) {
-    largest = std::max(largest, op.getResult().getType().getNumElements());
+    largest = std::max(largest, numElements(selectedShape(op)));
   }
   std::unique_ptr<float[]> logical(new float[largest]);
   std::unique_ptr<float[]> stored(new float[largest]);
+  std::unique_ptr<float[]> quantScratch;
+  std::optional<Quantizer> quantizer;
   std::vector<uint8_t> packed;
+  WeightFileInfo info;
   for (auto &[offset, op] : byOffset) {
     pad(static_cast<uint64_t>(offset));
     const void *data;
     size_t bytes = op.getResult().getType().getNumElements() * sizeof(float);
-    if (op.getResult().getType().getElementType().isUnsignedInteger(8)) {
+    if (op.getQuantize()) {
+      if (!quantizer) {
+        quantScratch.reset(new float[largest]);
+        quantizer.emplace(tensors, quantScratch.get());
+      }
+      const QuantizedMatrices *q = quantizer->get(op);
+      if (!q) {
+        return failure();
+      }
+      if (op.isQuantizedCodes()) {
+        data = q->codes.data();
+        bytes = q->codes.size();
+        info.quantized.push_back(reportOf(op, *q));
+      } else {
+        data = q->scales.data();
+        bytes = q->scales.size() * sizeof(float);
+      }
+    } else if (op.getResult().getType().getElementType().isUnsignedInteger(8)) {
       if (failed(packedBytes(op, tensors, packed))) {
         return failure();
       }
@@ -270,7 +367,43 @@ FailureOr<WeightFileInfo> writeWeightFile(ModuleOp module,
     os.clear_error();
     return module.emitError("cannot write ") << path;
   }
-  return WeightFileInfo{dataBytes, header.data_hash};
+  info.dataBytes = dataBytes;
+  info.hash = header.data_hash;
+  return info;
+}
+
+void printQuantizationReport(const WeightFileInfo &info,
+                             llvm::raw_ostream &os) {
+  size_t width = 6;
+  for (const QuantizedWeightReport &r : info.quantized) {
+    width = std::max(width, r.name.size());
+  }
+  os << llvm::formatv("{0} {1,-6} {2,11} {3,11} {4,6} {5,9}\n",
+                      llvm::left_justify("tensor", width), "format", "params",
+                      "bytes", "bits/w", "rel.error");
+  int64_t params = 0;
+  uint64_t bytes = 0;
+  double weightedSquaredError = 0;
+  for (const QuantizedWeightReport &r : info.quantized) {
+    double bits = 8.0 * static_cast<double>(r.bytes) / r.params;
+    os << llvm::formatv("{0} {1,-6} {2,11} {3,11} {4,6:f2} {5,9:f4}\n",
+                        llvm::left_justify(r.name, width),
+                        r.format + "/" + std::to_string(r.group), r.params,
+                        r.bytes, bits, r.relativeError);
+    params += r.params;
+    bytes += r.bytes;
+    weightedSquaredError += r.relativeError * r.relativeError * r.params;
+  }
+  // The same file with every quantized tensor stored as f32.
+  uint64_t before = info.dataBytes - bytes + 4 * static_cast<uint64_t>(params);
+  os << llvm::formatv(
+      "{0} tensors, {1} parameters: {2:f2} bits per weight, rms relative "
+      "error {3:f4}\nweights: {4:f2} MB as f32 -> {5:f2} MB ({6:f2}x "
+      "smaller)\n",
+      info.quantized.size(), params, 8.0 * bytes / std::max<int64_t>(params, 1),
+      std::sqrt(weightedSquaredError / std::max<int64_t>(params, 1)),
+      before / 1e6, info.dataBytes / 1e6,
+      static_cast<double>(before) / std::max<uint64_t>(info.dataBytes, 1));
 }
 
 } // namespace mlir::moe

@@ -7,11 +7,29 @@
 
 #include "mlir/IR/BuiltinOps.h"
 
+#include <string>
+#include <vector>
+
 namespace mlir::moe {
+
+/// A weight quantized while it was written (moe.weight `quantize(..)`).
+struct QuantizedWeightReport {
+  /// The first checkpoint name, and how many more are stacked with it.
+  std::string name;
+  std::string format;
+  int64_t group = 0;
+  int64_t params = 0;
+  /// Codes and scales.
+  uint64_t bytes = 0;
+  /// ||w - dequantized|| / ||w|| over the whole tensor.
+  double relativeError = 0;
+};
 
 struct WeightFileInfo {
   uint64_t dataBytes = 0;
   uint64_t hash = 0;
+  /// In the order they were written.
+  std::vector<QuantizedWeightReport> quantized;
 };
 
 /// Writes the weight file (runtime/include/moert/weights_format.h) of
@@ -23,6 +41,11 @@ struct WeightFileInfo {
 FailureOr<WeightFileInfo>
 writeWeightFile(ModuleOp module, const ::moe::frontend::TensorSource &tensors,
                 StringRef family, StringRef path);
+
+/// Prints what quantization cost: per tensor its format, parameters,
+/// bytes, bits per weight and relative error, then the weight file's size
+/// against the same file with those tensors in f32.
+void printQuantizationReport(const WeightFileInfo &info, llvm::raw_ostream &os);
 
 } // namespace mlir::moe
 

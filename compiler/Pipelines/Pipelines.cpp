@@ -11,11 +11,20 @@
 
 namespace mlir::moe {
 
-void buildMoEModelPipeline(OpPassManager &pm) {
+void buildMoEModelPipeline(OpPassManager &pm,
+                           const MoEModelPipelineOptions &options) {
   // Weights and norms are pure: identical ones (a tied embedding read by
   // the embedding and the logits) are merged, dead ones dropped.
   pm.addPass(createCSEPass());
   pm.addPass(createCanonicalizerPass());
+  // After the merge, so a tied embedding is quantized once, for both uses.
+  if (!options.quant.empty() || !options.quantPolicy.empty()) {
+    pm.nest<func::FuncOp>().addPass(
+        createMoEQuantizeWeightsPass(MoEQuantizeWeightsPassOptions{
+            options.quant.empty() ? std::string("none")
+                                  : std::string(options.quant),
+            options.quantPolicy, options.quantGroup}));
+  }
 }
 
 void buildMoELowerPipeline(OpPassManager &pm,
@@ -55,9 +64,10 @@ void registerMoEPipelines() {
     return;
   }
   registered = true;
-  PassPipelineRegistration<>("moe-model-pipeline",
-                             "Verifies and cleans imported moe IR",
-                             buildMoEModelPipeline);
+  PassPipelineRegistration<MoEModelPipelineOptions>(
+      "moe-model-pipeline",
+      "Verifies and cleans imported moe IR; quantizes weights when asked",
+      buildMoEModelPipeline);
   PassPipelineRegistration<MoELowerPipelineOptions>(
       "moe-lower-pipeline",
       "Splits attention, chooses dispatch strategies, forms fused groups",

@@ -14,9 +14,26 @@
 
 namespace mlir::moe {
 
-/// Stage 2, model level: verification and clean-up of imported IR.
-/// Flag: --moe-model-pipeline.
-void buildMoEModelPipeline(OpPassManager &pm);
+struct MoEModelPipelineOptions
+    : public PassPipelineOptions<MoEModelPipelineOptions> {
+  Option<std::string> quant{
+      *this, "quant",
+      llvm::cl::desc("quantize weights: q8|q4|q2|q1|mixed|none (empty: keep "
+                     "float)"),
+      llvm::cl::init("")};
+  Option<std::string> quantPolicy{
+      *this, "quant-policy",
+      llvm::cl::desc("per-role or per-name precisions over --quant"),
+      llvm::cl::init("")};
+  Option<int64_t> quantGroup{*this, "quant-group",
+                             llvm::cl::desc("columns per quantization scale"),
+                             llvm::cl::init(32)};
+};
+
+/// Stage 2, model level: verification and clean-up of imported IR, then
+/// weight quantization when asked. Flag: --moe-model-pipeline.
+void buildMoEModelPipeline(OpPassManager &pm,
+                           const MoEModelPipelineOptions &options);
 
 struct MoELowerPipelineOptions
     : public PassPipelineOptions<MoELowerPipelineOptions> {

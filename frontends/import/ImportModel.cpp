@@ -71,8 +71,7 @@ private:
     }
     auto type = RankedTensorType::get(ref.shape, f32);
     auto op = WeightOp::create(b, loc(ref.sources.front()), type,
-                               b.getStrArrayAttr(sources),
-                               /*rows=*/nullptr, /*layout=*/nullptr);
+                               b.getStrArrayAttr(sources));
     if (ref.rows) {
       op.setRows(ArrayRef<int64_t>{(*ref.rows)[0], (*ref.rows)[1]});
     }
@@ -94,13 +93,11 @@ private:
     Location l = loc(ref.sources.front());
     auto u8 = IntegerType::get(b.getContext(), 8, IntegerType::Unsigned);
     Value codes = WeightOp::create(b, l, RankedTensorType::get(bytesShape, u8),
-                                   b.getStrArrayAttr(sources),
-                                   /*rows=*/nullptr, /*layout=*/nullptr);
+                                   b.getStrArrayAttr(sources));
     SmallVector<StringRef> scaleNames(p.scaleSources.begin(),
                                       p.scaleSources.end());
     Value scale = WeightOp::create(b, l, RankedTensorType::get(scaleShape, f32),
-                                   b.getStrArrayAttr(scaleNames),
-                                   /*rows=*/nullptr, /*layout=*/nullptr);
+                                   b.getStrArrayAttr(scaleNames));
     return DequantizeOp::create(
         b, l, RankedTensorType::get(ref.shape, f32), codes, scale,
         PackedFormatAttr::get(b.getContext(),

@@ -87,6 +87,24 @@ cl::opt<std::string> prefillStrategy(
     cl::desc("expert dispatch in prefill: grouped (bucket tokens by expert, "
              "a GEMM per expert; default) | gather (a GEMV per token)"),
     cl::init("grouped"), cl::cat(category));
+cl::opt<std::string> quant(
+    "quant",
+    cl::desc("store projection, embedding and expert weights packed: q8 | "
+             "q4 | q2 | q1 (signs) for all, or mixed (embedding and head "
+             "q8, attention q4, other projections q8, experts q4); prints a "
+             "report of what it cost"),
+    cl::value_desc("mode"), cl::cat(category));
+cl::opt<std::string> quantPolicy(
+    "quant-policy",
+    cl::desc("precisions over --quant, comma-separated KEY=q8|q4|q2|q1|f32; "
+             "KEY is a role (embedding, head, attention, ffn, experts) or a "
+             "glob on checkpoint tensor names, e.g. "
+             "'experts=q2,*.o_proj.weight=q8'"),
+    cl::value_desc("rules"), cl::cat(category));
+cl::opt<int64_t> quantGroup(
+    "quant-group",
+    cl::desc("weights per quantization scale along a row (default 32)"),
+    cl::init(32), cl::cat(category));
 cl::opt<int> jobs("j",
                   cl::desc("kernels compiled in parallel (default: "
                            "one per core)"),
@@ -268,6 +286,9 @@ int main(int argc, char **argv) {
     options.prefillChunk = prefillChunk;
   }
   options.prefillStrategy = prefillStrategy;
+  options.quant = quant;
+  options.quantPolicy = quantPolicy;
+  options.quantGroup = quantGroup;
   options.moeDropless = moeDropless;
   options.jobs = jobs;
   options.kernelCache = kernelCache;

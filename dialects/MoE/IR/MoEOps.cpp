@@ -165,6 +165,57 @@ static void printBareEnum(OpAsmPrinter &printer, Operation *, AttrT attr) {
 // WeightOp
 //===----------------------------------------------------------------------===//
 
+/// With `quantize`: the group and logical shape are given, and the result
+/// is the codes or the scales of that shape.
+LogicalResult WeightOp::verifyQuantized() {
+  std::optional<PackedFormat> format = getQuantize();
+  if (!format) {
+    if (getQuantGroup() || getQuantShape()) {
+      return emitOpError("expects quantize(..) with a quantization group "
+                         "or shape");
+    }
+    return success();
+  }
+  std::optional<int64_t> group = getQuantGroup();
+  std::optional<ArrayRef<int64_t>> shape = getQuantShape();
+  if (!group || *group < 1) {
+    return emitOpError("expects a quantization group >= 1");
+  }
+  if (!shape || shape->size() < 2 ||
+      llvm::any_of(*shape, [](int64_t d) { return d < 1; })) {
+    return emitOpError("expects a quantized shape [.., N, K] of positive "
+                       "sizes");
+  }
+  // One matrix, or a stack of them (several names, or one 3-d tensor).
+  bool stacked = getSources().size() > 1;
+  if (shape->size() > 3 || (stacked && shape->size() != 3)) {
+    return emitOpError("expects a quantized shape [N, K] or [E, N, K]")
+           << (stacked ? " with E = the number of sources" : "");
+  }
+  size_t lead = shape->size() - 2;
+  int64_t rows = (*shape)[lead], cols = (*shape)[lead + 1];
+  SmallVector<int64_t> expected(shape->begin(), shape->begin() + lead);
+  auto type = getResult().getType();
+  Type element = type.getElementType();
+  if (element.isUnsignedInteger(8)) {
+    expected.push_back(DequantizeOp::codeBytes(*format, rows, cols));
+  } else if (element.isF32()) {
+    expected.append({rows, DequantizeOp::scalesPerRow(cols, group)});
+  } else {
+    return emitOpError("expects the codes (ui8) or the scales (f32) of a "
+                       "quantized weight, got ")
+           << type;
+  }
+  if (type.getShape() != ArrayRef<int64_t>(expected)) {
+    return emitOpError("expects ")
+           << (element.isF32() ? "scales" : "codes") << " of shape "
+           << shapeString(expected) << " for " << stringifyPackedFormat(*format)
+           << " " << shapeString(*shape) << " in groups of " << *group
+           << ", got " << type;
+  }
+  return success();
+}
+
 LogicalResult WeightOp::verify() {
   ArrayAttr sources = getSources();
   if (sources.empty()) {
@@ -186,17 +237,34 @@ LogicalResult WeightOp::verify() {
            << sources.size()
            << " tensors to give a leading dimension of that size, got " << type;
   }
+  // The tensor the names select: the result, or what a quantized weight
+  // stands for.
+  if (failed(verifyQuantized())) {
+    return failure();
+  }
+  ArrayRef<int64_t> selected =
+      getQuantShape() ? *getQuantShape() : type.getShape();
   if (std::optional<ArrayRef<int64_t>> rows = getRows()) {
     if (rows->size() != 2 || (*rows)[0] < 0 || (*rows)[0] >= (*rows)[1]) {
       return emitOpError("expects rows [begin, end] with 0 <= begin < end");
     }
     unsigned rowDim = stacked ? 1 : 0;
-    if (type.getRank() <= rowDim ||
-        type.getDimSize(rowDim) != (*rows)[1] - (*rows)[0]) {
-      return emitOpError("expects rows [")
-             << (*rows)[0] << ", " << (*rows)[1] << "] to select "
-             << (*rows)[1] - (*rows)[0] << " rows, got " << type;
+    if (selected.size() <= rowDim ||
+        selected[rowDim] != (*rows)[1] - (*rows)[0]) {
+      InFlightDiagnostic diag = emitOpError("expects rows [")
+                                << (*rows)[0] << ", " << (*rows)[1]
+                                << "] to select " << (*rows)[1] - (*rows)[0]
+                                << " rows, got ";
+      if (getQuantShape()) {
+        diag << "[" << selected << "]";
+      } else {
+        diag << type;
+      }
+      return diag;
     }
+  }
+  if (getLayout() == WeightLayout::Transposed && getQuantize()) {
+    return emitOpError("expects a quantized weight in row-major layout");
   }
   if (getLayout() == WeightLayout::Transposed && type.getRank() < 2) {
     return emitOpError("expects a transposed layout only for rank >= 2, got ")
@@ -518,6 +586,15 @@ int64_t DequantizeOp::bitsOf(PackedFormat format) {
   llvm_unreachable("unknown packed format");
 }
 
+int64_t DequantizeOp::codeBytes(PackedFormat format, int64_t rows,
+                                int64_t cols) {
+  return (rows * cols * bitsOf(format) + 7) / 8;
+}
+
+int64_t DequantizeOp::scalesPerRow(int64_t cols, std::optional<int64_t> group) {
+  return group ? (cols + *group - 1) / *group : 1;
+}
+
 LogicalResult DequantizeOp::verify() {
   auto packed = getPacked().getType();
   auto scale = getScale().getType();
@@ -555,15 +632,14 @@ LogicalResult DequantizeOp::verify() {
     if (*group < 1) {
       return emitOpError("expects group(G) with G >= 1, got ") << *group;
     }
-    int64_t groups = (cols + *group - 1) / *group;
+    int64_t groups = scalesPerRow(cols, group);
     if (scale.getDimSize(lead + 1) != groups) {
       return emitOpError("expects ")
              << groups << " scales per row (ceil(" << cols << " / " << *group
              << ")), got " << scale.getDimSize(lead + 1);
     }
   }
-  int64_t bits = bitsOf(getFormat());
-  int64_t bytes = (rows * cols * bits + 7) / 8;
+  int64_t bytes = codeBytes(getFormat(), rows, cols);
   if (packed.getDimSize(lead) != bytes) {
     return emitOpError("expects ")
            << bytes << " bytes of " << stringifyPackedFormat(getFormat())

@@ -45,18 +45,51 @@ def MoE_WeightOp : MoE_Op<"weight", [Pure]> {
       `c_attn` holds Q, K and V).
     * `layout` is how the compiled weight file stores it, chosen by the
       target (absent: row-major as in the checkpoint).
+    * `quantize(format, group G, shape S)` quantizes, when the weight file
+      is written, the float tensor of logical shape S (`[.., N, K]`) that
+      the names select: symmetric codes of `format`, one f32 scale per G
+      columns of a row. The result is either part of it, as
+      `moe.dequantize` reads them: the codes (`ui8 [.., B]`) or the scales
+      (`f32 [.., N, ceil(K / G)]`).
 
     ```mlir
     %wq = moe.weight ["blocks.0.attn.q_proj.weight"] : tensor<640x640xf32>
     %wk = moe.weight ["h.0.attn.c_attn.weight"] rows [768, 1024] : tensor<256x768xf32>
+    %q4 = moe.weight ["wq"] quantize(int4, group 32, shape [256, 768]) : tensor<98304xui8>
+    %s4 = moe.weight ["wq"] quantize(int4, group 32, shape [256, 768]) : tensor<256x24xf32>
     ```
   }];
   let arguments = (ins StrArrayAttr:$sources,
                        OptionalAttr<DenseI64ArrayAttr>:$rows,
-                       OptionalAttr<MoE_WeightLayoutAttr>:$layout);
+                       OptionalAttr<MoE_WeightLayoutAttr>:$layout,
+                       OptionalAttr<MoE_PackedFormatAttr>:$quantize,
+                       OptionalAttr<I64Attr>:$quant_group,
+                       OptionalAttr<DenseI64ArrayAttr>:$quant_shape);
   let results = (outs AnyRankedTensor:$result);
   let assemblyFormat = [{
-    $sources (`rows` $rows^)? (`layout` custom<BareEnum>($layout)^)? attr-dict `:` type($result)
+    $sources (`rows` $rows^)?
+    (`quantize` `(` custom<BareEnum>($quantize)^ `,` `group` $quant_group `,`
+     `shape` $quant_shape `)`)?
+    (`layout` custom<BareEnum>($layout)^)? attr-dict `:` type($result)
+  }];
+  let builders = [
+    // A whole checkpoint tensor (or stack of them) as its checkpoint holds it.
+    OpBuilder<(ins "Type":$type, "ArrayAttr":$sources), [{
+      build($_builder, $_state, type, sources, /*rows=*/nullptr,
+            /*layout=*/nullptr, /*quantize=*/nullptr, /*quant_group=*/nullptr,
+            /*quant_shape=*/nullptr);
+    }]>
+  ];
+  let extraClassDeclaration = [{
+    /// Whether this is the codes part of a quantized weight (else, with
+    /// `quantize`, its scales).
+    bool isQuantizedCodes() {
+      return getQuantize() &&
+             getResult().getType().getElementType().isUnsignedInteger(8);
+    }
+
+    /// The `quantize` rules of the verifier.
+    LogicalResult verifyQuantized();
   }];
   let hasVerifier = 1;
 }
@@ -104,6 +137,10 @@ def MoE_DequantizeOp : MoE_Op<"dequantize", [Pure]> {
   let extraClassDeclaration = [{
     /// Bits per code of `format`.
     static int64_t bitsOf(PackedFormat format);
+    /// Bytes that hold the codes of one [rows, cols] matrix.
+    static int64_t codeBytes(PackedFormat format, int64_t rows, int64_t cols);
+    /// Scales per row: one, or one per `group` columns.
+    static int64_t scalesPerRow(int64_t cols, std::optional<int64_t> group);
   }];
   let hasVerifier = 1;
 }

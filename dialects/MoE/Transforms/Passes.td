@@ -14,6 +14,42 @@ include "mlir/Pass/PassBase.td"
 // Lowering model-level ops
 //===----------------------------------------------------------------------===//
 
+def MoEQuantizeWeightsPass : Pass<"moe-quantize-weights", "func::FuncOp"> {
+  let summary = "Rewrites float projection weights into packed codes and scales.";
+  let description = [{
+    Every float weight read by a projection (`moe.linear`, `moe.logits`),
+    the embedding (`moe.embed`) or the experts (`moe.expert_dispatch`)
+    becomes `moe.dequantize` of two quantized `moe.weight`s, its codes and
+    its scales, at the precision the policy gives its role: `embedding`
+    (with the head when tied), `head`, `attention` (projections that reach
+    or read an attention), `ffn` (every other projection) or `experts`.
+    `mode` is q8, q4, q2 or q1 for every role, `mixed` for
+    "embedding=q8,head=q8,attention=q4,ffn=q8,experts=q4", or `none`;
+    `rules` (`key=precision,...`, key a role or a glob on checkpoint names,
+    precision q8|q4|q2|q1|f32) override it. Codes are symmetric, one f32
+    scale per `group` columns. Norms, routers, biases and already packed
+    weights are left as they are.
+
+    Before:  %w = moe.weight ["wq"] : tensor<64x96xf32>
+             %q = moe.linear %x, %w : tensor<?x96xf32>, tensor<64x96xf32> -> tensor<?x64xf32>
+    After:   %c = moe.weight ["wq"] quantize(int4, group 32, shape [64, 96]) : tensor<3072xui8>
+             %s = moe.weight ["wq"] quantize(int4, group 32, shape [64, 96]) : tensor<64x3xf32>
+             %w = moe.dequantize %c, %s format(int4) cols(96) group(32) : ...
+             %q = moe.linear %x, %w : ...
+  }];
+  let options = [
+    Option<"mode", "mode", "std::string", /*default=*/"\"q8\"",
+           "precision of every role: q8|q4|q2|q1|mixed|none">,
+    Option<"rules", "rules", "std::string", /*default=*/"\"\"",
+           "overrides: role=precision or glob=precision, comma-separated">,
+    Option<"group", "group", "int64_t", /*default=*/"32",
+           "columns per scale">
+  ];
+  let statistics = [
+    Statistic<"numQuantized", "num-quantized", "weights quantized">
+  ];
+}
+
 def MoESelectDispatchPass : Pass<"moe-select-dispatch", "func::FuncOp"> {
   let summary = "Chooses how each expert dispatch visits tokens and experts.";
   let description = [{
@@ -212,7 +248,9 @@ def MoEPlanWeightsPass : Pass<"moe-plan-weights", "ModuleOp"> {
     Gives every distinct weight (same sources, rows and layout) one byte
     offset in the weight file, recorded as `moe.offset` on each
     `moe.weight`, and the file's data size as `moe.weights_bytes` on the
-    module. Weights are stored as f32 in their `layout`.
+    module. Float weights are stored as f32 in their `layout`, packed codes
+    (`ui8`) as bytes; the codes and scales of a quantized tensor are two
+    weights.
 
     Before:  %w = moe.weight ["w"] layout transposed : tensor<64x40xf32>
     After:   %w = moe.weight ["w"] layout transposed {moe.offset = 4096 : i64} : tensor<64x40xf32>

@@ -20,7 +20,8 @@ struct PlanWeightsPass : impl::MoEPlanWeightsPassBase<PlanWeightsPass> {
       return signalPassFailure();
     }
     // Weights are identified by what they read and how they are stored: the
-    // same tensor in two layouts is two weights.
+    // same tensor in two layouts, or the codes and the scales of one
+    // quantized tensor, are two weights.
     std::map<std::string, int64_t> offsets;
     int64_t end = 0;
     auto i64 = IntegerType::get(&getContext(), 64);
@@ -33,7 +34,12 @@ struct PlanWeightsPass : impl::MoEPlanWeightsPassBase<PlanWeightsPass> {
       }
       os << "|"
          << stringifyWeightLayout(
-                op.getLayout().value_or(WeightLayout::RowMajor));
+                op.getLayout().value_or(WeightLayout::RowMajor))
+         << "|" << op.getResult().getType();
+      if (std::optional<PackedFormat> format = op.getQuantize()) {
+        os << "|" << stringifyPackedFormat(*format) << "/"
+           << *op.getQuantGroup();
+      }
       auto [it, inserted] = offsets.try_emplace(key, end);
       if (inserted) {
         auto type = op.getResult().getType();

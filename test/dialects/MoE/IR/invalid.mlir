@@ -637,3 +637,59 @@ func.func @dequantize_int2_bytes(%c: tensor<119xui8>, %s: tensor<40xf32>) {
   %0 = moe.dequantize %c, %s format(int2) cols(12) : tensor<119xui8>, tensor<40xf32> -> tensor<40x12xf32>
   return
 }
+
+// -----
+
+func.func @quantized_codes_size() {
+  // expected-error @+1 {{'moe.weight' op expects codes of shape 160 for int4 8x40 in groups of 32, got 'tensor<159xui8>'}}
+  %0 = moe.weight ["w"] quantize(int4, group 32, shape [8, 40]) : tensor<159xui8>
+  return
+}
+
+// -----
+
+func.func @quantized_scales_shape() {
+  // expected-error @+1 {{'moe.weight' op expects scales of shape 8x2 for int4 8x40 in groups of 32, got 'tensor<8x1xf32>'}}
+  %0 = moe.weight ["w"] quantize(int4, group 32, shape [8, 40]) : tensor<8x1xf32>
+  return
+}
+
+// -----
+
+func.func @quantized_element() {
+  // expected-error @+1 {{'moe.weight' op expects the codes (ui8) or the scales (f32) of a quantized weight, got 'tensor<8x2xf16>'}}
+  %0 = moe.weight ["w"] quantize(int4, group 32, shape [8, 40]) : tensor<8x2xf16>
+  return
+}
+
+// -----
+
+func.func @quantized_group() {
+  // expected-error @+1 {{'moe.weight' op expects a quantization group >= 1}}
+  %0 = moe.weight ["w"] quantize(int4, group 0, shape [8, 40]) : tensor<160xui8>
+  return
+}
+
+// -----
+
+func.func @quantized_stack() {
+  // expected-error @+1 {{'moe.weight' op expects a quantized shape [N, K] or [E, N, K] with E = the number of sources}}
+  %0 = moe.weight ["a", "b"] quantize(int8, group 8, shape [8, 8]) : tensor<2x64xui8>
+  return
+}
+
+// -----
+
+func.func @quantized_rows() {
+  // expected-error @+1 {{'moe.weight' op expects rows [0, 3] to select 3 rows, got [8, 40]}}
+  %0 = moe.weight ["w"] rows [0, 3] quantize(int8, group 8, shape [8, 40]) : tensor<320xui8>
+  return
+}
+
+// -----
+
+func.func @quantized_transposed() {
+  // expected-error @+1 {{'moe.weight' op expects a quantized weight in row-major layout}}
+  %0 = moe.weight ["w"] quantize(int8, group 8, shape [8, 40]) layout transposed : tensor<320xui8>
+  return
+}

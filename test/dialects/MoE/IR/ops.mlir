@@ -21,6 +21,24 @@ func.func @weights() -> (tensor<64x64xf32>, tensor<32x64xf32>, tensor<3x8x4xf32>
   return %a, %b, %c, %d : tensor<64x64xf32>, tensor<32x64xf32>, tensor<3x8x4xf32>, tensor<64x32xf32>
 }
 
+// The codes and scales of quantized weights: one matrix, rows of a fused
+// tensor, a stack; groups need not divide the row (40 = 32 + 8).
+// CHECK-LABEL: func.func @quantized_weights
+func.func @quantized_weights() -> tensor<3x4x40xf32> {
+  // CHECK: moe.weight ["w"] quantize(int4, group 32, shape [8, 40]) : tensor<160xui8>
+  %a = moe.weight ["w"] quantize(int4, group 32, shape [8, 40]) : tensor<160xui8>
+  // CHECK: moe.weight ["w"] quantize(int4, group 32, shape [8, 40]) : tensor<8x2xf32>
+  %b = moe.weight ["w"] quantize(int4, group 32, shape [8, 40]) : tensor<8x2xf32>
+  // CHECK: moe.weight ["qkv"] rows [8, 12] quantize(sign1, group 40, shape [4, 40]) : tensor<20xui8>
+  %c = moe.weight ["qkv"] rows [8, 12] quantize(sign1, group 40, shape [4, 40]) : tensor<20xui8>
+  // CHECK: moe.weight ["e.0", "e.1", "e.2"] quantize(int8, group 16, shape [3, 4, 40]) : tensor<3x4x3xf32>
+  %d = moe.weight ["e.0", "e.1", "e.2"] quantize(int8, group 16, shape [3, 4, 40]) : tensor<3x4x3xf32>
+  %e = moe.weight ["e.0", "e.1", "e.2"] quantize(int8, group 16, shape [3, 4, 40]) : tensor<3x160xui8>
+  // CHECK: moe.dequantize {{.+}} format(int8) cols(40) group(16) : tensor<3x160xui8>, tensor<3x4x3xf32> -> tensor<3x4x40xf32>
+  %f = moe.dequantize %e, %d format(int8) cols(40) group(16) : tensor<3x160xui8>, tensor<3x4x3xf32> -> tensor<3x4x40xf32>
+  return %f : tensor<3x4x40xf32>
+}
+
 // CHECK-LABEL: func.func @layer
 func.func @layer(%tokens: tensor<?xi32>, %pos: index, %cache: !cache,
                  %table: tensor<100x64xf32>, %w: tensor<64xf32>,

@@ -16,6 +16,8 @@
 
 #include "targets/cpu/kernels/KernelBuilder.h"
 
+#include "dialects/MoE/Utils/Quantize.h"
+
 #include "compiler/Pipelines/Registration.h"
 #include "targets/common/KernelAbi.h"
 #include "targets/common/TargetRegistry.h"
@@ -523,6 +525,32 @@ TEST(CpuKernels, CacheWriteThenAttention) {
 /// not a whole number of bytes per row below 8 bits) with every format and
 /// packing option, per-row and in groups of 5 columns (the last group of a
 /// row is short), and compares with unpacking by hand, code by code.
+/// The weights `E` matrices of packed codes stand for (moe.dequantize's
+/// definition, code by code): [E, N, K] row-major.
+Vec decodePacked(const Vec &codes, const Vec &scale, int E, int N, int K,
+                 int bits, int group, bool lowFirst, bool offset) {
+  int B = (N * K * bits + 7) / 8, G = group ? (K + group - 1) / group : 1;
+  int perByte = 8 / bits, half = 1 << (bits - 1);
+  Vec out(E * N * K);
+  for (int e = 0; e < E; ++e) {
+    for (int i = 0; i < N * K; ++i) {
+      int byte = int(codes[e * B + i / perByte]);
+      int slot = i % perByte;
+      int shift = (lowFirst ? slot : perByte - 1 - slot) * bits;
+      int raw = (byte >> shift) & ((1 << bits) - 1);
+      float q = bits == 1     ? (raw ? 1.0f : -1.0f)
+                : offset      ? float(raw - half)
+                : raw >= half ? float(raw - 2 * half)
+                              : float(raw);
+      int row = i / K, col = i % K;
+      float s =
+          group ? scale[(e * N + row) * G + col / group] : scale[e * N + row];
+      out[e * N * K + i] = q * s;
+    }
+  }
+  return out;
+}
+
 TEST(CpuKernels, DequantizeEveryPacking) {
   const int E = 3, N = 5, K = 12;
   const std::pair<const char *, int> formats[] = {
@@ -564,26 +592,75 @@ TEST(CpuKernels, DequantizeEveryPacking) {
           std::vector<Vec> out =
               kernel.run({{codes, {E, B}}, {scale, scaleShape}}, 1);
           ASSERT_EQ(out.size(), 1u);
-          Vec want(E * N * K);
-          int perByte = 8 / bits, half = 1 << (bits - 1);
-          for (int e = 0; e < E; ++e) {
-            for (int i = 0; i < N * K; ++i) {
-              int byte = int(codes[e * B + i / perByte]);
-              int slot = i % perByte;
-              int shift = (lowFirst ? slot : perByte - 1 - slot) * bits;
-              int raw = (byte >> shift) & ((1 << bits) - 1);
-              float q = bits == 1     ? (raw ? 1.0f : -1.0f)
-                        : offset      ? float(raw - half)
-                        : raw >= half ? float(raw - 2 * half)
-                                      : float(raw);
-              int row = i / K, col = i % K;
-              float s = group ? scale[(e * N + row) * G + col / group]
-                              : scale[e * N + row];
-              want[e * N * K + i] = q * s;
-            }
-          }
+          Vec want = decodePacked(codes, scale, E, N, K, bits, group, lowFirst,
+                                  offset);
           expectClose(out[0], want, 0, "dequantize " + attrs);
         }
+      }
+    }
+  }
+}
+
+/// moec --quant: the quantizer's codes and scales, read back by the
+/// kernels, give the weights whose error the quantizer reports, within the
+/// bound of the format; a projection of them matches the naive product at
+/// awkward sizes (N = 37, K = 45: neither a multiple of the vector width
+/// nor of the group) in every schedule.
+TEST(CpuKernels, QuantizedProjectionOfTheQuantizersCodes) {
+  const int N = 37, K = 45;
+  struct Case {
+    const char *format;
+    PackedFormat packed;
+    int bits;
+    double bound; // relative error of uniform weights
+  };
+  const Case cases[] = {{"int8", PackedFormat::Int8, 8, 0.01},
+                        {"int4", PackedFormat::Int4, 4, 0.12},
+                        {"int2", PackedFormat::Int2, 2, 0.5},
+                        {"sign1", PackedFormat::Sign1, 1, 0.6}};
+  Vec w = randomValues(N * K, 61);
+  for (const Case &c : cases) {
+    for (int group : {32, 7}) {
+      QuantizedMatrices q =
+          quantizeMatrices(w.data(), 1, N, K, c.packed, group);
+      Vec codes(q.codes.begin(), q.codes.end());
+      Vec scales(q.scales.begin(), q.scales.end());
+      Vec decoded =
+          decodePacked(codes, scales, 1, N, K, c.bits, group, false, false);
+      double error = 0, norm = 0;
+      for (int i = 0; i < N * K; ++i) {
+        error += (double(w[i]) - decoded[i]) * (double(w[i]) - decoded[i]);
+        norm += double(w[i]) * w[i];
+      }
+      std::string what =
+          std::string(c.format) + " group " + std::to_string(group);
+      EXPECT_NEAR(std::sqrt(error / norm),
+                  std::sqrt(q.sumSquaredError / q.sumSquares), 1e-6)
+          << what;
+      EXPECT_LT(std::sqrt(error / norm), c.bound) << what;
+
+      int B = int(q.codes.size()), G = (K + group - 1) / group;
+      std::string types = "tensor<" + std::to_string(B) + "xui8>, tensor<37x" +
+                          std::to_string(G) + "xf32>";
+      for (auto [t, T] : kSchedules) {
+        Kernel k(withTokens("moe.kernel @k(%x: tensor<Tx45xf32>, %c: tensor<" +
+                                std::to_string(B) + "xui8>, %s: tensor<37x" +
+                                std::to_string(G) +
+                                "xf32>) -> tensor<Tx37xf32> {\n"
+                                "  %w = moe.dequantize %c, %s format(" +
+                                c.format + ") cols(45) group(" +
+                                std::to_string(group) + ") : " + types +
+                                " -> tensor<37x45xf32>\n"
+                                "  %y = moe.linear %x, %w : tensor<Tx45xf32>, "
+                                "tensor<37x45xf32> -> tensor<Tx37xf32>\n"
+                                "  moe.yield %y : tensor<Tx37xf32>\n}\n",
+                            t));
+        Vec x = randomValues(T * K, 62);
+        std::vector<Vec> out =
+            k.run({{x, {T, K}}, {codes, {B}}, {scales, {N, G}}}, T);
+        ASSERT_EQ(out.size(), 1u);
+        expectClose(out[0], ref::linear(x, decoded, nullptr, T, K, N), 1e-5,
+                    what + " T=" + t);
       }
     }
   }

@@ -1,0 +1,133 @@
+//===- Quantize.cpp - Float matrices into moe.dequantize's codes ----------===//
+
+#include "dialects/MoE/Utils/Quantize.h"
+
+#include "dialects/MoE/IR/MoEOps.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace mlir::moe {
+
+namespace {
+
+/// Squared error of `group` values with codes `q` and scale `d`.
+double groupError(const float *w, const int *q, int64_t n, double d) {
+  double error = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    double e = w[i] - d * q[i];
+    error += e * e;
+  }
+  return error;
+}
+
+/// Codes of `n` values for scale `d` (0: all zero), in [qmin, qmax].
+void roundCodes(const float *w, int64_t n, double d, int qmin, int qmax,
+                int *q) {
+  for (int64_t i = 0; i < n; ++i) {
+    q[i] = d == 0 ? 0
+                  : std::clamp(static_cast<int>(std::lround(w[i] / d)), qmin,
+                               qmax);
+  }
+}
+
+/// The scale and codes of one group of an integer format of `bits`;
+/// `trial` is scratch for n codes.
+double quantizeIntGroup(const float *w, int64_t n, int bits, int *q,
+                        int *trial) {
+  int qmin = -(1 << (bits - 1)), qmax = (1 << (bits - 1)) - 1;
+  float extreme = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    if (std::fabs(w[i]) > std::fabs(extreme)) {
+      extreme = w[i];
+    }
+  }
+  // The extreme value lands exactly on qmin, so the range is used from
+  // both ends: its sign decides which end has the extra code.
+  double best = extreme / static_cast<double>(qmin);
+  roundCodes(w, n, best, qmin, qmax, q);
+  if (bits > 4 || extreme == 0) {
+    return best;
+  }
+  double bestError = groupError(w, q, n, best);
+  for (int step = -10; step <= 10; ++step) {
+    if (step == 0) {
+      continue;
+    }
+    double d = extreme / (qmin + 0.1 * step);
+    roundCodes(w, n, d, qmin, qmax, trial);
+    // For fixed codes the best scale is sum(w q) / sum(q^2).
+    double wq = 0, qq = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      wq += static_cast<double>(w[i]) * trial[i];
+      qq += static_cast<double>(trial[i]) * trial[i];
+    }
+    if (qq == 0) {
+      continue;
+    }
+    double refit = wq / qq;
+    double error = groupError(w, trial, n, refit);
+    if (error < bestError) {
+      bestError = error;
+      best = refit;
+      std::copy(trial, trial + n, q);
+    }
+  }
+  return best;
+}
+
+/// Signs (+1 / -1) and the group's mean magnitude.
+double quantizeSignGroup(const float *w, int64_t n, int *q) {
+  double sum = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    sum += std::fabs(w[i]);
+    q[i] = w[i] >= 0 ? 1 : -1;
+  }
+  return sum / static_cast<double>(n);
+}
+
+} // namespace
+
+QuantizedMatrices quantizeMatrices(const float *values, int64_t count,
+                                   int64_t rows, int64_t cols,
+                                   PackedFormat format, int64_t group) {
+  int bits = static_cast<int>(DequantizeOp::bitsOf(format));
+  int64_t groups = DequantizeOp::scalesPerRow(cols, group);
+  int64_t bytes = DequantizeOp::codeBytes(format, rows, cols);
+  int perByte = 8 / bits;
+  QuantizedMatrices out;
+  out.codes.assign(count * bytes, 0);
+  out.scales.resize(count * rows * groups);
+  std::vector<int> q(group), trial(group);
+  for (int64_t m = 0; m < count; ++m) {
+    uint8_t *codes = out.codes.data() + m * bytes;
+    for (int64_t r = 0; r < rows; ++r) {
+      const float *row = values + (m * rows + r) * cols;
+      for (int64_t g = 0; g < groups; ++g) {
+        int64_t begin = g * group, n = std::min(group, cols - begin);
+        const float *w = row + begin;
+        double d = format == PackedFormat::Sign1
+                       ? quantizeSignGroup(w, n, q.data())
+                       : quantizeIntGroup(w, n, bits, q.data(), trial.data());
+        float scale = static_cast<float>(d);
+        out.scales[(m * rows + r) * groups + g] = scale;
+        for (int64_t i = 0; i < n; ++i) {
+          double e = w[i] - static_cast<double>(scale) * q[i];
+          out.sumSquares += static_cast<double>(w[i]) * w[i];
+          out.sumSquaredError += e * e;
+          // Code i of the matrix: slot i % perByte of byte i / perByte,
+          // from the most significant end; signs store 1 for +1.
+          int64_t index = r * cols + begin + i;
+          unsigned raw = format == PackedFormat::Sign1
+                             ? (q[i] > 0 ? 1u : 0u)
+                             : static_cast<unsigned>(q[i]) & ((1u << bits) - 1);
+          int shift = (perByte - 1 - static_cast<int>(index % perByte)) * bits;
+          codes[index / perByte] |= static_cast<uint8_t>(raw << shift);
+        }
+      }
+    }
+  }
+  return out;
+}
+
+} // namespace mlir::moe

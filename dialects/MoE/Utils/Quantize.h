@@ -1,0 +1,43 @@
+//===- Quantize.h - Float matrices into moe.dequantize's codes --*- C++ -*-===//
+//
+// The other half of `moe.dequantize`: symmetric codes (row-major, slots
+// from the most significant end, two's complement; bit 1 = +1 for signs)
+// and one scale per group of columns of a row, so that
+// `scale[r, c / G] * code(r, c)` approximates the weight.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOE_DIALECTS_MOE_UTILS_QUANTIZE_H
+#define MOE_DIALECTS_MOE_UTILS_QUANTIZE_H
+
+#include "dialects/MoE/IR/MoEDialect.h"
+
+#include <cstdint>
+#include <vector>
+
+namespace mlir::moe {
+
+struct QuantizedMatrices {
+  /// Each matrix's codes, DequantizeOp::codeBytes apart.
+  std::vector<uint8_t> codes;
+  /// [matrices, rows, ceil(cols / group)].
+  std::vector<float> scales;
+  /// Sums over all elements of w^2 and (w - dequantized)^2.
+  double sumSquares = 0, sumSquaredError = 0;
+};
+
+/// Quantizes `count` matrices of [rows, cols] (row-major, one after the
+/// other in `values`) to `format` with one scale per `group` columns.
+///
+/// Integer codes of b bits use the whole range [-2^(b-1), 2^(b-1) - 1]: the
+/// largest magnitude of a group maps to -2^(b-1), and for b <= 4 a few
+/// nearby scales are tried and refitted by least squares, keeping the one
+/// with the smallest error. Signs take the group's mean magnitude, the
+/// least-squares scale for fixed signs.
+QuantizedMatrices quantizeMatrices(const float *values, int64_t count,
+                                   int64_t rows, int64_t cols,
+                                   PackedFormat format, int64_t group);
+
+} // namespace mlir::moe
+
+#endif // MOE_DIALECTS_MOE_UTILS_QUANTIZE_H
