@@ -451,7 +451,11 @@ LogicalResult runCompile(const DriverOptions &options) {
   if (options.emit == EmitStage::Lowered) {
     return emitIR();
   }
-  if (failed(runPipeline(module, buildMoECpuKernelPipeline))) {
+  MoECpuKernelPipelineOptions kernelPipelineOptions;
+  kernelPipelineOptions.lanes = target->floatLanes();
+  if (failed(runPipeline(module, [&](OpPassManager &pm) {
+        buildMoECpuKernelPipeline(pm, kernelPipelineOptions);
+      }))) {
     return failure();
   }
   // What `--info` and the kernel-level IR show: the target as named, and

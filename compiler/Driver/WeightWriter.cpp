@@ -15,6 +15,8 @@
 #include "dialects/MoE/IR/MoEOps.h"
 #include "dialects/MoE/Utils/Quantize.h"
 
+#include "llvm/ADT/DenseMap.h"
+#include "llvm/ADT/StringMap.h"
 #include "llvm/Support/Format.h"
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/raw_ostream.h"
@@ -126,10 +128,8 @@ LogicalResult logicalValues(WeightOp op, const fe::TensorSource &tensors,
 /// whatever shape the checkpoint gives them (a flat packbits array), one
 /// source per leading index.
 LogicalResult packedBytes(WeightOp op, const fe::TensorSource &tensors,
-                          std::vector<uint8_t> &out) {
-  auto type = op.getResult().getType();
-  int64_t perSource =
-      type.getNumElements() / static_cast<int64_t>(op.getSources().size());
+                          int64_t totalBytes, std::vector<uint8_t> &out) {
+  int64_t perSource = totalBytes / static_cast<int64_t>(op.getSources().size());
   out.clear();
   for (Attribute nameAttr : op.getSources()) {
     StringRef name = cast<StringAttr>(nameAttr).getValue();
@@ -236,6 +236,44 @@ private:
   Key cachedKey{};
 };
 
+/// The moe.dequantize that reads each codes weight: directly, or through
+/// the calls of the kernel it was outlined into.
+llvm::DenseMap<Operation *, DequantizeOp> codeReaders(ModuleOp module) {
+  llvm::DenseMap<Operation *, DequantizeOp> readers;
+  llvm::StringMap<SmallVector<CallOp>> calls;
+  module.walk([&](CallOp call) { calls[call.getCallee()].push_back(call); });
+  module.walk([&](DequantizeOp dequantize) {
+    Value packed = dequantize.getPacked();
+    if (auto weight = packed.getDefiningOp<WeightOp>()) {
+      readers[weight] = dequantize;
+      return;
+    }
+    auto arg = dyn_cast<BlockArgument>(packed);
+    auto kernel =
+        arg ? dyn_cast<KernelOp>(arg.getOwner()->getParentOp()) : KernelOp();
+    if (!kernel) {
+      return;
+    }
+    for (CallOp call : calls.lookup(kernel.getSymName())) {
+      if (auto weight =
+              call.getOperand(arg.getArgNumber()).getDefiningOp<WeightOp>()) {
+        readers[weight] = dequantize;
+      }
+    }
+  });
+  return readers;
+}
+
+/// `codes` (the default order) in the order of the transposed `reader`.
+std::vector<uint8_t> transposedCodes(const uint8_t *codes,
+                                     DequantizeOp reader) {
+  ArrayRef<int64_t> shape = reader.getResult().getType().getShape();
+  int64_t rows = shape[shape.size() - 2], cols = shape.back();
+  return transposeCodes(codes, numElements(shape) / (rows * cols), rows, cols,
+                        reader.getFormat(), reader.getLowBitsFirst(),
+                        reader.getLanes().value_or(0));
+}
+
 /// What the report says of a quantized weight.
 QuantizedWeightReport reportOf(WeightOp op, const QuantizedMatrices &q) {
   QuantizedWeightReport report;
@@ -303,12 +341,25 @@ FailureOr<WeightFileInfo> writeWeightFile(ModuleOp module,
   std::unique_ptr<float[]> stored(new float[largest]);
   std::unique_ptr<float[]> quantScratch;
   std::optional<Quantizer> quantizer;
-  std::vector<uint8_t> packed;
+  std::vector<uint8_t> packed, repacked;
+  llvm::DenseMap<Operation *, DequantizeOp> readers = codeReaders(module);
   WeightFileInfo info;
   for (auto &[offset, op] : byOffset) {
     pad(static_cast<uint64_t>(offset));
     const void *data;
     size_t bytes = op.getResult().getType().getNumElements() * sizeof(float);
+    bool isCodes =
+        op.getResult().getType().getElementType().isUnsignedInteger(8);
+    // Codes stored transposed take the order of the dequantize that reads
+    // them.
+    DequantizeOp reader;
+    if (isCodes && op.getLayout() == WeightLayout::Transposed) {
+      reader = readers.lookup(op);
+      if (!reader || !reader.getTransposed()) {
+        return op.emitOpError("is stored transposed but no transposed "
+                              "moe.dequantize reads it");
+      }
+    }
     if (op.getQuantize()) {
       if (!quantizer) {
         quantScratch.reset(new float[largest]);
@@ -318,16 +369,30 @@ FailureOr<WeightFileInfo> writeWeightFile(ModuleOp module,
       if (!q) {
         return failure();
       }
-      if (op.isQuantizedCodes()) {
+      if (isCodes) {
         data = q->codes.data();
         bytes = q->codes.size();
         info.quantized.push_back(reportOf(op, *q));
       } else {
         data = q->scales.data();
         bytes = q->scales.size() * sizeof(float);
+        if (op.getLayout() == WeightLayout::Transposed) {
+          transposeLastTwo(q->scales.data(),
+                           op.getResult().getType().getShape(), stored.get());
+          data = stored.get();
+        }
       }
-    } else if (op.getResult().getType().getElementType().isUnsignedInteger(8)) {
-      if (failed(packedBytes(op, tensors, packed))) {
+    } else if (isCodes) {
+      // The checkpoint's codes are in the default order.
+      int64_t checkpointBytes = op.getResult().getType().getNumElements();
+      if (reader) {
+        ArrayRef<int64_t> shape = reader.getResult().getType().getShape();
+        int64_t rows = shape[shape.size() - 2], cols = shape.back();
+        checkpointBytes =
+            numElements(shape) / (rows * cols) *
+            DequantizeOp::codeBytes(reader.getFormat(), rows, cols);
+      }
+      if (failed(packedBytes(op, tensors, checkpointBytes, packed))) {
         return failure();
       }
       data = packed.data();
@@ -344,6 +409,17 @@ FailureOr<WeightFileInfo> writeWeightFile(ModuleOp module,
                          stored.get());
         data = stored.get();
       }
+    }
+    if (reader) {
+      repacked = transposedCodes(static_cast<const uint8_t *>(data), reader);
+      data = repacked.data();
+      bytes = repacked.size();
+    }
+    if (bytes != static_cast<size_t>(op.getResult().getType().getNumElements() *
+                                     (isCodes ? 1 : sizeof(float)))) {
+      return op.emitOpError("has ")
+             << bytes << " bytes to write, its plan expects "
+             << op.getResult().getType();
     }
     os.write(static_cast<const char *>(data), bytes);
     moert_hash_update(&hash, data, bytes);

@@ -44,9 +44,11 @@ void buildMoELowerPipeline(OpPassManager &pm,
   func.addPass(createMoEFuseResidualAddPass());
 }
 
-void buildMoECpuKernelPipeline(OpPassManager &pm) {
+void buildMoECpuKernelPipeline(OpPassManager &pm,
+                               const MoECpuKernelPipelineOptions &options) {
   // Layouts are chosen while the users of each weight are still visible.
-  pm.addPass(cpu::createMoECpuAssignWeightLayoutsPass());
+  pm.addPass(cpu::createMoECpuAssignWeightLayoutsPass(
+      cpu::MoECpuAssignWeightLayoutsPassOptions{options.lanes}));
   pm.addPass(createMoEOutlineKernelsPass());
   // The views outlining made for each call collapse to one per layer.
   pm.addPass(createCSEPass());
@@ -72,7 +74,7 @@ void registerMoEPipelines() {
       "moe-lower-pipeline",
       "Splits attention, chooses dispatch strategies, forms fused groups",
       buildMoELowerPipeline);
-  PassPipelineRegistration<>(
+  PassPipelineRegistration<MoECpuKernelPipelineOptions>(
       "moe-cpu-kernel-pipeline",
       "Assigns CPU weight layouts, outlines kernels, plans arena and weights",
       buildMoECpuKernelPipeline);

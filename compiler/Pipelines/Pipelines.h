@@ -48,9 +48,18 @@ struct MoELowerPipelineOptions
 void buildMoELowerPipeline(OpPassManager &pm,
                            const MoELowerPipelineOptions &options);
 
+struct MoECpuKernelPipelineOptions
+    : public PassPipelineOptions<MoECpuKernelPipelineOptions> {
+  Option<int64_t> lanes{
+      *this, "lanes",
+      llvm::cl::desc("f32 lanes of the target's vectors (packed-code runs)"),
+      llvm::cl::init(16)};
+};
+
 /// Stage 4 for CPU targets: weight layouts, kernels, memory plans.
 /// Flag: --moe-cpu-kernel-pipeline.
-void buildMoECpuKernelPipeline(OpPassManager &pm);
+void buildMoECpuKernelPipeline(OpPassManager &pm,
+                               const MoECpuKernelPipelineOptions &options);
 
 /// Stage 5 for CPU targets: host code as EmitC. Flag: --moe-cpu-host-pipeline.
 void buildMoECpuHostPipeline(OpPassManager &pm);

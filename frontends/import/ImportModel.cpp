@@ -106,7 +106,8 @@ private:
                                   : PackedFormat::Int4),
         b.getI64IntegerAttr(ref.shape.back()), /*group=*/IntegerAttr(),
         p.lowBitsFirst ? b.getUnitAttr() : UnitAttr(),
-        p.offsetBinary ? b.getUnitAttr() : UnitAttr());
+        p.offsetBinary ? b.getUnitAttr() : UnitAttr(),
+        /*transposed=*/UnitAttr(), /*lanes=*/IntegerAttr());
   }
 
   FailureOr<Value> norm(Value x, const fe::NormDesc &desc, const Twine &where) {

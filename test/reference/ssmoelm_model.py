@@ -817,6 +817,24 @@ def write_fixture(out_dir: str, preset: Union[str, dict] = "tiny", seed: int = 1
 
 # --------------------------------------------------------------------------- CLI
 
+def write_dequantized(model_dir: str, out_dir: str) -> None:
+    """The f32 architecture twin of a packed checkpoint (what a float build of the same
+    model reads): config and tokenizer files copied, packed tensors dequantized."""
+    import shutil
+    path = os.path.join(model_dir, "model.safetensors")
+    tensors, metadata = read_safetensors(path, return_metadata=True)
+    with open(os.path.join(model_dir, "config.json")) as f:
+        packing = json.load(f).get("packing")
+    prefix = detect_prefix(tensors.keys())
+    weights, _ = dequantize_tensors(tensors, packing, prefix)
+    os.makedirs(out_dir, exist_ok=True)
+    for name in os.listdir(model_dir):
+        if name != "model.safetensors" and os.path.isfile(os.path.join(model_dir, name)):
+            shutil.copy(os.path.join(model_dir, name), out_dir)
+    write_safetensors(os.path.join(out_dir, "model.safetensors"),
+                      {prefix + k: v.float().numpy() for k, v in weights.items()}, metadata)
+
+
 def _parse_lists(text: str):
     return [[int(x) for x in part.split(",") if x.strip()] for part in text.split(";") if part.strip()]
 
@@ -844,6 +862,10 @@ def main(argv=None) -> int:
     lg.add_argument("--out", required=True)
     lg.add_argument("--decode", action="store_true")
     _packing_args(lg, {})        # unset: config.json "packing", else the defaults
+    dq = sub.add_parser("dequantize", help="write the checkpoint's f32 twin: every packed "
+                        "tensor as the float32 weights it stands for, under its plain name")
+    dq.add_argument("--model", required=True)
+    dq.add_argument("--out", required=True)
     ct = sub.add_parser("counts", help="print total and active parameter counts")
     ct.add_argument("--preset", choices=sorted(PRESETS), default="full")
     a = ap.parse_args(argv)
@@ -862,6 +884,8 @@ def main(argv=None) -> int:
                                int4_code=a.int4_code)
             return write_logits(m, a.tokens, a.decode, a.out, "ssmoelm",
                                 f"packing={m.packing} ")
+        elif a.cmd == "dequantize":
+            write_dequantized(a.model, a.out)
         else:
             print("%d %d" % param_counts(a.preset))
     except ValueError as e:

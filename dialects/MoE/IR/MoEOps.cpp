@@ -165,6 +165,17 @@ static void printBareEnum(OpAsmPrinter &printer, Operation *, AttrT attr) {
 // WeightOp
 //===----------------------------------------------------------------------===//
 
+SmallVector<int64_t>
+mlir::moe::storedWeightShape(RankedTensorType type,
+                             std::optional<WeightLayout> layout) {
+  SmallVector<int64_t> shape(type.getShape());
+  if (layout == WeightLayout::Transposed && shape.size() >= 2 &&
+      !type.getElementType().isUnsignedInteger(8)) {
+    std::swap(shape[shape.size() - 1], shape[shape.size() - 2]);
+  }
+  return shape;
+}
+
 /// With `quantize`: the group and logical shape are given, and the result
 /// is the codes or the scales of that shape.
 LogicalResult WeightOp::verifyQuantized() {
@@ -206,7 +217,13 @@ LogicalResult WeightOp::verifyQuantized() {
                        "quantized weight, got ")
            << type;
   }
-  if (type.getShape() != ArrayRef<int64_t>(expected)) {
+  // Codes stored transposed may be padded to the runs of the reading
+  // moe.dequantize, which checks their size.
+  bool padded = element.isUnsignedInteger(8) &&
+                getLayout() == WeightLayout::Transposed &&
+                type.getRank() == static_cast<int64_t>(expected.size()) &&
+                type.getShape().back() >= expected.back();
+  if (type.getShape() != ArrayRef<int64_t>(expected) && !padded) {
     return emitOpError("expects ")
            << (element.isF32() ? "scales" : "codes") << " of shape "
            << shapeString(expected) << " for " << stringifyPackedFormat(*format)
@@ -263,10 +280,10 @@ LogicalResult WeightOp::verify() {
       return diag;
     }
   }
-  if (getLayout() == WeightLayout::Transposed && getQuantize()) {
-    return emitOpError("expects a quantized weight in row-major layout");
-  }
-  if (getLayout() == WeightLayout::Transposed && type.getRank() < 2) {
+  // Codes (ui8) have no matrix shape of their own: transposed, they are
+  // in the order of the moe.dequantize that reads them.
+  if (getLayout() == WeightLayout::Transposed && type.getRank() < 2 &&
+      !type.getElementType().isUnsignedInteger(8)) {
     return emitOpError("expects a transposed layout only for rank >= 2, got ")
            << type;
   }
@@ -586,9 +603,14 @@ int64_t DequantizeOp::bitsOf(PackedFormat format) {
   llvm_unreachable("unknown packed format");
 }
 
-int64_t DequantizeOp::codeBytes(PackedFormat format, int64_t rows,
-                                int64_t cols) {
-  return (rows * cols * bitsOf(format) + 7) / 8;
+int64_t DequantizeOp::codeBytes(PackedFormat format, int64_t rows, int64_t cols,
+                                std::optional<int64_t> lanes) {
+  int64_t bits = bitsOf(format);
+  if (lanes && bits < 8) {
+    int64_t run = *lanes * (8 / bits);
+    return (rows * cols + run - 1) / run * *lanes;
+  }
+  return (rows * cols * bits + 7) / 8;
 }
 
 int64_t DequantizeOp::scalesPerRow(int64_t cols, std::optional<int64_t> group) {
@@ -639,7 +661,11 @@ LogicalResult DequantizeOp::verify() {
              << ")), got " << scale.getDimSize(lead + 1);
     }
   }
-  int64_t bytes = codeBytes(getFormat(), rows, cols);
+  std::optional<int64_t> lanes = getLanes();
+  if (lanes && (*lanes < 1 || *lanes > 256)) {
+    return emitOpError("expects lanes(L) with 1 <= L <= 256, got ") << *lanes;
+  }
+  int64_t bytes = codeBytes(getFormat(), rows, cols, lanes);
   if (packed.getDimSize(lead) != bytes) {
     return emitOpError("expects ")
            << bytes << " bytes of " << stringifyPackedFormat(getFormat())

@@ -23,4 +23,15 @@
 #define GET_OP_CLASSES
 #include "dialects/MoE/IR/MoEOps.h.inc"
 
+namespace mlir::moe {
+
+/// The shape a weight of logical type `type` has where it is stored (the
+/// weight file, kernel buffers): a float tensor stored transposed has its
+/// last two dimensions swapped; codes (ui8) keep theirs, since their order
+/// is the reading moe.dequantize's.
+SmallVector<int64_t> storedWeightShape(RankedTensorType type,
+                                       std::optional<WeightLayout> layout);
+
+} // namespace mlir::moe
+
 #endif // MOE_DIALECTS_MOE_IR_MOEOPS_H

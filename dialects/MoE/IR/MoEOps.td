@@ -116,10 +116,25 @@ def MoE_DequantizeOp : MoE_Op<"dequantize", [Pure]> {
     per element: kernels recompute it where the weight is read, so a packed
     weight is never materialised in f32.
 
+    Targets choose how codes are stored for their kernels (the weight file
+    is written in that order):
+
+    * `transposed`: the codes enumerate the matrix column by column,
+      `i = c * N + r`, so that consecutive output features are adjacent;
+      group scales are stored transposed too (their `moe.weight` has
+      `layout transposed`: `[.., ceil(K / G), N]` in memory).
+    * `lanes(L)` (codes narrower than a byte): each run of `L * 8 / bits`
+      consecutive codes fills L consecutive bytes, code j of the run in
+      slot j / L of byte j % L. A vector of L output features then reads L
+      consecutive bytes and one shift, instead of gathering. The bytes of a
+      matrix are rounded up to whole runs.
+
     ```mlir
     %w = moe.dequantize %codes, %scale format(sign1) cols(768)
         : tensor<8x24576xui8>, tensor<8x256xf32> -> tensor<8x256x768xf32>
     %v = moe.dequantize %q4, %s format(int4) cols(768) group(32)
+        : tensor<98304xui8>, tensor<256x24xf32> -> tensor<256x768xf32>
+    %t = moe.dequantize %q4, %s format(int4) cols(768) group(32) transposed lanes(16)
         : tensor<98304xui8>, tensor<256x24xf32> -> tensor<256x768xf32>
     ```
   }];
@@ -127,18 +142,21 @@ def MoE_DequantizeOp : MoE_Op<"dequantize", [Pure]> {
                        RankedTensorOf<[F32]>:$scale,
                        MoE_PackedFormatAttr:$format, I64Attr:$cols,
                        OptionalAttr<I64Attr>:$group,
-                       UnitAttr:$low_bits_first, UnitAttr:$offset_binary);
+                       UnitAttr:$low_bits_first, UnitAttr:$offset_binary,
+                       UnitAttr:$transposed, OptionalAttr<I64Attr>:$lanes);
   let results = (outs RankedTensorOf<[F32]>:$result);
   let assemblyFormat = [{
     $packed `,` $scale `format` `(` custom<BareEnum>($format) `)` `cols` `(` $cols `)`
-    (`group` `(` $group^ `)`)?
+    (`group` `(` $group^ `)`)? (`transposed` $transposed^)? (`lanes` `(` $lanes^ `)`)?
     attr-dict `:` type($packed) `,` type($scale) `->` type($result)
   }];
   let extraClassDeclaration = [{
     /// Bits per code of `format`.
     static int64_t bitsOf(PackedFormat format);
-    /// Bytes that hold the codes of one [rows, cols] matrix.
-    static int64_t codeBytes(PackedFormat format, int64_t rows, int64_t cols);
+    /// Bytes that hold the codes of one [rows, cols] matrix, in runs of
+    /// `lanes` bytes when given.
+    static int64_t codeBytes(PackedFormat format, int64_t rows, int64_t cols,
+                             std::optional<int64_t> lanes = std::nullopt);
     /// Scales per row: one, or one per `group` columns.
     static int64_t scalesPerRow(int64_t cols, std::optional<int64_t> group);
   }];

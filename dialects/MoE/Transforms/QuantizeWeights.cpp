@@ -153,7 +153,8 @@ struct QuantizeWeightsPass
         b, loc, type, codes, scale,
         PackedFormatAttr::get(&getContext(), *format),
         b.getI64IntegerAttr(cols), b.getI64IntegerAttr(group),
-        /*low_bits_first=*/UnitAttr(), /*offset_binary=*/UnitAttr());
+        /*low_bits_first=*/UnitAttr(), /*offset_binary=*/UnitAttr(),
+        /*transposed=*/UnitAttr(), /*lanes=*/IntegerAttr());
     for (OpOperand *use : uses) {
       use->set(dequantized);
     }

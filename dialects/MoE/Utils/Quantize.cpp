@@ -130,4 +130,44 @@ QuantizedMatrices quantizeMatrices(const float *values, int64_t count,
   return out;
 }
 
+std::vector<uint8_t> transposeCodes(const uint8_t *codes, int64_t count,
+                                    int64_t rows, int64_t cols,
+                                    PackedFormat format, bool lowBitsFirst,
+                                    int64_t lanes) {
+  int bits = static_cast<int>(DequantizeOp::bitsOf(format));
+  int perByte = 8 / bits;
+  unsigned mask = (1u << bits) - 1;
+  std::optional<int64_t> runLanes;
+  if (lanes > 0) {
+    runLanes = lanes;
+  }
+  int64_t srcBytes = DequantizeOp::codeBytes(format, rows, cols);
+  int64_t dstBytes = DequantizeOp::codeBytes(format, rows, cols, runLanes);
+  auto shiftOf = [&](int64_t slot) {
+    return (lowBitsFirst ? slot : perByte - 1 - slot) * bits;
+  };
+  std::vector<uint8_t> out(count * dstBytes, 0);
+  for (int64_t m = 0; m < count; ++m) {
+    const uint8_t *src = codes + m * srcBytes;
+    uint8_t *dst = out.data() + m * dstBytes;
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t c = 0; c < cols; ++c) {
+        int64_t i = r * cols + c;
+        unsigned raw = (src[i / perByte] >> shiftOf(i % perByte)) & mask;
+        int64_t j = c * rows + r, byte, slot;
+        if (runLanes && perByte > 1) {
+          int64_t run = lanes * perByte, within = j % run;
+          byte = j / run * lanes + within % lanes;
+          slot = within / lanes;
+        } else {
+          byte = j / perByte;
+          slot = j % perByte;
+        }
+        dst[byte] |= static_cast<uint8_t>(raw << shiftOf(slot));
+      }
+    }
+  }
+  return out;
+}
+
 } // namespace mlir::moe

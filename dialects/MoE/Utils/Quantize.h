@@ -13,6 +13,7 @@
 #include "dialects/MoE/IR/MoEDialect.h"
 
 #include <cstdint>
+#include <optional>
 #include <vector>
 
 namespace mlir::moe {
@@ -37,6 +38,16 @@ struct QuantizedMatrices {
 QuantizedMatrices quantizeMatrices(const float *values, int64_t count,
                                    int64_t rows, int64_t cols,
                                    PackedFormat format, int64_t group);
+
+/// The codes of `count` [rows, cols] matrices, each in the default order
+/// (row-major, slots from the most significant end of a byte, or from the
+/// least with `lowBitsFirst`), rearranged into the order a `transposed`
+/// moe.dequantize with `lanes` (0: none) reads, with the same slot
+/// convention. Code values are kept bit for bit.
+std::vector<uint8_t> transposeCodes(const uint8_t *codes, int64_t count,
+                                    int64_t rows, int64_t cols,
+                                    PackedFormat format, bool lowBitsFirst,
+                                    int64_t lanes);
 
 } // namespace mlir::moe
 

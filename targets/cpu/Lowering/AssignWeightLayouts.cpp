@@ -33,8 +33,58 @@ WeightLayout preferredLayout(Operation *user, unsigned operandIndex) {
 }
 
 namespace {
+
+/// `weight` for `user` alone: itself when nothing else reads it, else a
+/// copy (so that a layout set for `user` changes no other reader).
+WeightOp exclusiveWeight(OpBuilder &builder, WeightOp weight, Operation *user) {
+  if (llvm::all_of(weight->getUsers(),
+                   [&](Operation *other) { return other == user; })) {
+    return weight;
+  }
+  builder.setInsertionPointAfter(weight);
+  auto copy = cast<WeightOp>(builder.clone(*weight));
+  user->replaceUsesOfWith(weight, copy);
+  return copy;
+}
+
 struct AssignWeightLayoutsPass
     : impl::MoECpuAssignWeightLayoutsPassBase<AssignWeightLayoutsPass> {
+  using Base::Base;
+
+  /// Stores `dequantize`'s codes in the order projections read them, when
+  /// one of its readers is a projection.
+  void transposePacked(OpBuilder &builder, DequantizeOp dequantize) {
+    bool projected = llvm::any_of(dequantize->getUses(), [](OpOperand &use) {
+      return preferredLayout(use.getOwner(), use.getOperandNumber()) ==
+             WeightLayout::Transposed;
+    });
+    auto codes = dequantize.getPacked().getDefiningOp<WeightOp>();
+    auto scale = dequantize.getScale().getDefiningOp<WeightOp>();
+    if (!projected || !codes || !scale || dequantize.getTransposed()) {
+      return;
+    }
+    WeightOp stored = exclusiveWeight(builder, codes, dequantize);
+    stored.setLayout(WeightLayout::Transposed);
+    if (dequantize.getGroup()) {
+      // [.., N, G] stored as [.., G, N]: a vector of features, one load.
+      exclusiveWeight(builder, scale, dequantize)
+          .setLayout(WeightLayout::Transposed);
+    }
+    dequantize.setTransposed(true);
+    if (DequantizeOp::bitsOf(dequantize.getFormat()) < 8) {
+      dequantize.setLanes(lanes);
+      // Whole runs of `lanes` bytes per matrix.
+      auto type = stored.getResult().getType();
+      ArrayRef<int64_t> shape = dequantize.getResult().getType().getShape();
+      SmallVector<int64_t> bytes(type.getShape());
+      bytes.back() = DequantizeOp::codeBytes(dequantize.getFormat(),
+                                             shape[shape.size() - 2],
+                                             shape.back(), int64_t(lanes));
+      stored.getResult().setType(
+          RankedTensorType::get(bytes, type.getElementType()));
+    }
+  }
+
   void runOnOperation() override {
     SmallVector<WeightOp> weights;
     getOperation().walk([&](WeightOp op) { weights.push_back(op); });
@@ -64,6 +114,9 @@ struct AssignWeightLayoutsPass
         }
       }
     }
+    // Packed weights, once every weight has its default layout.
+    getOperation().walk(
+        [&](DequantizeOp dequantize) { transposePacked(builder, dequantize); });
   }
 };
 } // namespace

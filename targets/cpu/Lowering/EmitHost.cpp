@@ -288,12 +288,10 @@ LogicalResult HostEmitter::emitEntry(OpBuilder &b, func::FuncOp func) {
                  << slot.index << " has no host memory";
         }
         auto type = cast<RankedTensorType>(value.getType());
-        // A weight stored transposed has its last two dimensions swapped.
-        if (auto weight = value.getDefiningOp<WeightOp>();
-            weight && weight.getLayout() == WeightLayout::Transposed) {
-          SmallVector<int64_t> shape(type.getShape());
-          std::swap(shape[shape.size() - 1], shape[shape.size() - 2]);
-          type = RankedTensorType::get(shape, type.getElementType());
+        if (auto weight = value.getDefiningOp<WeightOp>()) {
+          type =
+              RankedTensorType::get(storedWeightShape(type, weight.getLayout()),
+                                    type.getElementType());
         }
         args.push_back(tensorBuffer(b, l, host, type, nTokens));
         break;

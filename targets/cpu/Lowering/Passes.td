@@ -24,7 +24,21 @@ def MoECpuAssignWeightLayoutsPass
     Before:  %w = moe.weight ["q"] : tensor<64x64xf32>
              %q = moe.linear %h, %w ...
     After:   %w = moe.weight ["q"] layout transposed : tensor<64x64xf32>
+
+    A packed weight read by a projection is stored the same way: its
+    `moe.dequantize` becomes `transposed` (and `lanes(L)` for codes
+    narrower than a byte, L the target's f32 vector lanes, so a vector of
+    output features is a vector of consecutive bytes), and its codes and
+    group scales weights `layout transposed`. Its other readers (a tied
+    embedding) read the same codes: one copy.
+
+    Before:  %w = moe.dequantize %c, %s format(int4) cols(64) group(32) : ...
+    After:   %w = moe.dequantize %c, %s format(int4) cols(64) group(32) transposed lanes(16) : ...
   }];
+  let options = [
+    Option<"lanes", "lanes", "int64_t", /*default=*/"16",
+           "f32 lanes of the target's vectors (runs of packed codes)">
+  ];
   let dependentDialects = ["::mlir::moe::MoEDialect"];
 }
 

@@ -129,30 +129,49 @@ OpFuncs dequantize(const KernelEnv &env, const TensorFunc &packed,
     args.insert(args.end(), lead.begin(), lead.end());
     return f.func(args);
   };
-  Expr index = v[1] * cols + v[0];
-  // Code `index` is slot index % perByte of byte index / perByte, slots
-  // counted from the most significant end unless lowBitsFirst.
+  int rows = static_cast<int>(resultShape[rank - 2]);
+  // Code (row v[1], column v[0]) of the matrix, in storage order.
+  Expr index = codes.transposed ? v[0] * rows + v[1] : v[1] * cols + v[0];
+  // Code `index` is slot index % perByte of byte index / perByte; in runs
+  // of `lanes` bytes, code j of a run is slot j / lanes of byte j % lanes,
+  // so a vector of consecutive codes is consecutive bytes (with a shift
+  // that is the same for the whole vector when it is aligned to the run).
+  // Slots count from the most significant end unless lowBitsFirst.
   int perByte = 8 / codes.bits;
-  Expr byte = cast<int32_t>(at(packed, index / perByte));
-  Expr slot = index % perByte;
+  Expr byteIndex, slot;
+  if (codes.lanes > 0 && perByte > 1) {
+    int run = codes.lanes * perByte;
+    Expr j = index % run;
+    byteIndex = index / run * codes.lanes + j % codes.lanes;
+    slot = j / codes.lanes;
+  } else {
+    byteIndex = index / perByte;
+    slot = index % perByte;
+  }
+  Expr byte = cast<int32_t>(at(packed, byteIndex));
   Expr shift = (codes.lowBitsFirst ? slot : perByte - 1 - slot) * codes.bits;
   Expr raw = (byte >> shift) & ((1 << codes.bits) - 1);
-  Expr value;
+  Expr s;
+  if (codes.group > 0) {
+    // Group scales are [.., N, G], or [.., G, N] transposed.
+    std::vector<Expr> args{v[0] / codes.group, v[1]};
+    if (codes.transposed) {
+      std::swap(args[0], args[1]);
+    }
+    args.insert(args.end(), lead.begin(), lead.end());
+    s = scale.func(args);
+  } else {
+    s = at(scale, v[1]);
+  }
+  Func out(env.name("dequantize"));
   if (codes.sign1) {
-    value = select(raw == 1, 1.0f, -1.0f);
+    // A sign picks the scale or its negation: no multiply.
+    out(v) = select(raw == 1, s, -s);
   } else {
     int half = 1 << (codes.bits - 1);
     Expr code = codes.offsetBinary ? raw - half
                                    : select(raw >= half, raw - 2 * half, raw);
-    value = cast<float>(code);
-  }
-  Func out(env.name("dequantize"));
-  if (codes.group > 0) {
-    std::vector<Expr> args{v[0] / codes.group, v[1]};
-    args.insert(args.end(), lead.begin(), lead.end());
-    out(v) = value * scale.func(args);
-  } else {
-    out(v) = value * at(scale, v[1]);
+    out(v) = cast<float>(code) * s;
   }
   return {{{out, resultShape}}, {pointwiseSchedule(env, rank)}, true};
 }

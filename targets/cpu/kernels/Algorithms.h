@@ -97,6 +97,8 @@ struct PackedCodes {
   int group = 0;     // columns per scale; 0: one scale per row
   bool lowBitsFirst = false;
   bool offsetBinary = false;
+  bool transposed = false; // codes column by column, group scales [G, N]
+  int lanes = 0;           // sub-byte codes in runs of this many bytes
 };
 
 /// The f32 weight [.., N, K] of packed codes `packed` ([.., B] bytes, the

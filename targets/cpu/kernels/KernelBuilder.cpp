@@ -157,13 +157,19 @@ LogicalResult Builder::buildOp(Operation *op) {
     return op->emitOpError("cannot be compiled for the CPU target: ") << what;
   };
   return llvm::TypeSwitch<Operation *, LogicalResult>(op)
-      .Case<DequantizeOp>([&](DequantizeOp d) {
+      .Case<DequantizeOp>([&](DequantizeOp d) -> LogicalResult {
         PackedCodes codes;
         codes.bits = static_cast<int>(DequantizeOp::bitsOf(d.getFormat()));
         codes.sign1 = d.getFormat() == PackedFormat::Sign1;
         codes.group = d.getGroup() ? static_cast<int>(*d.getGroup()) : 0;
         codes.lowBitsFirst = d.getLowBitsFirst();
         codes.offsetBinary = d.getOffsetBinary();
+        codes.transposed = d.getTransposed();
+        if (codes.transposed && codes.group > 0 && !transposed(d.getScale())) {
+          return unsupported("transposed codes whose group scales are not "
+                             "stored transposed (moe.layout)");
+        }
+        codes.lanes = d.getLanes() ? static_cast<int>(*d.getLanes()) : 0;
         record(d, dequantize(env, need(d.getPacked()), need(d.getScale()),
                              codes, shapeOf(d.getResult().getType())));
         return success();
@@ -346,12 +352,11 @@ FailureOr<BuiltKernel> Builder::build() {
                << slot.index << " has an element type the CPU kernels do not "
                << "take: " << arg.getType();
       }
-      std::vector<int64_t> shape = shapeOf(arg.getType());
-      // A weight stored transposed has its last two dimensions swapped.
-      bool isTransposed = transposed(arg);
-      if (isTransposed) {
-        std::swap(shape[shape.size() - 1], shape[shape.size() - 2]);
-      }
+      auto argType = cast<RankedTensorType>(arg.getType());
+      SmallVector<int64_t> stored = storedWeightShape(
+          argType, transposed(arg) ? std::optional(WeightLayout::Transposed)
+                                   : std::nullopt);
+      std::vector<int64_t> shape(stored.begin(), stored.end());
       ImageParam param(type, static_cast<int>(shape.size()), name);
       constrainDense(param, shape);
       Func f(name);

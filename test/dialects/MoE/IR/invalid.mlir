@@ -688,8 +688,25 @@ func.func @quantized_rows() {
 
 // -----
 
-func.func @quantized_transposed() {
-  // expected-error @+1 {{'moe.weight' op expects a quantized weight in row-major layout}}
-  %0 = moe.weight ["w"] quantize(int8, group 8, shape [8, 40]) layout transposed : tensor<320xui8>
+func.func @quantized_padded_row_major() {
+  // expected-error @+1 {{'moe.weight' op expects codes of shape 160 for int4 8x40 in groups of 32, got 'tensor<176xui8>'}}
+  %0 = moe.weight ["w"] quantize(int4, group 32, shape [8, 40]) : tensor<176xui8>
+  return
+}
+
+// -----
+
+// 5x12 int4 codes in runs of 4 bytes (8 codes): 8 runs, 32 bytes.
+func.func @dequantize_lanes_bytes(%c: tensor<30xui8>, %s: tensor<5xf32>) {
+  // expected-error @+1 {{'moe.dequantize' op expects 32 bytes of int4 codes per matrix, got 30}}
+  %0 = moe.dequantize %c, %s format(int4) cols(12) transposed lanes(4) : tensor<30xui8>, tensor<5xf32> -> tensor<5x12xf32>
+  return
+}
+
+// -----
+
+func.func @dequantize_lanes_range(%c: tensor<30xui8>, %s: tensor<5xf32>) {
+  // expected-error @+1 {{'moe.dequantize' op expects lanes(L) with 1 <= L <= 256, got 0}}
+  %0 = moe.dequantize %c, %s format(int4) cols(12) transposed lanes(0) : tensor<30xui8>, tensor<5xf32> -> tensor<5x12xf32>
   return
 }

@@ -36,6 +36,11 @@ func.func @quantized_weights() -> tensor<3x4x40xf32> {
   %e = moe.weight ["e.0", "e.1", "e.2"] quantize(int8, group 16, shape [3, 4, 40]) : tensor<3x160xui8>
   // CHECK: moe.dequantize {{.+}} format(int8) cols(40) group(16) : tensor<3x160xui8>, tensor<3x4x3xf32> -> tensor<3x4x40xf32>
   %f = moe.dequantize %e, %d format(int8) cols(40) group(16) : tensor<3x160xui8>, tensor<3x4x3xf32> -> tensor<3x4x40xf32>
+  // Codes in the CPU layout: 4x40 int4 in runs of 16 codes (8 bytes), 10 runs.
+  // CHECK: moe.weight ["e.0", "e.1", "e.2"] quantize(int4, group 16, shape [3, 4, 40]) layout transposed : tensor<3x80xui8>
+  %g = moe.weight ["e.0", "e.1", "e.2"] quantize(int4, group 16, shape [3, 4, 40]) layout transposed : tensor<3x80xui8>
+  // CHECK: moe.dequantize {{.+}} format(int4) cols(40) group(16) transposed lanes(8) : tensor<3x80xui8>, tensor<3x4x3xf32> -> tensor<3x4x40xf32>
+  %h = moe.dequantize %g, %d format(int4) cols(40) group(16) transposed lanes(8) : tensor<3x80xui8>, tensor<3x4x3xf32> -> tensor<3x4x40xf32>
   return %f : tensor<3x4x40xf32>
 }
 

@@ -34,3 +34,40 @@ func.func @tied(%ids: tensor<1xi32>) -> tensor<1x10xf32> {
   %l = moe.logits %x, %e : tensor<1x8xf32>, tensor<10x8xf32> -> tensor<1x10xf32>
   return %l : tensor<1x10xf32>
 }
+
+// -----
+
+// Packed weights read by projections: the dequantize reads its codes column
+// by column in runs of 8 bytes (lanes=8), the codes weight is padded to
+// whole runs (a 40x96 int4 matrix is 1920 bytes; runs of 16 codes: 240
+// runs of 8 bytes), group scales are stored transposed; a tied packed
+// embedding keeps one copy, read by the embedding too. Int8 codes need no
+// runs; per-row scales no layout.
+// RUN: moe-opt %s --split-input-file --moe-cpu-assign-weight-layouts=lanes=8 | FileCheck %s --check-prefix=PACKED
+// PACKED-LABEL: func.func @packed
+// PACKED-DAG: %[[C:.+]] = moe.weight ["up"] quantize(int4, group 32, shape [40, 96]) layout transposed : tensor<1920xui8>
+// PACKED-DAG: %[[S:.+]] = moe.weight ["up"] quantize(int4, group 32, shape [40, 96]) layout transposed : tensor<40x3xf32>
+// PACKED-DAG: moe.dequantize %[[C]], %[[S]] format(int4) cols(96) group(32) transposed lanes(8) :
+// PACKED-DAG: %[[EC:.+]] = moe.weight ["emb"] quantize(int8, group 32, shape [10, 96]) layout transposed : tensor<960xui8>
+// PACKED-DAG: %[[E:.+]] = moe.dequantize %[[EC]], %{{.+}} format(int8) cols(96) group(32) transposed :
+// PACKED-DAG: %[[BC:.+]] = moe.weight ["bits"] layout transposed : tensor<120xui8>
+// PACKED-DAG: %[[BS:.+]] = moe.weight ["bits.scale"] : tensor<10xf32>
+// PACKED-DAG: moe.dequantize %[[BC]], %[[BS]] format(sign1) cols(96) transposed lanes(8) :
+// PACKED-DAG: moe.embed %[[E]]
+// PACKED-DAG: moe.logits %{{.+}}, %[[E]]
+func.func @packed(%ids: tensor<1xi32>) -> (tensor<1x10xf32>, tensor<1x40xf32>, tensor<1x10xf32>) {
+  %ec = moe.weight ["emb"] quantize(int8, group 32, shape [10, 96]) : tensor<960xui8>
+  %es = moe.weight ["emb"] quantize(int8, group 32, shape [10, 96]) : tensor<10x3xf32>
+  %e = moe.dequantize %ec, %es format(int8) cols(96) group(32) : tensor<960xui8>, tensor<10x3xf32> -> tensor<10x96xf32>
+  %x = moe.embed %e[%ids] : tensor<10x96xf32>, tensor<1xi32> -> tensor<1x96xf32>
+  %l = moe.logits %x, %e : tensor<1x96xf32>, tensor<10x96xf32> -> tensor<1x10xf32>
+  %uc = moe.weight ["up"] quantize(int4, group 32, shape [40, 96]) : tensor<1920xui8>
+  %us = moe.weight ["up"] quantize(int4, group 32, shape [40, 96]) : tensor<40x3xf32>
+  %u = moe.dequantize %uc, %us format(int4) cols(96) group(32) : tensor<1920xui8>, tensor<40x3xf32> -> tensor<40x96xf32>
+  %y = moe.linear %x, %u : tensor<1x96xf32>, tensor<40x96xf32> -> tensor<1x40xf32>
+  %bc = moe.weight ["bits"] : tensor<120xui8>
+  %bs = moe.weight ["bits.scale"] : tensor<10xf32>
+  %b = moe.dequantize %bc, %bs format(sign1) cols(96) : tensor<120xui8>, tensor<10xf32> -> tensor<10x96xf32>
+  %z = moe.linear %x, %b : tensor<1x96xf32>, tensor<10x96xf32> -> tensor<1x10xf32>
+  return %l, %y, %z : tensor<1x10xf32>, tensor<1x40xf32>, tensor<1x10xf32>
+}

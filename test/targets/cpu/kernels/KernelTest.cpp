@@ -601,6 +601,76 @@ TEST(CpuKernels, DequantizeEveryPacking) {
   }
 }
 
+/// The CPU layout of packed weights: codes rearranged by transposeCodes
+/// (column by column, in runs of `lanes` bytes) and group scales stored
+/// transposed read as the same weights as the default order, for every
+/// format, slot order and run width, at sizes where runs cross rows and
+/// matrices (N = 5) and where they align (N = 32).
+TEST(CpuKernels, DequantizeTransposedCodesInRuns) {
+  const int E = 3, K = 12;
+  const std::tuple<const char *, PackedFormat, int> formats[] = {
+      {"sign1", PackedFormat::Sign1, 1},
+      {"int2", PackedFormat::Int2, 2},
+      {"int4", PackedFormat::Int4, 4},
+      {"int8", PackedFormat::Int8, 8}};
+  for (auto [format, packed, bits] : formats) {
+    for (int N : {5, 32}) {
+      for (int group : {0, 5}) {
+        for (bool lowFirst : {false, true}) {
+          for (int lanes : {0, 4, 16}) {
+            int B = (N * K * bits + 7) / 8,
+                G = group ? (K + group - 1) / group : 1;
+            Vec codes = randomValues(E * B, 53, 0, 255.99f);
+            std::vector<uint8_t> bytes(codes.size());
+            for (size_t i = 0; i < codes.size(); ++i) {
+              codes[i] = std::floor(codes[i]);
+              bytes[i] = uint8_t(codes[i]);
+            }
+            std::vector<uint8_t> stored =
+                transposeCodes(bytes.data(), E, N, K, packed, lowFirst, lanes);
+            int S = int(stored.size()) / E;
+            Vec scale = randomValues(E * N * G, 54, 0.1f, 2.0f);
+            std::string n = std::to_string(N), g = std::to_string(G);
+            std::string codesType = "tensor<3x" + std::to_string(S) + "xui8>";
+            std::string scaleType = group ? "tensor<3x" + n + "x" + g + "xf32>"
+                                          : "tensor<3x" + n + "xf32>";
+            std::string attrs =
+                std::string(format) + ") cols(12)" +
+                (group ? " group(5)" : "") + " transposed" +
+                (lanes ? " lanes(" + std::to_string(lanes) + ")" : "") +
+                (lowFirst ? " {low_bits_first}" : "");
+            Kernel kernel(
+                "moe.kernel @k(%c: " + codesType +
+                " {moe.layout = #moe.weight_layout<transposed>}, %s: " +
+                scaleType +
+                (group ? " {moe.layout = #moe.weight_layout<transposed>}"
+                       : "") +
+                ") -> tensor<3x" + n +
+                "x12xf32> {\n"
+                "  %0 = moe.dequantize %c, %s format(" +
+                attrs + " : " + codesType + ", " + scaleType + " -> tensor<3x" +
+                n + "x12xf32>\n  moe.yield %0 : tensor<3x" + n +
+                "x12xf32>\n}\n");
+            // Group scales go in stored ([E, G, N]) order.
+            Vec storedScale = group ? transposed(scale, E, N, G) : scale;
+            std::vector<int> scaleShape =
+                group ? std::vector<int>{E, G, N} : std::vector<int>{E, N};
+            std::vector<Vec> out =
+                kernel.run({{Vec(stored.begin(), stored.end()), {E, S}},
+                            {storedScale, scaleShape}},
+                           1);
+            ASSERT_EQ(out.size(), 1u) << attrs;
+            expectClose(out[0],
+                        decodePacked(codes, scale, E, N, K, bits, group,
+                                     lowFirst, false),
+                        0, "transposed " + attrs + " N=" + n);
+          }
+        }
+      }
+    }
+  }
+}
+
 /// moec --quant: the quantizer's codes and scales, read back by the
 /// kernels, give the weights whose error the quantizer reports, within the
 /// bound of the format; a projection of them matches the naive product at
