@@ -412,6 +412,11 @@ LogicalResult runCompile(const DriverOptions &options) {
       return failure();
     }
   }
+  if (options.quantScale != "f16" && options.quantScale != "f32") {
+    llvm::errs() << "moec: error: --quant-scale=" << options.quantScale
+                 << ": expected f16 or f32\n";
+    return failure();
+  }
   if (options.quantGroup < 1 || options.quantGroup > 65536) {
     llvm::errs() << "moec: error: --quant-group=" << options.quantGroup
                  << ": expected a value in [1, 65536]\n";
@@ -433,6 +438,7 @@ LogicalResult runCompile(const DriverOptions &options) {
   modelOptions.quant = options.quant;
   modelOptions.quantPolicy = options.quantPolicy;
   modelOptions.quantGroup = options.quantGroup;
+  modelOptions.quantScale = options.quantScale;
   if (failed(runPipeline(module, [&](OpPassManager &pm) {
         buildMoEModelPipeline(pm, modelOptions);
       }))) {
@@ -549,6 +555,10 @@ LogicalResult runCompile(const DriverOptions &options) {
     if (options.verbose && !info->quantized.empty()) {
       llvm::errs() << "moec: quantization report\n";
       printQuantizationReport(*info, llvm::errs());
+    } else if (options.verbose && !options.quant.empty()) {
+      llvm::errs() << "moec: note: --quant=" << options.quant
+                   << ": no float weight of this model was chosen (packed "
+                      "weights are kept as they are)\n";
     }
     if (options.verbose) {
       llvm::errs() << llvm::formatv(

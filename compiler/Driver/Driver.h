@@ -50,6 +50,7 @@ struct DriverOptions {
   std::string quant;
   std::string quantPolicy;
   int64_t quantGroup = 32;
+  std::string quantScale = "f16";
   /// Turn off the routers' capacity rule (every assignment is kept).
   bool moeDropless = false;
   /// Parallel kernel compiles; 0 = one per core.

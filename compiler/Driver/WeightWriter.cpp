@@ -200,10 +200,11 @@ public:
   Quantizer(const fe::TensorSource &tensors, float *scratch)
       : tensors(tensors), scratch(scratch) {}
 
-  /// The quantized form of the tensor `op` stands for; null on error.
-  const QuantizedMatrices *get(WeightOp op) {
+  /// The quantized form of the tensor `op` stands for, with its scales
+  /// rounded to f16 when `halfScales`; null on error.
+  const QuantizedMatrices *get(WeightOp op, bool halfScales) {
     Key key{op.getSourcesAttr(), op.getRowsAttr(), *op.getQuantize(),
-            static_cast<int64_t>(*op.getQuantGroup())};
+            static_cast<int64_t>(*op.getQuantGroup()), halfScales};
     if (cached && key == cachedKey) {
       return &*cached;
     }
@@ -212,10 +213,29 @@ public:
       return nullptr;
     }
     ArrayRef<int64_t> shape = *op.getQuantShape();
+    // A NaN or infinity has no code: say where it is rather than write
+    // garbage.
+    int64_t count = numElements(shape);
+    for (int64_t i = 0; i < count; ++i) {
+      if (!std::isfinite(scratch[i])) {
+        op.emitOpError("cannot quantize: element ")
+            << i << " of " << op.getSources() << " is " << scratch[i];
+        return nullptr;
+      }
+    }
     size_t lead = shape.size() - 2;
     int64_t rows = shape[lead], cols = shape[lead + 1];
     cached = quantizeMatrices(scratch, numElements(shape) / (rows * cols), rows,
-                              cols, key.format, key.group);
+                              cols, key.format, key.group, key.halfScales);
+    for (float scale : cached->scales) {
+      if (!std::isfinite(scale)) {
+        op.emitOpError("cannot quantize ")
+            << op.getSources() << ": a scale (" << scale
+            << ") is beyond f16; use --quant-scale=f32";
+        cached.reset();
+        return nullptr;
+      }
+    }
     cachedKey = key;
     return &*cached;
   }
@@ -225,9 +245,10 @@ private:
     Attribute sources, rows;
     PackedFormat format;
     int64_t group;
+    bool halfScales;
     bool operator==(const Key &o) const {
       return sources == o.sources && rows == o.rows && format == o.format &&
-             group == o.group;
+             group == o.group && halfScales == o.halfScales;
     }
   };
   const fe::TensorSource &tensors;
@@ -275,7 +296,8 @@ std::vector<uint8_t> transposedCodes(const uint8_t *codes,
 }
 
 /// What the report says of a quantized weight.
-QuantizedWeightReport reportOf(WeightOp op, const QuantizedMatrices &q) {
+QuantizedWeightReport reportOf(WeightOp op, const QuantizedMatrices &q,
+                               bool halfScales) {
   QuantizedWeightReport report;
   report.name = cast<StringAttr>(op.getSources()[0]).getValue().str();
   if (op.getSources().size() > 1) {
@@ -283,9 +305,10 @@ QuantizedWeightReport reportOf(WeightOp op, const QuantizedMatrices &q) {
         " (+" + std::to_string(op.getSources().size() - 1) + " stacked)";
   }
   report.format = stringifyPackedFormat(*op.getQuantize()).str();
+  report.scale = halfScales ? "f16" : "f32";
   report.group = *op.getQuantGroup();
   report.params = numElements(*op.getQuantShape());
-  report.bytes = q.codes.size() + q.scales.size() * sizeof(float);
+  report.bytes = q.codes.size() + q.scales.size() * (halfScales ? 2 : 4);
   report.relativeError =
       q.sumSquares > 0 ? std::sqrt(q.sumSquaredError / q.sumSquares) : 0.0;
   return report;
@@ -342,6 +365,7 @@ FailureOr<WeightFileInfo> writeWeightFile(ModuleOp module,
   std::unique_ptr<float[]> quantScratch;
   std::optional<Quantizer> quantizer;
   std::vector<uint8_t> packed, repacked;
+  std::vector<uint16_t> halves;
   llvm::DenseMap<Operation *, DequantizeOp> readers = codeReaders(module);
   WeightFileInfo info;
   for (auto &[offset, op] : byOffset) {
@@ -365,21 +389,39 @@ FailureOr<WeightFileInfo> writeWeightFile(ModuleOp module,
         quantScratch.reset(new float[largest]);
         quantizer.emplace(tensors, quantScratch.get());
       }
-      const QuantizedMatrices *q = quantizer->get(op);
+      // The codes weight does not say its scales' type; the moe.dequantize
+      // reading it does.
+      DequantizeOp codesReader = isCodes ? readers.lookup(op) : DequantizeOp();
+      bool halfScales =
+          isCodes ? codesReader &&
+                        cast<RankedTensorType>(codesReader.getScale().getType())
+                            .getElementType()
+                            .isF16()
+                  : op.getResult().getType().getElementType().isF16();
+      const QuantizedMatrices *q = quantizer->get(op, halfScales);
       if (!q) {
         return failure();
       }
       if (isCodes) {
         data = q->codes.data();
         bytes = q->codes.size();
-        info.quantized.push_back(reportOf(op, *q));
+        info.quantized.push_back(reportOf(op, *q, halfScales));
       } else {
-        data = q->scales.data();
-        bytes = q->scales.size() * sizeof(float);
+        const float *scales = q->scales.data();
         if (op.getLayout() == WeightLayout::Transposed) {
-          transposeLastTwo(q->scales.data(),
-                           op.getResult().getType().getShape(), stored.get());
-          data = stored.get();
+          transposeLastTwo(scales, op.getResult().getType().getShape(),
+                           stored.get());
+          scales = stored.get();
+        }
+        data = scales;
+        bytes = q->scales.size() * sizeof(float);
+        if (halfScales) {
+          halves.resize(q->scales.size());
+          for (size_t i = 0; i < halves.size(); ++i) {
+            halves[i] = floatToHalf(scales[i]);
+          }
+          data = halves.data();
+          bytes = halves.size() * sizeof(uint16_t);
         }
       }
     } else if (isCodes) {
@@ -415,8 +457,11 @@ FailureOr<WeightFileInfo> writeWeightFile(ModuleOp module,
       data = repacked.data();
       bytes = repacked.size();
     }
-    if (bytes != static_cast<size_t>(op.getResult().getType().getNumElements() *
-                                     (isCodes ? 1 : sizeof(float)))) {
+    Type element = op.getResult().getType().getElementType();
+    size_t elementBytes = isCodes ? 1 : element.isF16() ? 2 : sizeof(float);
+    if (bytes !=
+        static_cast<size_t>(op.getResult().getType().getNumElements()) *
+            elementBytes) {
       return op.emitOpError("has ")
              << bytes << " bytes to write, its plan expects "
              << op.getResult().getType();
@@ -454,7 +499,7 @@ void printQuantizationReport(const WeightFileInfo &info,
   for (const QuantizedWeightReport &r : info.quantized) {
     width = std::max(width, r.name.size());
   }
-  os << llvm::formatv("{0} {1,-6} {2,11} {3,11} {4,6} {5,9}\n",
+  os << llvm::formatv("{0} {1,-11} {2,11} {3,11} {4,6} {5,9}\n",
                       llvm::left_justify("tensor", width), "format", "params",
                       "bytes", "bits/w", "rel.error");
   int64_t params = 0;
@@ -462,10 +507,12 @@ void printQuantizationReport(const WeightFileInfo &info,
   double weightedSquaredError = 0;
   for (const QuantizedWeightReport &r : info.quantized) {
     double bits = 8.0 * static_cast<double>(r.bytes) / r.params;
-    os << llvm::formatv("{0} {1,-6} {2,11} {3,11} {4,6:f2} {5,9:f4}\n",
+    // format/group scale-type, e.g. "int4/32 f16".
+    os << llvm::formatv("{0} {1,-11} {2,11} {3,11} {4,6:f2} {5,9:f4}\n",
                         llvm::left_justify(r.name, width),
-                        r.format + "/" + std::to_string(r.group), r.params,
-                        r.bytes, bits, r.relativeError);
+                        r.format + "/" + std::to_string(r.group) + " " +
+                            r.scale,
+                        r.params, r.bytes, bits, r.relativeError);
     params += r.params;
     bytes += r.bytes;
     weightedSquaredError += r.relativeError * r.relativeError * r.params;

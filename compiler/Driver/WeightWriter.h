@@ -17,6 +17,8 @@ struct QuantizedWeightReport {
   /// The first checkpoint name, and how many more are stacked with it.
   std::string name;
   std::string format;
+  /// Element type of the scales: "f16" or "f32".
+  std::string scale;
   int64_t group = 0;
   int64_t params = 0;
   /// Codes and scales.

@@ -23,7 +23,7 @@ void buildMoEModelPipeline(OpPassManager &pm,
         createMoEQuantizeWeightsPass(MoEQuantizeWeightsPassOptions{
             options.quant.empty() ? std::string("none")
                                   : std::string(options.quant),
-            options.quantPolicy, options.quantGroup}));
+            options.quantPolicy, options.quantGroup, options.quantScale}));
   }
 }
 

@@ -28,6 +28,10 @@ struct MoEModelPipelineOptions
   Option<int64_t> quantGroup{*this, "quant-group",
                              llvm::cl::desc("columns per quantization scale"),
                              llvm::cl::init(32)};
+  Option<std::string> quantScale{
+      *this, "quant-scale",
+      llvm::cl::desc("element type of quantization scales: f16|f32"),
+      llvm::cl::init("f16")};
 };
 
 /// Stage 2, model level: verification and clean-up of imported IR, then

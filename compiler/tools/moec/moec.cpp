@@ -105,6 +105,11 @@ cl::opt<int64_t> quantGroup(
     "quant-group",
     cl::desc("weights per quantization scale along a row (default 32)"),
     cl::init(32), cl::cat(category));
+cl::opt<std::string> quantScale(
+    "quant-scale",
+    cl::desc("element type of the quantization scales: f16 (default) or "
+             "f32"),
+    cl::init("f16"), cl::cat(category));
 cl::opt<int> jobs("j",
                   cl::desc("kernels compiled in parallel (default: "
                            "one per core)"),
@@ -289,6 +294,7 @@ int main(int argc, char **argv) {
   options.quant = quant;
   options.quantPolicy = quantPolicy;
   options.quantGroup = quantGroup;
+  options.quantScale = quantScale;
   options.moeDropless = moeDropless;
   options.jobs = jobs;
   options.kernelCache = kernelCache;

@@ -210,11 +210,11 @@ LogicalResult WeightOp::verifyQuantized() {
   Type element = type.getElementType();
   if (element.isUnsignedInteger(8)) {
     expected.push_back(DequantizeOp::codeBytes(*format, rows, cols));
-  } else if (element.isF32()) {
+  } else if (element.isF32() || element.isF16()) {
     expected.append({rows, DequantizeOp::scalesPerRow(cols, group)});
   } else {
-    return emitOpError("expects the codes (ui8) or the scales (f32) of a "
-                       "quantized weight, got ")
+    return emitOpError("expects the codes (ui8) or the scales (f32 or f16) "
+                       "of a quantized weight, got ")
            << type;
   }
   // Codes stored transposed may be padded to the runs of the reading
@@ -225,7 +225,7 @@ LogicalResult WeightOp::verifyQuantized() {
                 type.getShape().back() >= expected.back();
   if (type.getShape() != ArrayRef<int64_t>(expected) && !padded) {
     return emitOpError("expects ")
-           << (element.isF32() ? "scales" : "codes") << " of shape "
+           << (isa<FloatType>(element) ? "scales" : "codes") << " of shape "
            << shapeString(expected) << " for " << stringifyPackedFormat(*format)
            << " " << shapeString(*shape) << " in groups of " << *group
            << ", got " << type;

@@ -47,16 +47,16 @@ def MoE_WeightOp : MoE_Op<"weight", [Pure]> {
       target (absent: row-major as in the checkpoint).
     * `quantize(format, group G, shape S)` quantizes, when the weight file
       is written, the float tensor of logical shape S (`[.., N, K]`) that
-      the names select: symmetric codes of `format`, one f32 scale per G
+      the names select: symmetric codes of `format`, one scale per G
       columns of a row. The result is either part of it, as
       `moe.dequantize` reads them: the codes (`ui8 [.., B]`) or the scales
-      (`f32 [.., N, ceil(K / G)]`).
+      (`f16` or `f32` `[.., N, ceil(K / G)]`, as the element type says).
 
     ```mlir
     %wq = moe.weight ["blocks.0.attn.q_proj.weight"] : tensor<640x640xf32>
     %wk = moe.weight ["h.0.attn.c_attn.weight"] rows [768, 1024] : tensor<256x768xf32>
     %q4 = moe.weight ["wq"] quantize(int4, group 32, shape [256, 768]) : tensor<98304xui8>
-    %s4 = moe.weight ["wq"] quantize(int4, group 32, shape [256, 768]) : tensor<256x24xf32>
+    %s4 = moe.weight ["wq"] quantize(int4, group 32, shape [256, 768]) : tensor<256x24xf16>
     ```
   }];
   let arguments = (ins StrArrayAttr:$sources,
@@ -102,6 +102,7 @@ def MoE_DequantizeOp : MoE_Op<"dequantize", [Pure]> {
     into the bytes of `packed` (`[.., B]`, B = ceil(N * K * bits / 8)).
     Without `group(G)` there is one scale per row (`scale [.., N]`); with
     it one per G consecutive columns of a row (`scale [.., N, ceil(K / G)]`).
+    Scales are f32 or f16.
 
     Code `i` of a `bits`-wide format is bits-slot `i % (8 / bits)` of byte
     `i / (8 / bits)`, slots counted from the most significant end (from the
@@ -139,7 +140,7 @@ def MoE_DequantizeOp : MoE_Op<"dequantize", [Pure]> {
     ```
   }];
   let arguments = (ins RankedTensorOf<[UI8]>:$packed,
-                       RankedTensorOf<[F32]>:$scale,
+                       RankedTensorOf<[F32, F16]>:$scale,
                        MoE_PackedFormatAttr:$format, I64Attr:$cols,
                        OptionalAttr<I64Attr>:$group,
                        UnitAttr:$low_bits_first, UnitAttr:$offset_binary,

@@ -26,14 +26,14 @@ def MoEQuantizeWeightsPass : Pass<"moe-quantize-weights", "func::FuncOp"> {
     `mode` is q8, q4, q2 or q1 for every role, `mixed` for
     "embedding=q8,head=q8,attention=q4,ffn=q8,experts=q4", or `none`;
     `rules` (`key=precision,...`, key a role or a glob on checkpoint names,
-    precision q8|q4|q2|q1|f32) override it. Codes are symmetric, one f32
-    scale per `group` columns. Norms, routers, biases and already packed
+    precision q8|q4|q2|q1|f32) override it. Codes are symmetric, one
+    scale (`scale-type`, f16 by default) per `group` columns. Norms, routers, biases and already packed
     weights are left as they are.
 
     Before:  %w = moe.weight ["wq"] : tensor<64x96xf32>
              %q = moe.linear %x, %w : tensor<?x96xf32>, tensor<64x96xf32> -> tensor<?x64xf32>
     After:   %c = moe.weight ["wq"] quantize(int4, group 32, shape [64, 96]) : tensor<3072xui8>
-             %s = moe.weight ["wq"] quantize(int4, group 32, shape [64, 96]) : tensor<64x3xf32>
+             %s = moe.weight ["wq"] quantize(int4, group 32, shape [64, 96]) : tensor<64x3xf16>
              %w = moe.dequantize %c, %s format(int4) cols(96) group(32) : ...
              %q = moe.linear %x, %w : ...
   }];
@@ -43,7 +43,9 @@ def MoEQuantizeWeightsPass : Pass<"moe-quantize-weights", "func::FuncOp"> {
     Option<"rules", "rules", "std::string", /*default=*/"\"\"",
            "overrides: role=precision or glob=precision, comma-separated">,
     Option<"group", "group", "int64_t", /*default=*/"32",
-           "columns per scale">
+           "columns per scale">,
+    Option<"scaleType", "scale-type", "std::string", /*default=*/"\"f16\"",
+           "element type of the scales: f16|f32">
   ];
   let statistics = [
     Statistic<"numQuantized", "num-quantized", "weights quantized">

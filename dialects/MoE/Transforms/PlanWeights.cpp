@@ -43,9 +43,13 @@ struct PlanWeightsPass : impl::MoEPlanWeightsPassBase<PlanWeightsPass> {
       auto [it, inserted] = offsets.try_emplace(key, end);
       if (inserted) {
         auto type = op.getResult().getType();
-        // Floats are stored as f32; packed codes (ui8) as they are.
-        int64_t bytes = type.getNumElements() *
-                        (type.getElementType().isUnsignedInteger(8) ? 1 : 4);
+        // Floats are stored as f32, except f16 scales; packed codes (ui8)
+        // as they are.
+        Type element = type.getElementType();
+        int64_t bytes =
+            type.getNumElements() * (element.isUnsignedInteger(8) ? 1
+                                     : element.isF16()            ? 2
+                                                                  : 4);
         end = llvm::alignTo(end + bytes, alignment);
       }
       op->setAttr("moe.offset", IntegerAttr::get(i64, it->second));

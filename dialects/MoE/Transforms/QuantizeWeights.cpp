@@ -81,6 +81,12 @@ struct QuantizeWeightsPass
           << llvm::toString(policy.takeError());
       return signalPassFailure();
     }
+    if (scaleType != "f16" && scaleType != "f32") {
+      getOperation().emitError("moe-quantize-weights: scale-type must be "
+                               "f16 or f32, got '")
+          << scaleType << "'";
+      return signalPassFailure();
+    }
     if (group < 1) {
       getOperation().emitError("moe-quantize-weights: group must be >= 1, "
                                "got ")
@@ -148,7 +154,9 @@ struct QuantizeWeightsPass
     };
     auto u8 = IntegerType::get(&getContext(), 8, IntegerType::Unsigned);
     WeightOp codes = part(RankedTensorType::get(codesShape, u8));
-    WeightOp scale = part(RankedTensorType::get(scaleShape, b.getF32Type()));
+    Type scaleElement =
+        scaleType == "f16" ? Type(b.getF16Type()) : Type(b.getF32Type());
+    WeightOp scale = part(RankedTensorType::get(scaleShape, scaleElement));
     auto dequantized = DequantizeOp::create(
         b, loc, type, codes, scale,
         PackedFormatAttr::get(&getContext(), *format),

@@ -28,7 +28,9 @@ struct QuantizedMatrices {
 };
 
 /// Quantizes `count` matrices of [rows, cols] (row-major, one after the
-/// other in `values`) to `format` with one scale per `group` columns.
+/// other in `values`) to `format` with one scale per `group` columns. With
+/// `halfScales`, every scale is rounded to the nearest f16 (what the
+/// weight file will hold) before the error is measured.
 ///
 /// Integer codes of b bits use the whole range [-2^(b-1), 2^(b-1) - 1]: the
 /// largest magnitude of a group maps to -2^(b-1), and for b <= 4 a few
@@ -37,7 +39,13 @@ struct QuantizedMatrices {
 /// least-squares scale for fixed signs.
 QuantizedMatrices quantizeMatrices(const float *values, int64_t count,
                                    int64_t rows, int64_t cols,
-                                   PackedFormat format, int64_t group);
+                                   PackedFormat format, int64_t group,
+                                   bool halfScales = false);
+
+/// IEEE binary16 conversions (round to nearest even; beyond the f16 range,
+/// infinity).
+uint16_t floatToHalf(float value);
+float halfToFloat(uint16_t bits);
 
 /// The codes of `count` [rows, cols] matrices, each in the default order
 /// (row-major, slots from the most significant end of a byte, or from the

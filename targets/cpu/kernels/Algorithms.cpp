@@ -163,6 +163,8 @@ OpFuncs dequantize(const KernelEnv &env, const TensorFunc &packed,
   } else {
     s = at(scale, v[1]);
   }
+  // f16 scales widen in registers.
+  s = cast<float>(s);
   Func out(env.name("dequantize"));
   if (codes.sign1) {
     // A sign picks the scale or its negation: no multiply.

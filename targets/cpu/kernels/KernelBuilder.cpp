@@ -37,6 +37,9 @@ Halide::Type halideType(mlir::Type type) {
   if (type.isF32()) {
     return Float(32);
   }
+  if (type.isF16()) {
+    return Float(16);
+  }
   if (type.isInteger(32)) {
     return Int(32);
   }

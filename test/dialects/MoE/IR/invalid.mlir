@@ -657,8 +657,8 @@ func.func @quantized_scales_shape() {
 // -----
 
 func.func @quantized_element() {
-  // expected-error @+1 {{'moe.weight' op expects the codes (ui8) or the scales (f32) of a quantized weight, got 'tensor<8x2xf16>'}}
-  %0 = moe.weight ["w"] quantize(int4, group 32, shape [8, 40]) : tensor<8x2xf16>
+  // expected-error @+1 {{'moe.weight' op expects the codes (ui8) or the scales (f32 or f16) of a quantized weight, got 'tensor<8x2xbf16>'}}
+  %0 = moe.weight ["w"] quantize(int4, group 32, shape [8, 40]) : tensor<8x2xbf16>
   return
 }
 

@@ -1,9 +1,11 @@
 // RUN: moe-opt %s --split-input-file --moe-quantize-weights="mode=q4" | FileCheck %s
 // RUN: moe-opt %s --split-input-file --moe-quantize-weights="mode=mixed" | FileCheck %s --check-prefix=MIXED
-// RUN: moe-opt %s --split-input-file --moe-quantize-weights="mode=q8 group=16 rules=attention=f32,*.wo=q1" | FileCheck %s --check-prefix=RULES
+// RUN: moe-opt %s --split-input-file --moe-quantize-weights="mode=q8 group=16 rules=attention=f32,*.wo=q1 scale-type=f32" | FileCheck %s --check-prefix=RULES
+// RUN: not moe-opt %s --split-input-file --moe-quantize-weights="scale-type=bf16" 2>&1 | FileCheck %s --check-prefix=BAD-SCALE
 // RUN: not moe-opt %s --split-input-file --moe-quantize-weights="mode=q3" 2>&1 | FileCheck %s --check-prefix=BAD-MODE
 // RUN: not moe-opt %s --split-input-file --moe-quantize-weights="mode=q4 rules=router=q8" 2>&1 | FileCheck %s --check-prefix=BAD-RULE
 
+// BAD-SCALE: moe-quantize-weights: scale-type must be f16 or f32, got 'bf16'
 // BAD-MODE: moe-quantize-weights: 'q3': expected q8, q4, q2, q1, mixed or none
 // BAD-RULE: moe-quantize-weights: 'router' is neither a role (embedding, head, attention, ffn, experts) nor a glob on tensor names
 
@@ -11,13 +13,13 @@
 // embedding become codes, scales and a dequantize; the norm stays float.
 // CHECK-LABEL: func.func @dense
 // CHECK-DAG: %[[EC:.+]] = moe.weight ["emb"] quantize(int4, group 32, shape [64, 96]) : tensor<3072xui8>
-// CHECK-DAG: %[[ES:.+]] = moe.weight ["emb"] quantize(int4, group 32, shape [64, 96]) : tensor<64x3xf32>
-// CHECK-DAG: %[[E:.+]] = moe.dequantize %[[EC]], %[[ES]] format(int4) cols(96) group(32) : tensor<3072xui8>, tensor<64x3xf32> -> tensor<64x96xf32>
+// CHECK-DAG: %[[ES:.+]] = moe.weight ["emb"] quantize(int4, group 32, shape [64, 96]) : tensor<64x3xf16>
+// CHECK-DAG: %[[E:.+]] = moe.dequantize %[[EC]], %[[ES]] format(int4) cols(96) group(32) : tensor<3072xui8>, tensor<64x3xf16> -> tensor<64x96xf32>
 // CHECK-DAG: moe.weight ["norm"] : tensor<96xf32>
 // CHECK-DAG: moe.weight ["wq"] quantize(int4, group 32, shape [96, 96]) : tensor<4608xui8>
-// CHECK-DAG: moe.weight ["blk.wo"] quantize(int4, group 32, shape [96, 96]) : tensor<96x3xf32>
+// CHECK-DAG: moe.weight ["blk.wo"] quantize(int4, group 32, shape [96, 96]) : tensor<96x3xf16>
 // CHECK-DAG: moe.weight ["up"] quantize(int4, group 32, shape [40, 96]) : tensor<1920xui8>
-// CHECK-DAG: moe.weight ["down"] quantize(int4, group 32, shape [96, 40]) : tensor<96x2xf32>
+// CHECK-DAG: moe.weight ["down"] quantize(int4, group 32, shape [96, 40]) : tensor<96x2xf16>
 // CHECK: moe.embed %[[E]]
 // CHECK: moe.logits %{{.+}}, %[[E]]
 // CHECK-NOT: moe.weight ["emb"] :
@@ -65,9 +67,9 @@ func.func @dense(%tokens: tensor<?xi32>, %pos: index, %cache: !moe.kv_cache<laye
 // CHECK-LABEL: func.func @experts
 // CHECK-DAG: moe.weight ["r"] : tensor<4x96xf32>
 // CHECK-DAG: %[[UC:.+]] = moe.weight ["e0.up", "e1.up", "e2.up", "e3.up"] quantize(int4, group 32, shape [4, 40, 96]) : tensor<4x1920xui8>
-// CHECK-DAG: %[[US:.+]] = moe.weight ["e0.up", "e1.up", "e2.up", "e3.up"] quantize(int4, group 32, shape [4, 40, 96]) : tensor<4x40x3xf32>
-// CHECK-DAG: %[[U:.+]] = moe.dequantize %[[UC]], %[[US]] format(int4) cols(96) group(32) : tensor<4x1920xui8>, tensor<4x40x3xf32> -> tensor<4x40x96xf32>
-// CHECK-DAG: moe.weight ["down"] quantize(int4, group 32, shape [4, 96, 40]) : tensor<4x96x2xf32>
+// CHECK-DAG: %[[US:.+]] = moe.weight ["e0.up", "e1.up", "e2.up", "e3.up"] quantize(int4, group 32, shape [4, 40, 96]) : tensor<4x40x3xf16>
+// CHECK-DAG: %[[U:.+]] = moe.dequantize %[[UC]], %[[US]] format(int4) cols(96) group(32) : tensor<4x1920xui8>, tensor<4x40x3xf16> -> tensor<4x40x96xf32>
+// CHECK-DAG: moe.weight ["down"] quantize(int4, group 32, shape [4, 96, 40]) : tensor<4x96x2xf16>
 // CHECK-DAG: moe.dequantize %{{.+}}, %{{.+}} format(sign1) cols(96) :
 // CHECK: moe.expert_dispatch {{.+}} up %[[U]]
 func.func @experts(%h: tensor<?x96xf32>, %packed: tensor<4x480xui8>, %pscale: tensor<4x40xf32>) -> tensor<?x96xf32> {
