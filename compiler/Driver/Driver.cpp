@@ -417,6 +417,18 @@ LogicalResult runCompile(const DriverOptions &options) {
                  << ": expected f16 or f32\n";
     return failure();
   }
+  if (options.activations != "auto" && options.activations != "f32" &&
+      options.activations != "int8") {
+    llvm::errs() << "moec: error: --activations=" << options.activations
+                 << ": expected auto, f32 or int8\n";
+    return failure();
+  }
+  // auto: quantizing with --quant asks for llama.cpp's trade (int8 inputs
+  // too); a checkpoint compiled as published keeps the publisher's f32 math.
+  bool quantizing = !options.quant.empty() || !options.quantPolicy.empty();
+  std::string activations = options.activations == "auto"
+                                ? (quantizing ? "int8" : "f32")
+                                : options.activations;
   if (options.quantGroup < 1 || options.quantGroup > 65536) {
     llvm::errs() << "moec: error: --quant-group=" << options.quantGroup
                  << ": expected a value in [1, 65536]\n";
@@ -439,6 +451,7 @@ LogicalResult runCompile(const DriverOptions &options) {
   modelOptions.quantPolicy = options.quantPolicy;
   modelOptions.quantGroup = options.quantGroup;
   modelOptions.quantScale = options.quantScale;
+  modelOptions.activations = activations;
   if (failed(runPipeline(module, [&](OpPassManager &pm) {
         buildMoEModelPipeline(pm, modelOptions);
       }))) {
@@ -459,6 +472,7 @@ LogicalResult runCompile(const DriverOptions &options) {
   }
   MoECpuKernelPipelineOptions kernelPipelineOptions;
   kernelPipelineOptions.lanes = target->floatLanes();
+  kernelPipelineOptions.dot = target->int8Dot.dotBytes;
   if (failed(runPipeline(module, [&](OpPassManager &pm) {
         buildMoECpuKernelPipeline(pm, kernelPipelineOptions);
       }))) {
@@ -469,7 +483,11 @@ LogicalResult runCompile(const DriverOptions &options) {
   module->setAttr("moe.target",
                   StringAttr::get(&context, target->name + " (" +
                                                 target->halideTarget + ")"));
-  std::vector<uint64_t> features = halideFeatureWords(target->halideTarget);
+  // Kernels with int8 dot products may use the target's extra features:
+  // the executable checks the CPU has them too.
+  std::vector<uint64_t> features =
+      halideFeatureWords(cpu::usesInt8Dot(module) ? int8HalideTarget(*target)
+                                                  : target->halideTarget);
   module->setAttr(
       "moe.halide_features",
       DenseI64ArrayAttr::get(

@@ -51,6 +51,10 @@ struct DriverOptions {
   std::string quantPolicy;
   int64_t quantGroup = 32;
   std::string quantScale = "f16";
+  /// Inputs of packed projections: "f32", "int8" (quantized per block of
+  /// 32, integer dot products), or "auto": int8 when --quant or
+  /// --quant-policy quantizes, else f32.
+  std::string activations = "auto";
   /// Turn off the routers' capacity rule (every assignment is kept).
   bool moeDropless = false;
   /// Parallel kernel compiles; 0 = one per core.

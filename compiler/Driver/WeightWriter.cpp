@@ -285,14 +285,16 @@ llvm::DenseMap<Operation *, DequantizeOp> codeReaders(ModuleOp module) {
   return readers;
 }
 
-/// `codes` (the default order) in the order of the transposed `reader`.
+/// `codes` (the default order) in the order of the transposed or dot-
+/// blocked `reader`.
 std::vector<uint8_t> transposedCodes(const uint8_t *codes,
                                      DequantizeOp reader) {
   ArrayRef<int64_t> shape = reader.getResult().getType().getShape();
   int64_t rows = shape[shape.size() - 2], cols = shape.back();
   return transposeCodes(codes, numElements(shape) / (rows * cols), rows, cols,
                         reader.getFormat(), reader.getLowBitsFirst(),
-                        reader.getLanes().value_or(0));
+                        reader.getLanes().value_or(0),
+                        reader.getDot().value_or(0));
 }
 
 /// What the report says of a quantized weight.
@@ -379,9 +381,9 @@ FailureOr<WeightFileInfo> writeWeightFile(ModuleOp module,
     DequantizeOp reader;
     if (isCodes && op.getLayout() == WeightLayout::Transposed) {
       reader = readers.lookup(op);
-      if (!reader || !reader.getTransposed()) {
-        return op.emitOpError("is stored transposed but no transposed "
-                              "moe.dequantize reads it");
+      if (!reader || (!reader.getTransposed() && !reader.getDot())) {
+        return op.emitOpError("is stored transposed but no transposed or "
+                              "dot-blocked moe.dequantize reads it");
       }
     }
     if (op.getQuantize()) {

@@ -25,6 +25,10 @@ void buildMoEModelPipeline(OpPassManager &pm,
                                   : std::string(options.quant),
             options.quantPolicy, options.quantGroup, options.quantScale}));
   }
+  // After quantization, which decides which weights are packed.
+  if (options.activations == "int8") {
+    pm.nest<func::FuncOp>().addPass(createMoEQuantizeActivationsPass());
+  }
 }
 
 void buildMoELowerPipeline(OpPassManager &pm,
@@ -48,7 +52,7 @@ void buildMoECpuKernelPipeline(OpPassManager &pm,
                                const MoECpuKernelPipelineOptions &options) {
   // Layouts are chosen while the users of each weight are still visible.
   pm.addPass(cpu::createMoECpuAssignWeightLayoutsPass(
-      cpu::MoECpuAssignWeightLayoutsPassOptions{options.lanes}));
+      cpu::MoECpuAssignWeightLayoutsPassOptions{options.lanes, options.dot}));
   pm.addPass(createMoEOutlineKernelsPass());
   // The views outlining made for each call collapse to one per layer.
   pm.addPass(createCSEPass());

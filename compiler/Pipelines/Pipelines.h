@@ -32,10 +32,16 @@ struct MoEModelPipelineOptions
       *this, "quant-scale",
       llvm::cl::desc("element type of quantization scales: f16|f32"),
       llvm::cl::init("f16")};
+  Option<std::string> activations{
+      *this, "activations",
+      llvm::cl::desc("inputs of packed projections: f32|int8 (int8: "
+                     "quantized per block of 32, integer dot products)"),
+      llvm::cl::init("f32")};
 };
 
 /// Stage 2, model level: verification and clean-up of imported IR, then
-/// weight quantization when asked. Flag: --moe-model-pipeline.
+/// weight quantization and int8 activations when asked. Flag:
+/// --moe-model-pipeline.
 void buildMoEModelPipeline(OpPassManager &pm,
                            const MoEModelPipelineOptions &options);
 
@@ -58,6 +64,11 @@ struct MoECpuKernelPipelineOptions
       *this, "lanes",
       llvm::cl::desc("f32 lanes of the target's vectors (packed-code runs)"),
       llvm::cl::init(16)};
+  Option<int64_t> dot{
+      *this, "dot",
+      llvm::cl::desc("bytes per lane of the target's int8 dot products "
+                     "(codes read by int8_activations projections)"),
+      llvm::cl::init(4)};
 };
 
 /// Stage 4 for CPU targets: weight layouts, kernels, memory plans.

@@ -107,7 +107,8 @@ private:
         b.getI64IntegerAttr(ref.shape.back()), /*group=*/IntegerAttr(),
         p.lowBitsFirst ? b.getUnitAttr() : UnitAttr(),
         p.offsetBinary ? b.getUnitAttr() : UnitAttr(),
-        /*transposed=*/UnitAttr(), /*lanes=*/IntegerAttr());
+        /*transposed=*/UnitAttr(), /*lanes=*/IntegerAttr(),
+        /*dot=*/IntegerAttr());
   }
 
   FailureOr<Value> norm(Value x, const fe::NormDesc &desc, const Twine &where) {
@@ -131,7 +132,7 @@ private:
   Value linear(Value x, const fe::WeightRef &w, ArrayRef<int64_t> features,
                const Twine &where) {
     return LinearOp::create(b, loc(where), activations(features), x, weight(w),
-                            Value());
+                            Value(), /*int8_activations=*/IntegerAttr());
   }
 
   FailureOr<Value> qkNorm(Value x, const fe::QkNormDesc &desc,
@@ -284,7 +285,8 @@ FailureOr<Value> EntryBuilder::moeBlock(Value h, const fe::MoEDesc &moe,
       route.getWeights(), e.gate ? weight(*e.gate) : Value(), weight(e.up),
       weight(e.down),
       ActivationAttr::get(b.getContext(), convert(e.activation)),
-      DispatchStrategyAttr::get(b.getContext(), DispatchStrategy::Auto));
+      DispatchStrategyAttr::get(b.getContext(), DispatchStrategy::Auto),
+      /*int8_activations=*/IntegerAttr());
   if (!moe.shared) {
     return routed;
   }
@@ -338,7 +340,8 @@ LogicalResult EntryBuilder::build(func::FuncOp func) {
       LogitsOp::create(b, loc("logits"), activations({model.vocab}), *normed,
                        weight(model.logitsWeight),
                        model.logitsBias ? weight(*model.logitsBias) : Value(),
-                       b.getF64FloatAttr(model.logitScale));
+                       b.getF64FloatAttr(model.logitScale),
+                       /*int8_activations=*/IntegerAttr());
   func::ReturnOp::create(b, loc("logits"), logits);
   return success();
 }

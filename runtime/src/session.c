@@ -20,6 +20,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#if defined(__aarch64__) && defined(__linux__)
+#include <sys/auxv.h>
+#endif
+
 struct moert_session_t {
   const moert_model_desc_t *model;
   moert_exec_t exec;
@@ -75,7 +79,26 @@ void moert_session_options_initialize(moert_session_options_t *options) {
   memset(options, 0, sizeof(*options));
 }
 
+/* Whether the model's kernels use feature `f` (HalideRuntime.h's enum). */
+static int uses_feature(const moert_model_desc_t *model, int f) {
+  return f / 64 < model->halide_feature_words &&
+         ((model->halide_features[f / 64] >> (f % 64)) & 1);
+}
+
 int moert_model_runs_here(const moert_model_desc_t *model) {
+#if defined(__aarch64__) && defined(__linux__)
+  /* Halide 14's run-time check knows no AArch64 feature: the kernel's dot
+   * products (sdot) are checked here, from the kernel's own report. */
+#ifndef HWCAP_ASIMDDP
+#define HWCAP_ASIMDDP (1 << 20)
+#endif
+  if (uses_feature(model, halide_target_feature_arm_dot_prod) &&
+      !(getauxval(AT_HWCAP) & HWCAP_ASIMDDP)) {
+    return 0;
+  }
+#else
+  (void)uses_feature;
+#endif
   return model->halide_feature_words <= 0 ||
          halide_can_use_target_features(model->halide_feature_words,
                                         model->halide_features);

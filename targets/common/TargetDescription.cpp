@@ -52,8 +52,9 @@ public:
     }
   }
 
-  void integer(llvm::StringRef field, int &out, int min, int max) {
-    const llvm::json::Value *value = find(field, /*required=*/true);
+  void integer(llvm::StringRef field, int &out, int min, int max,
+               bool required = true) {
+    const llvm::json::Value *value = find(field, required);
     if (!value) {
       return;
     }
@@ -131,8 +132,8 @@ parseTargetDescription(const llvm::json::Value &value, llvm::StringRef source) {
   // `source` and `runs_natively` are what `moec targets --json` adds about
   // this moec and this machine; they are ignored.
   top.onlyKeys({"name", "summary", "backend", "triple", "halide_target",
-                "vector_bytes", "vector_registers", "toolchain", "emulator",
-                "runtime_dir", "source", "runs_natively"});
+                "vector_bytes", "vector_registers", "int8_dot", "toolchain",
+                "emulator", "runtime_dir", "source", "runs_natively"});
   top.string("name", target.name, true);
   top.string("summary", target.summary, false);
   top.string("backend", target.backend, false);
@@ -151,6 +152,21 @@ parseTargetDescription(const llvm::json::Value &value, llvm::StringRef source) {
     fields.string("sysroot", target.sysroot, false);
     fields.strings("cflags", target.cflags);
     fields.strings("ldflags", target.ldflags);
+  }
+  if (const llvm::json::Object *dot = top.nested("int8_dot", false)) {
+    FieldReader fields(*dot, source, "int8_dot.", error);
+    fields.onlyKeys({"bytes", "codes", "halide_features"});
+    fields.integer("bytes", target.int8Dot.dotBytes, 2, 4, false);
+    std::string codes = "signed";
+    fields.string("codes", codes, false);
+    fields.string("halide_features", target.int8Dot.halideFeatures, false);
+    if (target.int8Dot.dotBytes == 3) {
+      fields.fail("bytes", "expected 2 or 4");
+    }
+    if (codes != "signed" && codes != "unsigned") {
+      fields.fail("codes", "expected \"signed\" or \"unsigned\"");
+    }
+    target.int8Dot.unsignedCodes = codes == "unsigned";
   }
   if (const llvm::json::Object *emulator = top.nested("emulator", false)) {
     FieldReader fields(*emulator, source, "emulator.", error);
@@ -187,6 +203,11 @@ llvm::json::Value TargetDescription::toJson() const {
       {"halide_target", halideTarget},
       {"vector_bytes", vectorBytes},
       {"vector_registers", vectorRegisters},
+      {"int8_dot",
+       llvm::json::Object{
+           {"bytes", int8Dot.dotBytes},
+           {"codes", int8Dot.unsignedCodes ? "unsigned" : "signed"},
+           {"halide_features", int8Dot.halideFeatures}}},
       {"runtime_dir", runtimeDir},
       {"toolchain", llvm::json::Object{{"cc", cc},
                                        {"package", ccPackage},

@@ -57,6 +57,19 @@ struct TargetDescription {
   /// Where the target's libmoert.a and libmoert_main.a are, relative to
   /// moec's installation root (`lib` beside moec's `bin`).
   std::string runtimeDir = "lib";
+  /// How the kernels multiply int8 inputs by packed codes (projections
+  /// with `int8_activations`): `dotBytes` consecutive products summed into
+  /// each 32-bit lane (4: VNNI `vpdpbusd`, NEON `sdot`; 2: `pmaddwd`),
+  /// whether the codes operand is unsigned (`vpdpbusd` multiplies u8 by
+  /// s8: codes are offset and the offset subtracted once per block) or
+  /// signed, and Halide features that only the kernels doing so are
+  /// compiled with (Halide 14 emits `vpdpbusd` for avx512_sapphirerapids,
+  /// whose other instructions moec keeps out of the float kernels).
+  struct Int8Dot {
+    int dotBytes = 4;
+    bool unsignedCodes = false;
+    std::string halideFeatures;
+  } int8Dot;
   /// Where the description came from, for messages.
   std::string source;
 

@@ -51,6 +51,13 @@ llvm::Error checkHalideTarget(const TargetDescription &target) {
     return error("does not compile for the triple's architecture '" + arch +
                  "'");
   }
+  if (!target.int8Dot.halideFeatures.empty() &&
+      !Halide::Target::validate_target_string(int8HalideTarget(target))) {
+    return llvm::createStringError(
+        target.source + ": 'int8_dot.halide_features': '" +
+        target.int8Dot.halideFeatures +
+        "' are not Halide target features (e.g. avx512_sapphirerapids)");
+  }
   return llvm::Error::success();
 }
 
@@ -144,18 +151,17 @@ std::vector<TargetDescription> makeTargets() {
     it = targets.erase(it);
   }
   // `host`: of the built-in descriptions this machine runs, the one with
-  // the most features (its register count), with every feature Halide
-  // finds here.
+  // the most features (its register count and int8 dot product), with
+  // every feature Halide finds here.
   const TargetDescription *basis = nullptr;
   int basisFeatures = 0;
   for (TargetDescription &target : targets) {
     adaptToThisMachine(target);
     int features = 0;
-    for (uint64_t word : halideFeatureWords(target.halideTarget)) {
+    for (uint64_t word : halideFeatureWords(int8HalideTarget(target))) {
       features += llvm::popcount(word);
     }
-    if (runsNatively(target.halideTarget) &&
-        (!basis || features > basisFeatures)) {
+    if (runsNatively(target) && (!basis || features > basisFeatures)) {
       basis = &target;
       basisFeatures = features;
     }
@@ -234,18 +240,44 @@ std::vector<uint64_t> halideFeatureWords(llvm::StringRef halideTarget) {
   return words;
 }
 
-bool runsNatively(const std::string &halideTarget) {
-  if (!sameArchitecture(Halide::Target(halideTarget), thisMachine())) {
-    return false;
-  }
-  std::vector<uint64_t> wanted = halideFeatureWords(halideTarget);
-  std::vector<uint64_t> present = halideFeatureWords(thisMachine().to_string());
-  for (size_t i = 0; i < wanted.size(); ++i) {
-    if (wanted[i] & ~present[i]) {
+namespace {
+
+/// Whether every feature of `wanted` is one of `present`'s.
+bool hasFeatures(const std::string &wanted, const Halide::Target &present) {
+  std::vector<uint64_t> want = halideFeatureWords(wanted);
+  std::vector<uint64_t> have = halideFeatureWords(present.to_string());
+  for (size_t i = 0; i < want.size(); ++i) {
+    if (want[i] & ~have[i]) {
       return false;
     }
   }
   return true;
+}
+
+} // namespace
+
+bool runsNatively(const std::string &halideTarget) {
+  return sameArchitecture(Halide::Target(halideTarget), thisMachine()) &&
+         hasFeatures(halideTarget, thisMachine());
+}
+
+bool runsNatively(const TargetDescription &target) {
+  if (!runsNatively(target.halideTarget)) {
+    return false;
+  }
+  // The int8 kernels' extra features, as Halide's run-time check sees
+  // them: Halide's own detection, before hostHalideTarget() drops what the
+  // float kernels must not use.
+  static const Halide::Target detected =
+      Halide::get_host_target().without_feature(Halide::Target::JIT);
+  return hasFeatures(int8HalideTarget(target), detected);
+}
+
+std::string int8HalideTarget(const TargetDescription &target) {
+  if (target.int8Dot.halideFeatures.empty()) {
+    return target.halideTarget;
+  }
+  return target.halideTarget + "-" + target.int8Dot.halideFeatures;
 }
 
 std::optional<std::string> findTool(llvm::StringRef name) {
@@ -274,6 +306,13 @@ std::string describeTargets(
     os << llvm::formatv("  {0,-14} halide {1}; {2}-byte vectors, {3} "
                         "registers\n",
                         "", t.halideTarget, t.vectorBytes, t.vectorRegisters);
+    os << llvm::formatv(
+        "  {0,-14} int8 dot products of {1} bytes, {2} "
+        "codes{3}\n",
+        "", t.int8Dot.dotBytes, t.int8Dot.unsignedCodes ? "unsigned" : "signed",
+        t.int8Dot.halideFeatures.empty()
+            ? std::string()
+            : " (kernels with " + t.int8Dot.halideFeatures + ")");
     os << llvm::formatv("  {0,-14} needs {1} ({2}: {3}); runtime: {4}\n", "",
                         t.ccPackage, t.cc, status(t.cc), runtimeStatus(t));
     if (!t.emulator.empty()) {

@@ -51,6 +51,14 @@ std::vector<uint64_t> halideFeatureWords(llvm::StringRef halideTarget);
 /// architecture, every feature present.
 bool runsNatively(const std::string &halideTarget);
 
+/// Whether this machine runs every kernel of `target` natively, those with
+/// int8 dot products included.
+bool runsNatively(const TargetDescription &target);
+
+/// The Halide target of `target`'s kernels that compute int8 dot products:
+/// its own plus `int8_dot.halide_features`.
+std::string int8HalideTarget(const TargetDescription &target);
+
 /// The program `name` runs: found on PATH, or, for a path, if it can be
 /// executed.
 std::optional<std::string> findTool(llvm::StringRef name);

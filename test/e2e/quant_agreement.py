@@ -15,7 +15,8 @@ weights are a weak proxy, so such figures are reported, not gated.
   test/e2e/quant_agreement.py --moec build/bin/moec --model-dir examples/kjv/model \\
       --text examples/kjv/heldout.txt --gate q8=99.5,q4=97
   test/e2e/quant_agreement.py --moec build/bin/moec --family linnet --quant q8 \\
-      --quant q4:embedding=q8
+      --quant q4:embedding=q8 --quant q4+int8
+  test/e2e/quant_agreement.py --moec build/bin/moec --family ssmoelm --quant f32+int8
 
 Prints a markdown table; with --gate, exits 1 when a precision's agreement
 is below its bound (in percent).
@@ -36,8 +37,15 @@ from family_e2e import SKIPPED, run, runner_for  # noqa: E402
 
 
 def compile_model(args, model_dir, out, quant):
-    """`quant` is f32 or MODE[:POLICY] (--quant MODE --quant-policy POLICY)."""
+    """`quant` is f32 (the checkpoint's weights as they are), or
+    MODE[:POLICY] (--quant MODE --quant-policy POLICY), either followed by
+    +int8 or +f32 for --activations (by default moec gives --quant builds
+    int8 inputs, the others f32; f32+int8: the checkpoint's own packed
+    weights, as SSMoELM ships them, with int8 inputs)."""
     cmd = [args.moec, "compile", model_dir, "-o", out, "--target", args.target, "-q"]
+    quant, plus, activations = quant.partition("+")
+    if plus:
+        cmd.append("--activations=" + activations)
     if quant != "f32":
         mode, _, policy = quant.partition(":")
         cmd.append("--quant=" + mode)
@@ -82,9 +90,12 @@ def main():
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--text", default="", help="the text to score (tokenized by the model)")
     ap.add_argument("--tokens", type=int, default=256, help="tokens scored (default 256)")
-    ap.add_argument("--quant", action="append", default=[], metavar="MODE[:POLICY]",
+    ap.add_argument("--quant", action="append", default=[],
+                    metavar="MODE[:POLICY][+int8|+f32]",
                     help="a precision to compare with f32: a --quant mode, with a "
-                         "--quant-policy after ':' (repeatable; default q8, q4, mixed, q1)")
+                         "--quant-policy after ':', and +int8 or +f32 for the "
+                         "activations (f32+int8: the checkpoint's weights with int8 "
+                         "activations); repeatable; default q8, q4, mixed, q1")
     ap.add_argument("--gate", default="", metavar="Q=PERCENT,...",
                     help="fail when a precision's top-1 agreement is below PERCENT")
     ap.add_argument("--compile-flag", action="append", default=[],

@@ -45,8 +45,9 @@ class Family:
     def module(self):
         return importlib.import_module(self.module_name)
 
-    def load(self, model_dir: str):
-        return self.module.Model.from_dir(model_dir)
+    def load(self, model_dir: str, **options):
+        """`options`: the reference's own (SSMoELM: int8_activations=32)."""
+        return self.module.Model.from_dir(model_dir, **options)
 
     def write_fixture(self, out_dir: str, preset: str, seed: int, options: Dict) -> None:
         self.module.write_fixture(out_dir, preset=preset, seed=seed, **options)

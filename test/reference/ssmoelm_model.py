@@ -466,9 +466,28 @@ def rope_half_split_complex(x: torch.Tensor, ang: torch.Tensor) -> torch.Tensor:
     return torch.cat([r.real, r.imag], dim=-1)
 
 
-def swiglu(z: torch.Tensor, gate: torch.Tensor, up: torch.Tensor, down: torch.Tensor) -> torch.Tensor:
-    """down(silu(gate z) * up z), nn.Linear [out, in] layouts, z [N, d]."""
-    return (torch.nn.functional.silu(z @ gate.T) * (z @ up.T)) @ down.T
+def fake_int8(x: torch.Tensor, block: Optional[int]) -> torch.Tensor:
+    """x [..., K] as a projection with int8 inputs (moec --activations=int8) sees it:
+    per block of `block` features, q = round_half_even(x * (127 / max|x|)) in f32, and
+    x = q * (max|x| / 127). None, or K not whole blocks: x itself (f32 inputs, as moec
+    keeps for such a projection)."""
+    if block is None or x.shape[-1] % block:
+        return x
+    shape = x.shape
+    xb = x.reshape(*shape[:-1], shape[-1] // block, block)
+    amax = xb.abs().amax(dim=-1, keepdim=True)
+    inverse = torch.where(amax > 0, torch.tensor(127.0) / amax, torch.zeros_like(amax))
+    q = torch.clamp(torch.round(xb * inverse), -127.0, 127.0)
+    return (q * (amax / 127.0)).reshape(shape)
+
+
+def swiglu(z: torch.Tensor, gate: torch.Tensor, up: torch.Tensor, down: torch.Tensor,
+           int8: Optional[int] = None) -> torch.Tensor:
+    """down(silu(gate z) * up z), nn.Linear [out, in] layouts, z [N, d]; with `int8`,
+    each projection's input through fake_int8 (the shared expert: three moe.linear)."""
+    z = fake_int8(z, int8)
+    hidden = torch.nn.functional.silu(z @ gate.T) * (z @ up.T)
+    return fake_int8(hidden, int8) @ down.T
 
 
 # --------------------------------------------------------------------------- model
@@ -489,8 +508,12 @@ class Model(TokenByTokenDecode):
 
     def __init__(self, tensors: Dict[str, torch.Tensor], config: Optional[dict] = None, *,
                  bit_order: Optional[str] = None, nibble_order: Optional[str] = None,
-                 int4_code: Optional[str] = None, prefix: Optional[str] = None):
+                 int4_code: Optional[str] = None, prefix: Optional[str] = None,
+                 int8_activations: Optional[int] = None):
         cfg_in = dict(config or {})
+        # Every projection of packed weights (all but the router) with int8 inputs,
+        # per block of this many features, as `moec --activations=int8` computes it.
+        self.int8 = int8_activations
         self.packing = resolve_packing(bit_order, nibble_order, int4_code, cfg_in.get("packing"))
         self.prefix = detect_prefix(tensors) if prefix is None else prefix
         w, self.storage = dequantize_tensors(tensors, self.packing, self.prefix)
@@ -567,11 +590,24 @@ class Model(TokenByTokenDecode):
 
     @classmethod
     def from_dir(cls, path: str, *, bit_order: Optional[str] = None, nibble_order: Optional[str] = None,
-                 int4_code: Optional[str] = None, prefix: Optional[str] = None) -> "Model":
+                 int4_code: Optional[str] = None, prefix: Optional[str] = None,
+                 int8_activations: Optional[int] = None) -> "Model":
         """Read DIR/model.safetensors (or a .safetensors file) and the config.json beside it."""
         f = os.path.join(path, "model.safetensors") if os.path.isdir(path) else path
         return cls(read_safetensors(f), read_config_json(path), bit_order=bit_order,
-                   nibble_order=nibble_order, int4_code=int4_code, prefix=prefix)
+                   nibble_order=nibble_order, int4_code=int4_code, prefix=prefix,
+                   int8_activations=int8_activations)
+
+    def expert_int8(self) -> Optional[int]:
+        """The routed experts are one moe.expert_dispatch: int8 inputs for all three
+        projections, or for none when d_model or d_ff is not whole blocks."""
+        if self.int8 is None or self.cfg["d_model"] % self.int8 or self.cfg["d_ff"] % self.int8:
+            return None
+        return self.int8
+
+    def mm(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """x W^T for a packed weight W: with int8 inputs when the model has them."""
+        return fake_int8(x, self.int8) @ w.T
 
     def _check_tokens(self, tokens) -> torch.Tensor:
         return check_tokens(tokens, self.vocab, self.cfg["max_seq_len"])
@@ -592,29 +628,30 @@ class Model(TokenByTokenDecode):
         with torch.no_grad():
             for li, lw in enumerate(self.layers):
                 h = rms_norm(x, lw.ln1, c["norm_eps"])
-                q = rope_half_split((h @ lw.wq.T).view(T, H, hd), ang)
-                k = rope_half_split((h @ lw.wk.T).view(T, Hkv, hd), ang)
-                v = (h @ lw.wv.T).view(T, Hkv, hd)
+                q = rope_half_split(self.mm(h, lw.wq).view(T, H, hd), ang)
+                k = rope_half_split(self.mm(h, lw.wk).view(T, Hkv, hd), ang)
+                v = self.mm(h, lw.wv).view(T, Hkv, hd)
                 k, v = k.repeat_interleave(G, dim=1), v.repeat_interleave(G, dim=1)   # [T, H, hd]
                 s = torch.einsum("thd,shd->hts", q, k) / math.sqrt(hd) + mask
                 y = torch.einsum("hts,shd->thd", torch.softmax(s, dim=-1), v).reshape(T, H * hd)
-                x = x + y @ lw.wo.T
+                x = x + self.mm(y, lw.wo)
                 h2 = rms_norm(x, lw.ln2, c["norm_eps"])
                 rlogits = h2 @ lw.router.T
                 probs = torch.softmax(rlogits, dim=-1)
                 top, idx = torch.topk(probs, k_top, dim=-1)
                 wts = top / top.sum(dim=-1, keepdim=True)
-                out = swiglu(h2, lw.s_gate, lw.s_up, lw.s_down)          # shared expert, weight 1
+                out = swiglu(h2, lw.s_gate, lw.s_up, lw.s_down, self.int8)  # shared expert
                 for e in range(c["n_experts"]):                          # dropless
                     rows, slots = (idx == e).nonzero(as_tuple=True)
                     if rows.numel():
-                        ye = swiglu(h2[rows], lw.gate[e], lw.up[e], lw.down[e])
+                        ye = swiglu(h2[rows], lw.gate[e], lw.up[e], lw.down[e],
+                                    self.expert_int8())
                         out.index_add_(0, rows, ye * wts[rows, slots][:, None])
                 x = x + out
                 if trace is not None:
                     trace.append({"layer": li, "hidden": x.clone(), "router_logits": rlogits.clone(),
                                   "probs": probs.clone(), "experts": idx.clone(), "weights": wts.clone()})
-            return rms_norm(x, self.final_norm, c["norm_eps"]) @ self.emb.T
+            return self.mm(rms_norm(x, self.final_norm, c["norm_eps"]), self.emb)
 
     # ---------------------------------------------------------------- decode
     # decode(tokens) (TokenByTokenDecode): logits [T, V] one token at a time via new_cache
@@ -639,30 +676,36 @@ class KVCache(KVCacheBase):
         G = H // Hkv
         ang = rope_angles(torch.tensor([pos]), m.inv_freq)[0]
         x = m.emb[token].clone()
+
+        def mv(w, v):   # a packed projection of one vector, int8 inputs if the model has them
+            return torch.mv(w, fake_int8(v, m.int8))
+
         with torch.no_grad():
             for li, lw in enumerate(m.layers):
                 h = rms_norm(x, lw.ln1, c["norm_eps"])
-                q = rope_half_split_complex(torch.mv(lw.wq, h).view(H, hd), ang)
-                self.k[li][:, pos] = rope_half_split_complex(torch.mv(lw.wk, h).view(Hkv, hd), ang)
-                self.v[li][:, pos] = torch.mv(lw.wv, h).view(Hkv, hd)
+                q = rope_half_split_complex(mv(lw.wq, h).view(H, hd), ang)
+                self.k[li][:, pos] = rope_half_split_complex(mv(lw.wk, h).view(Hkv, hd), ang)
+                self.v[li][:, pos] = mv(lw.wv, h).view(Hkv, hd)
                 heads = []
                 for qh in range(H):
                     g = qh // G                                   # kv head serving q head qh
                     pr = torch.softmax(torch.mv(self.k[li][g, :pos + 1], q[qh]) / math.sqrt(hd), dim=0)
                     heads.append(torch.mv(self.v[li][g, :pos + 1].T, pr))
-                x = x + torch.mv(lw.wo, torch.cat(heads))
+                x = x + mv(lw.wo, torch.cat(heads))
                 h2 = rms_norm(x, lw.ln2, c["norm_eps"])
                 p = torch.softmax(torch.mv(lw.router, h2), dim=0)
                 order = torch.sort(p, descending=True, stable=True).indices[:k_top]
                 wsel = p[order] / p[order].sum()
-                a = torch.nn.functional.silu(torch.mv(lw.s_gate, h2)) * torch.mv(lw.s_up, h2)
-                y = torch.mv(lw.s_down, a)                        # shared expert, always on
+                a = torch.nn.functional.silu(mv(lw.s_gate, h2)) * mv(lw.s_up, h2)
+                y = mv(lw.s_down, a)                              # shared expert, always on
+                experts = m.expert_int8()
                 for slot in range(k_top):
                     e = int(order[slot])
-                    a = torch.nn.functional.silu(torch.mv(lw.gate[e], h2)) * torch.mv(lw.up[e], h2)
-                    y = y + wsel[slot] * torch.mv(lw.down[e], a)
+                    z = fake_int8(h2, experts)
+                    a = torch.nn.functional.silu(torch.mv(lw.gate[e], z)) * torch.mv(lw.up[e], z)
+                    y = y + wsel[slot] * torch.mv(lw.down[e], fake_int8(a, experts))
                 x = x + y
-            logits = torch.mv(m.emb, rms_norm(x, m.final_norm, c["norm_eps"]))
+            logits = mv(m.emb, rms_norm(x, m.final_norm, c["norm_eps"]))
         self.pos += 1
         return logits
 

@@ -110,6 +110,14 @@ cl::opt<std::string> quantScale(
     cl::desc("element type of the quantization scales: f16 (default) or "
              "f32"),
     cl::init("f16"), cl::cat(category));
+cl::opt<std::string> activations(
+    "activations",
+    cl::desc("inputs of projections of packed weights: int8 (each token "
+             "quantized per 32 features; integer dot products: VNNI, NEON "
+             "sdot, pmaddwd), f32 (codes dequantized in registers: the "
+             "publisher's math), or auto (default: int8 with --quant or "
+             "--quant-policy, else f32)"),
+    cl::init("auto"), cl::cat(category));
 cl::opt<int> jobs("j",
                   cl::desc("kernels compiled in parallel (default: "
                            "one per core)"),
@@ -213,8 +221,8 @@ int main(int argc, char **argv) {
       llvm::json::Array all;
       for (const auto &t : mlir::moe::builtinTargets()) {
         llvm::json::Value description = t.toJson();
-        description.getAsObject()->try_emplace(
-            "runs_natively", mlir::moe::runsNatively(t.halideTarget));
+        description.getAsObject()->try_emplace("runs_natively",
+                                               mlir::moe::runsNatively(t));
         all.push_back(std::move(description));
       }
       outs() << formatv("{0:2}\n", llvm::json::Value(std::move(all)));
@@ -295,6 +303,7 @@ int main(int argc, char **argv) {
   options.quantPolicy = quantPolicy;
   options.quantGroup = quantGroup;
   options.quantScale = quantScale;
+  options.activations = activations;
   options.moeDropless = moeDropless;
   options.jobs = jobs;
   options.kernelCache = kernelCache;

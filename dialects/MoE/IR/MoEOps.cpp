@@ -131,6 +131,49 @@ static FailureOr<int64_t> verifyRowProjection(Operation *op, Value input,
   return rows;
 }
 
+/// `int8_activations(B)` of a projection reading `weights` ([.., N, K]):
+/// every weight is a moe.dequantize whose K, scale groups and dot blocks
+/// are whole blocks of B.
+static LogicalResult verifyInt8Activations(Operation *op,
+                                           std::optional<int64_t> block,
+                                           ArrayRef<Value> weights) {
+  if (!block) {
+    return success();
+  }
+  if (*block < 4 || *block % 4 != 0 || *block > 4096) {
+    return op->emitOpError("expects int8_activations(B) with B a multiple "
+                           "of 4 in [4, 4096], got ")
+           << *block;
+  }
+  for (Value weight : weights) {
+    if (!weight) {
+      continue;
+    }
+    auto dequantize = weight.getDefiningOp<DequantizeOp>();
+    if (!dequantize) {
+      return op->emitOpError("expects packed weights (moe.dequantize) with "
+                             "int8_activations");
+    }
+    int64_t cols = dequantize.getCols();
+    std::optional<int64_t> group = dequantize.getGroup();
+    if (cols % *block != 0 || (group && *group % *block != 0)) {
+      return op->emitOpError("expects int8_activations(")
+             << *block << ") to divide the weight's " << cols << " columns"
+             << (group ? " and its group of " + std::to_string(*group) : "");
+    }
+    if (std::optional<int64_t> dot = dequantize.getDot()) {
+      int64_t columns =
+          DequantizeOp::dotBlockColumns(dequantize.getFormat(), *dot);
+      if (*block % columns != 0) {
+        return op->emitOpError("expects int8_activations(")
+               << *block << ") to hold whole dot(" << *dot << ") blocks of "
+               << columns << " columns";
+      }
+    }
+  }
+  return success();
+}
+
 //===----------------------------------------------------------------------===//
 // custom<BareEnum>: enum attributes inside op syntax
 //===----------------------------------------------------------------------===//
@@ -393,7 +436,7 @@ LogicalResult LinearOp::verify() {
   if (getBias() && failed(verifyShape(*this, getBias(), "bias", {n}))) {
     return failure();
   }
-  return success();
+  return verifyInt8Activations(*this, getInt8Activations(), {getWeight()});
 }
 
 //===----------------------------------------------------------------------===//
@@ -604,8 +647,13 @@ int64_t DequantizeOp::bitsOf(PackedFormat format) {
 }
 
 int64_t DequantizeOp::codeBytes(PackedFormat format, int64_t rows, int64_t cols,
-                                std::optional<int64_t> lanes) {
+                                std::optional<int64_t> lanes,
+                                std::optional<int64_t> dot) {
   int64_t bits = bitsOf(format);
+  if (dot) {
+    int64_t columns = dotBlockColumns(format, *dot);
+    return (cols + columns - 1) / columns * rows * *dot;
+  }
   if (lanes && bits < 8) {
     int64_t run = *lanes * (8 / bits);
     return (rows * cols + run - 1) / run * *lanes;
@@ -665,7 +713,24 @@ LogicalResult DequantizeOp::verify() {
   if (lanes && (*lanes < 1 || *lanes > 256)) {
     return emitOpError("expects lanes(L) with 1 <= L <= 256, got ") << *lanes;
   }
-  int64_t bytes = codeBytes(getFormat(), rows, cols, lanes);
+  std::optional<int64_t> dot = getDot();
+  if (dot) {
+    if (*dot != 2 && *dot != 4) {
+      return emitOpError("expects dot(D) with D = 2 or 4, got ") << *dot;
+    }
+    if (getTransposed() || lanes) {
+      return emitOpError("expects dot(D) without transposed or lanes: they "
+                         "are other orders of the codes");
+    }
+    int64_t columns = dotBlockColumns(getFormat(), *dot);
+    if (cols % columns != 0) {
+      return emitOpError("expects dot(")
+             << *dot << ") blocks of " << columns << " "
+             << stringifyPackedFormat(getFormat()) << " columns to divide cols("
+             << cols << ")";
+    }
+  }
+  int64_t bytes = codeBytes(getFormat(), rows, cols, lanes, dot);
   if (packed.getDimSize(lead) != bytes) {
     return emitOpError("expects ")
            << bytes << " bytes of " << stringifyPackedFormat(getFormat())
@@ -820,7 +885,8 @@ LogicalResult ExpertDispatchOp::verify() {
     return emitOpError("expects the result type to match the input, got ")
            << getResult().getType();
   }
-  return success();
+  return verifyInt8Activations(*this, getInt8Activations(),
+                               {getGate(), getUp(), getDown()});
 }
 
 //===----------------------------------------------------------------------===//
@@ -833,8 +899,11 @@ LogicalResult LogitsOp::verify() {
   if (failed(vocab)) {
     return failure();
   }
-  return verifyShape(*this, getResult(), "result",
-                     {tensorType(getInput()).getDimSize(0), *vocab});
+  if (failed(verifyShape(*this, getResult(), "result",
+                         {tensorType(getInput()).getDimSize(0), *vocab}))) {
+    return failure();
+  }
+  return verifyInt8Activations(*this, getInt8Activations(), {getWeight()});
 }
 
 //===----------------------------------------------------------------------===//

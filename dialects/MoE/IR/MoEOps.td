@@ -129,6 +129,14 @@ def MoE_DequantizeOp : MoE_Op<"dequantize", [Pure]> {
       slot j / L of byte j % L. A vector of L output features then reads L
       consecutive bytes and one shift, instead of gathering. The bytes of a
       matrix are rounded up to whole runs.
+    * `dot(D)` (D = 2 or 4), for readers with `int8_activations`: columns
+      in blocks of `D * 8 / bits`; block j of row r is D bytes at byte
+      `(j * N + r) * D`, column `c = j * D * 8 / bits + s * D + i` in slot
+      s of byte i. A vector register of whole D-byte lanes then holds D
+      consecutive columns of as many rows, as D-way integer dot products
+      (`vpdpbusd`, `sdot`: D = 4; `pmaddwd`: D = 2) take them. K is a
+      multiple of the block; group scales are stored transposed, as with
+      `transposed`.
 
     ```mlir
     %w = moe.dequantize %codes, %scale format(sign1) cols(768)
@@ -137,6 +145,8 @@ def MoE_DequantizeOp : MoE_Op<"dequantize", [Pure]> {
         : tensor<98304xui8>, tensor<256x24xf32> -> tensor<256x768xf32>
     %t = moe.dequantize %q4, %s format(int4) cols(768) group(32) transposed lanes(16)
         : tensor<98304xui8>, tensor<256x24xf32> -> tensor<256x768xf32>
+    %d = moe.dequantize %q4, %s format(int4) cols(768) group(32) dot(4)
+        : tensor<98304xui8>, tensor<256x24xf16> -> tensor<256x768xf32>
     ```
   }];
   let arguments = (ins RankedTensorOf<[UI8]>:$packed,
@@ -144,20 +154,26 @@ def MoE_DequantizeOp : MoE_Op<"dequantize", [Pure]> {
                        MoE_PackedFormatAttr:$format, I64Attr:$cols,
                        OptionalAttr<I64Attr>:$group,
                        UnitAttr:$low_bits_first, UnitAttr:$offset_binary,
-                       UnitAttr:$transposed, OptionalAttr<I64Attr>:$lanes);
+                       UnitAttr:$transposed, OptionalAttr<I64Attr>:$lanes,
+                       OptionalAttr<I64Attr>:$dot);
   let results = (outs RankedTensorOf<[F32]>:$result);
   let assemblyFormat = [{
     $packed `,` $scale `format` `(` custom<BareEnum>($format) `)` `cols` `(` $cols `)`
     (`group` `(` $group^ `)`)? (`transposed` $transposed^)? (`lanes` `(` $lanes^ `)`)?
-    attr-dict `:` type($packed) `,` type($scale) `->` type($result)
+    (`dot` `(` $dot^ `)`)? attr-dict `:` type($packed) `,` type($scale) `->` type($result)
   }];
   let extraClassDeclaration = [{
     /// Bits per code of `format`.
     static int64_t bitsOf(PackedFormat format);
     /// Bytes that hold the codes of one [rows, cols] matrix, in runs of
-    /// `lanes` bytes when given.
+    /// `lanes` bytes when given, or in blocks for `dot` products.
     static int64_t codeBytes(PackedFormat format, int64_t rows, int64_t cols,
-                             std::optional<int64_t> lanes = std::nullopt);
+                             std::optional<int64_t> lanes = std::nullopt,
+                             std::optional<int64_t> dot = std::nullopt);
+    /// Columns of one `dot(D)` block: D bytes of codes.
+    static int64_t dotBlockColumns(PackedFormat format, int64_t depth) {
+      return depth * (8 / bitsOf(format));
+    }
     /// Scales per row: one, or one per `group` columns.
     static int64_t scalesPerRow(int64_t cols, std::optional<int64_t> group);
   }];
@@ -242,15 +258,25 @@ def MoE_LinearOp : MoE_Op<"linear", [Pure]> {
     part of the projection: a query projection can produce `[T, H, D]`
     directly, and the output projection can consume it.
 
+    With `int8_activations(B)`, the weight is a `moe.dequantize` of packed
+    codes and the product is computed in integers: each token's input is
+    quantized per block of B consecutive features to int8 (symmetric,
+    scale max|x| / 127, round half to even), each block's sum of code
+    products is exact in i32, then scaled in f32 by the block's input scale
+    and the weight's scale. See `Int8Activations` in the dialect docs.
+
     ```mlir
     %q = moe.linear %h, %wq : tensor<?x640xf32>, tensor<640x640xf32> -> tensor<?x10x64xf32>
+    %k = moe.linear %h, %wk4 int8_activations(32) : tensor<?x640xf32>, tensor<128x640xf32> -> tensor<?x2x64xf32>
     ```
   }];
   let arguments = (ins MoE_Activations:$input, 2DTensorOf<[AnyFloat]>:$weight,
-                       Optional<1DTensorOf<[AnyFloat]>>:$bias);
+                       Optional<1DTensorOf<[AnyFloat]>>:$bias,
+                       OptionalAttr<I64Attr>:$int8_activations);
   let results = (outs MoE_Activations:$result);
   let assemblyFormat = [{
-    $input `,` $weight (`bias` $bias^)? attr-dict
+    $input `,` $weight (`bias` $bias^)?
+    (`int8_activations` `(` $int8_activations^ `)`)? attr-dict
     `:` type($input) `,` type($weight) (`,` type($bias)^)? `->` type($result)
   }];
   let hasVerifier = 1;
@@ -436,6 +462,10 @@ def MoE_ExpertDispatchOp : MoE_Op<"expert_dispatch", [Pure]> {
     stacked: `gate`/`up` `[E, F, D]`, `down` `[E, D, F]`. An index outside
     `[0, E)` is a run-time error. `strategy` is how a target visits tokens
     and experts (see `DispatchStrategy`); it never changes the result.
+    With `int8_activations(B)`, every expert weight is a `moe.dequantize`
+    and each of the expert's projections quantizes its input (the token,
+    then the hidden activations) to int8 per block of B, as `moe.linear`
+    does.
 
     ```mlir
     %y = moe.expert_dispatch %h, experts(%idx, %gates) gate %wg up %wu down %wd
@@ -451,12 +481,14 @@ def MoE_ExpertDispatchOp : MoE_Op<"expert_dispatch", [Pure]> {
                        3DTensorOf<[AnyFloat]>:$up, 3DTensorOf<[AnyFloat]>:$down,
                        MoE_ActivationAttr:$activation,
                        DefaultValuedAttr<MoE_DispatchStrategyAttr,
-                           "::mlir::moe::DispatchStrategy::Auto">:$strategy);
+                           "::mlir::moe::DispatchStrategy::Auto">:$strategy,
+                       OptionalAttr<I64Attr>:$int8_activations);
   let results = (outs 2DTensorOf<[AnyFloat]>:$result);
   let assemblyFormat = [{
     $input `,` `experts` `(` $indices `,` $weights `)` (`gate` $gate^)? `up` $up
     `down` $down `activation` `(` custom<BareEnum>($activation) `)`
     (`strategy` `(` custom<BareEnum>($strategy)^ `)`)?
+    (`int8_activations` `(` $int8_activations^ `)`)?
     attr-dict `:` functional-type(operands, results)
   }];
   let hasVerifier = 1;
@@ -472,6 +504,7 @@ def MoE_LogitsOp : MoE_Op<"logits", [Pure]> {
     `result = (x W^T + bias) * scale` with `W` of shape `[V, D]`: the
     embedding table itself when the model ties its head (a bias, as in
     Moonlight, is never tied), else the head's own weight.
+    `int8_activations(B)` as for `moe.linear`.
 
     ```mlir
     %l = moe.logits %x, %emb {scale = 8.944272e-01 : f64}
@@ -481,10 +514,12 @@ def MoE_LogitsOp : MoE_Op<"logits", [Pure]> {
   let arguments = (ins 2DTensorOf<[AnyFloat]>:$input,
                        2DTensorOf<[AnyFloat]>:$weight,
                        Optional<1DTensorOf<[AnyFloat]>>:$bias,
-                       DefaultValuedAttr<F64Attr, "1.0">:$scale);
+                       DefaultValuedAttr<F64Attr, "1.0">:$scale,
+                       OptionalAttr<I64Attr>:$int8_activations);
   let results = (outs 2DTensorOf<[AnyFloat]>:$result);
   let assemblyFormat = [{
-    $input `,` $weight (`bias` $bias^)? attr-dict `:` type($input) `,`
+    $input `,` $weight (`bias` $bias^)?
+    (`int8_activations` `(` $int8_activations^ `)`)? attr-dict `:` type($input) `,`
     type($weight) (`,` type($bias)^)? `->` type($result)
   }];
   let hasVerifier = 1;

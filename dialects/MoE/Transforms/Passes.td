@@ -52,6 +52,33 @@ def MoEQuantizeWeightsPass : Pass<"moe-quantize-weights", "func::FuncOp"> {
   ];
 }
 
+def MoEQuantizeActivationsPass
+    : Pass<"moe-quantize-activations", "func::FuncOp"> {
+  let summary = "Computes projections of packed weights with int8 inputs.";
+  let description = [{
+    Sets `int8_activations(block)` on every `moe.linear`, `moe.logits` and
+    `moe.expert_dispatch` whose weights are all packed (`moe.dequantize`)
+    and whose columns and scale groups are whole blocks: the input is then
+    quantized to int8 per block of `block` features and multiplied by the
+    codes in integers, as llama.cpp pairs Q8_0 activations with packed
+    weights. Float weights, and projections whose sizes do not divide into
+    blocks, keep f32 inputs (`num-kept-float` counts them).
+
+    Before:  %w = moe.dequantize %c, %s format(int4) cols(96) group(32) : ...
+             %q = moe.linear %x, %w : ...
+    After:   %q = moe.linear %x, %w int8_activations(32) : ...
+  }];
+  let options = [
+    Option<"block", "block", "int64_t", /*default=*/"32",
+           "input features per int8 scale">
+  ];
+  let statistics = [
+    Statistic<"numInt8", "num-int8", "projections given int8 inputs">,
+    Statistic<"numKeptFloat", "num-kept-float",
+              "packed projections whose sizes keep f32 inputs">
+  ];
+}
+
 def MoESelectDispatchPass : Pass<"moe-select-dispatch", "func::FuncOp"> {
   let summary = "Chooses how each expert dispatch visits tokens and experts.";
   let description = [{

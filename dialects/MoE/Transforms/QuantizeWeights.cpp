@@ -162,7 +162,8 @@ struct QuantizeWeightsPass
         PackedFormatAttr::get(&getContext(), *format),
         b.getI64IntegerAttr(cols), b.getI64IntegerAttr(group),
         /*low_bits_first=*/UnitAttr(), /*offset_binary=*/UnitAttr(),
-        /*transposed=*/UnitAttr(), /*lanes=*/IntegerAttr());
+        /*transposed=*/UnitAttr(), /*lanes=*/IntegerAttr(),
+        /*dot=*/IntegerAttr());
     for (OpOperand *use : uses) {
       use->set(dequantized);
     }

@@ -183,7 +183,7 @@ QuantizedMatrices quantizeMatrices(const float *values, int64_t count,
 std::vector<uint8_t> transposeCodes(const uint8_t *codes, int64_t count,
                                     int64_t rows, int64_t cols,
                                     PackedFormat format, bool lowBitsFirst,
-                                    int64_t lanes) {
+                                    int64_t lanes, int64_t dot) {
   int bits = static_cast<int>(DequantizeOp::bitsOf(format));
   int perByte = 8 / bits;
   unsigned mask = (1u << bits) - 1;
@@ -192,7 +192,13 @@ std::vector<uint8_t> transposeCodes(const uint8_t *codes, int64_t count,
     runLanes = lanes;
   }
   int64_t srcBytes = DequantizeOp::codeBytes(format, rows, cols);
-  int64_t dstBytes = DequantizeOp::codeBytes(format, rows, cols, runLanes);
+  std::optional<int64_t> dotDepth;
+  if (dot > 0) {
+    dotDepth = dot;
+    runLanes.reset();
+  }
+  int64_t dstBytes =
+      DequantizeOp::codeBytes(format, rows, cols, runLanes, dotDepth);
   auto shiftOf = [&](int64_t slot) {
     return (lowBitsFirst ? slot : perByte - 1 - slot) * bits;
   };
@@ -205,7 +211,12 @@ std::vector<uint8_t> transposeCodes(const uint8_t *codes, int64_t count,
         int64_t i = r * cols + c;
         unsigned raw = (src[i / perByte] >> shiftOf(i % perByte)) & mask;
         int64_t j = c * rows + r, byte, slot;
-        if (runLanes && perByte > 1) {
+        if (dotDepth) {
+          // Blocks of dot * perByte columns; D bytes per row in a block.
+          int64_t block = c / (dot * perByte), within = c % (dot * perByte);
+          byte = (block * rows + r) * dot + within % dot;
+          slot = within / dot;
+        } else if (runLanes && perByte > 1) {
           int64_t run = lanes * perByte, within = j % run;
           byte = j / run * lanes + within % lanes;
           slot = within / lanes;

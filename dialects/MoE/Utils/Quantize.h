@@ -50,12 +50,13 @@ float halfToFloat(uint16_t bits);
 /// The codes of `count` [rows, cols] matrices, each in the default order
 /// (row-major, slots from the most significant end of a byte, or from the
 /// least with `lowBitsFirst`), rearranged into the order a `transposed`
-/// moe.dequantize with `lanes` (0: none) reads, with the same slot
-/// convention. Code values are kept bit for bit.
+/// moe.dequantize with `lanes` (0: none) reads, or with `dot` > 0 the
+/// order of `dot(D)`, with the same slot convention. Code values are kept
+/// bit for bit.
 std::vector<uint8_t> transposeCodes(const uint8_t *codes, int64_t count,
                                     int64_t rows, int64_t cols,
                                     PackedFormat format, bool lowBitsFirst,
-                                    int64_t lanes);
+                                    int64_t lanes, int64_t dot = 0);
 
 } // namespace mlir::moe
 

@@ -34,10 +34,18 @@ def MoECpuAssignWeightLayoutsPass
 
     Before:  %w = moe.dequantize %c, %s format(int4) cols(64) group(32) : ...
     After:   %w = moe.dequantize %c, %s format(int4) cols(64) group(32) transposed lanes(16) : ...
+
+    A packed weight read by a projection with `int8_activations` is stored
+    for the target's integer dot products instead: `dot(D)`, D = `dot`
+    bytes per 32-bit lane (4 for VNNI and NEON dot products, 2 for
+    `pmaddwd`), its group scales transposed. Every reader of it, an
+    embedding included, reads that order.
   }];
   let options = [
     Option<"lanes", "lanes", "int64_t", /*default=*/"16",
-           "f32 lanes of the target's vectors (runs of packed codes)">
+           "f32 lanes of the target's vectors (runs of packed codes)">,
+    Option<"dot", "dot", "int64_t", /*default=*/"4",
+           "bytes per lane of the target's int8 dot products (2 or 4)">
   ];
   let dependentDialects = ["::mlir::moe::MoEDialect"];
 }

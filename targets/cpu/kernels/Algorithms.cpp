@@ -27,9 +27,6 @@ Expr TensorFunc::at(const std::vector<Expr> &indices) const {
   return func(reversed);
 }
 
-namespace {
-
-/// Fresh variables for a Func of `rank` dimensions, innermost first.
 std::vector<Var> makeVars(int rank) {
   static const char *names[] = {"x", "y", "z", "w"};
   std::vector<Var> vars;
@@ -39,12 +36,6 @@ std::vector<Var> makeVars(int rank) {
   return vars;
 }
 
-std::vector<Expr> asExprs(const std::vector<Var> &vars) {
-  return std::vector<Expr>(vars.begin(), vars.end());
-}
-
-/// The largest tile of a static dimension of `extent` that is a multiple
-/// of the vector width when it can be, and never larger than `extent`.
 int staticTile(int64_t extent, int lanes, int vectors) {
   int64_t tile = static_cast<int64_t>(lanes) * vectors;
   while (tile > extent && tile > lanes) {
@@ -72,6 +63,44 @@ Expr activate(ActivationKind kind, Expr x) {
     return max(x, 0.0f);
   }
   return x;
+}
+
+Func flattenFeatures(const KernelEnv &env, const TensorFunc &input) {
+  Var kv("k"), t("t");
+  std::vector<Expr> index;
+  Expr remaining = kv;
+  for (int i = input.rank() - 1; i >= 1; --i) {
+    int extent = static_cast<int>(input.shape[i]);
+    index.push_back(i == 1 ? remaining : remaining % extent);
+    remaining = remaining / extent;
+  }
+  index.push_back(t);
+  Func x(env.name("proj_input"));
+  x(kv, t) = input.func(index);
+  return x;
+}
+
+TensorFunc viewAs(const KernelEnv &env, Func y,
+                  const std::vector<int64_t> &resultShape) {
+  if (resultShape.size() == 2) {
+    return {y, resultShape};
+  }
+  std::vector<Var> v = makeVars(static_cast<int>(resultShape.size()));
+  Expr flatN = v[0];
+  Expr stride = static_cast<int>(resultShape.back());
+  for (size_t i = 1; i + 1 < resultShape.size(); ++i) {
+    flatN = flatN + v[i] * stride;
+    stride = stride * static_cast<int>(resultShape[resultShape.size() - 1 - i]);
+  }
+  Func view(env.name("proj_view"));
+  view(v) = y(flatN, v.back());
+  return {view, resultShape};
+}
+
+namespace {
+
+std::vector<Expr> asExprs(const std::vector<Var> &vars) {
+  return std::vector<Expr>(vars.begin(), vars.end());
 }
 
 /// Schedules the gate and up projections of expert FFNs inside a tile of
@@ -139,7 +168,13 @@ OpFuncs dequantize(const KernelEnv &env, const TensorFunc &packed,
   // Slots count from the most significant end unless lowBitsFirst.
   int perByte = 8 / codes.bits;
   Expr byteIndex, slot;
-  if (codes.lanes > 0 && perByte > 1) {
+  if (codes.dot > 0) {
+    // dot(D): blocks of D * perByte columns, D bytes per row in a block.
+    int columns = codes.dot * perByte;
+    Expr within = v[0] % columns;
+    byteIndex = (v[0] / columns * rows + v[1]) * codes.dot + within % codes.dot;
+    slot = within / codes.dot;
+  } else if (codes.lanes > 0 && perByte > 1) {
     int run = codes.lanes * perByte;
     Expr j = index % run;
     byteIndex = index / run * codes.lanes + j % codes.lanes;
@@ -155,7 +190,7 @@ OpFuncs dequantize(const KernelEnv &env, const TensorFunc &packed,
   if (codes.group > 0) {
     // Group scales are [.., N, G], or [.., G, N] transposed.
     std::vector<Expr> args{v[0] / codes.group, v[1]};
-    if (codes.transposed) {
+    if (codes.transposed || codes.dot > 0) {
       std::swap(args[0], args[1]);
     }
     args.insert(args.end(), lead.begin(), lead.end());
@@ -277,17 +312,7 @@ OpFuncs linear(const KernelEnv &env, const TensorFunc &input,
   Var nv("n"), t("t");
 
   // The input as [T, K], whatever its trailing dimensions.
-  Var kv("k");
-  std::vector<Expr> index;
-  Expr remaining = kv;
-  for (int i = input.rank() - 1; i >= 1; --i) {
-    int extent = static_cast<int>(input.shape[i]);
-    index.push_back(i == 1 ? remaining : remaining % extent);
-    remaining = remaining / extent;
-  }
-  index.push_back(t);
-  Func x(env.name("proj_input"));
-  x(kv, t) = input.func(index);
+  Func x = flattenFeatures(env, input);
 
   RDom r(0, static_cast<int>(k), "rk");
   Expr w = transposed ? weight.func(nv, r.x) : weight.func(r.x, nv);
@@ -299,21 +324,7 @@ OpFuncs linear(const KernelEnv &env, const TensorFunc &input,
       scale == 1.0 ? prod(nv, t) : prod(nv, t) * static_cast<float>(scale);
 
   // The result in its own shape ([T, H, D] for a head projection).
-  TensorFunc result{y, resultShape};
-  Func view;
-  if (resultShape.size() != 2) {
-    std::vector<Var> v = makeVars(static_cast<int>(resultShape.size()));
-    Expr flatN = v[0];
-    Expr stride = static_cast<int>(resultShape.back());
-    for (size_t i = 1; i + 1 < resultShape.size(); ++i) {
-      flatN = flatN + v[i] * stride;
-      stride =
-          stride * static_cast<int>(resultShape[resultShape.size() - 1 - i]);
-    }
-    view = Func(env.name("proj_view"));
-    view(v) = y(flatN, v.back());
-    result.func = view;
-  }
+  TensorFunc result = viewAs(env, y, resultShape);
 
   int lanes = env.lanes;
   int gemmVectors = env.tileVectors(4);
@@ -326,42 +337,17 @@ OpFuncs linear(const KernelEnv &env, const TensorFunc &input,
     if (reshaped) {
       pointwise(f);
     }
-    Var no("no"), ni("ni"), to("to"), ti("ti");
-    target.compute_root();
-    if (single) {
-      // Matrix-vector: tiles of output features in parallel; inside a tile,
-      // stream each weight row once with the tile's accumulators in
-      // registers.
-      int tile = staticTile(n, lanes, 4);
-      int vec = std::min(lanes, tile);
-      target.split(nv, no, ni, tile, TailStrategy::ShiftInwards)
-          .vectorize(ni, vec)
-          .parallel(no);
-      prod.compute_at(target, no).vectorize(nv, vec);
-      Var nvo("nvo"), nvi("nvi");
-      prod.update()
-          .split(nv, nvo, nvi, vec)
-          .reorder(nvi, nvo, t, r.x)
-          .vectorize(nvi)
-          .unroll(nvo);
-    } else {
-      // Matrix-matrix: tiles of (features x 4 tokens); each weight vector
-      // loaded once per tile serves 4 tokens.
-      int tile = staticTile(n, lanes, gemmVectors);
-      int vec = std::min(lanes, tile);
-      target.split(nv, no, ni, tile, TailStrategy::ShiftInwards)
-          .split(t, to, ti, 4, TailStrategy::GuardWithIf)
-          .reorder(ni, ti, no, to)
-          .vectorize(ni, vec)
-          .parallel(to);
-      prod.compute_at(target, no).vectorize(nv, vec).unroll(t);
-      Var nvo("nvo"), nvi("nvi");
-      prod.update()
-          .split(nv, nvo, nvi, vec)
-          .reorder(nvi, nvo, t, r.x)
-          .vectorize(nvi)
-          .unroll(nvo)
-          .unroll(t);
+    auto [no, vec] = tileProjection(single, target, n, lanes, gemmVectors);
+    Var nvo("nvo"), nvi("nvi");
+    prod.compute_at(target, no).vectorize(nv, vec);
+    prod.update()
+        .split(nv, nvo, nvi, vec)
+        .reorder(nvi, nvo, t, r.x)
+        .vectorize(nvi)
+        .unroll(nvo);
+    if (!single) {
+      prod.unroll(t);
+      prod.update().unroll(t);
     }
   };
   return {{result}, {schedule}, false};
@@ -727,21 +713,10 @@ OpFuncs expertDispatchGather(const KernelEnv &env, const TensorFunc &input,
   bool single = env.singleToken;
   bool gated = gate != nullptr;
   int64_t model = input.shape[1];
+  KernelEnv tileEnv = env;
   RootSchedule schedule = [=](Func &o) mutable {
-    Var fo("fo"), fi("fi"), dox("do"), di("di");
-    // Hidden activations of every (token, expert slot): tiles of F, each
-    // streaming its expert's gate and up rows once.
-    int ftile = staticTile(hidden, lanes, 4);
-    int fvec = std::min(lanes, ftile);
-    hid.compute_root()
-        .split(f, fo, fi, ftile, TailStrategy::ShiftInwards)
-        .vectorize(fi, fvec)
-        .reorder(fi, fo, j, t);
-    if (single) {
-      hid.parallel(fo);
-    } else {
-      hid.parallel(t);
-    }
+    Var dox("do"), di("di");
+    auto [fo, fvec] = tileGatheredHidden(tileEnv, hid, hidden);
     scheduleExpertProjections(gated ? std::vector<Func>{upProj, gateProj}
                                     : std::vector<Func>{upProj},
                               hid, fo, f, fvec, rd, std::nullopt);
@@ -767,29 +742,19 @@ OpFuncs expertDispatchGather(const KernelEnv &env, const TensorFunc &input,
 
 namespace mlir::moe::cpu {
 
-OpFuncs expertDispatchGrouped(const KernelEnv &env, const TensorFunc &input,
-                              const TensorFunc &indices,
-                              const TensorFunc &weights, const TensorFunc *gate,
-                              const TensorFunc &up, const TensorFunc &down,
-                              ActivationKind activation) {
-  const int experts = static_cast<int>(up.shape[0]);
-  const int width = static_cast<int>(up.shape[1]);  // D (stored [E, D, F])
-  const int hidden = static_cast<int>(up.shape[2]); // F
+ExpertBuckets bucketByExpert(const KernelEnv &env, const TensorFunc &indices,
+                             int experts, int block) {
   const int topK = static_cast<int>(indices.shape[1]);
-  // Rows per block: one block is one expert's matrix-matrix tile, of eight
-  // rows by as many vectors of features as the registers allow.
-  const int block = 8;
-  const int blockVectors = env.tileVectors(block);
+  ExpertBuckets buckets;
+  buckets.block = block;
   Expr assignments = env.tokens * topK;
   // Upper bound on the padded rows: every expert may waste block - 1.
   Expr rows = assignments + experts * (block - 1);
+  buckets.rows = rows;
 
-  Var a("a"), e("e"), s("s"), bk("b"), f("f"), d("d"), t("t");
-  // Assignment a is (token a / k, slot a % k).
+  Var a("a"), e("e"), s("s"), bk("b");
   Func expertOf(env.name("assignment_expert"));
   expertOf(a) = clamp(indices.func(a % topK, a / topK), 0, experts - 1);
-
-  // 1. Counting sort of the assignments by expert.
   RDom ra(0, assignments, "ra");
   Func count(env.name("expert_count"));
   count(e) = 0;
@@ -816,6 +781,104 @@ OpFuncs expertDispatchGrouped(const KernelEnv &env, const TensorFunc &input,
   Func blockExpert(env.name("block_expert"));
   blockExpert(bk) = clamp(
       sum(select(start(re) + padded(re) <= bk * block, 1, 0)), 0, experts - 1);
+  buckets.slot = slot;
+  buckets.rowToken = rowToken;
+  buckets.blockExpert = blockExpert;
+  buckets.stages = {expertOf, count, padded,   start,
+                    rank,     slot,  rowToken, blockExpert};
+  return buckets;
+}
+
+std::pair<Var, int> tileGatheredHidden(const KernelEnv &env, Func hid,
+                                       int hidden) {
+  std::vector<Var> args = hid.args(); // (f, j, t)
+  Var fo("fo"), fi("fi");
+  int ftile = staticTile(hidden, env.lanes, 4);
+  int fvec = std::min(env.lanes, ftile);
+  hid.compute_root()
+      .split(args[0], fo, fi, ftile, TailStrategy::ShiftInwards)
+      .vectorize(fi, fvec)
+      .reorder(fi, fo, args[1], args[2]);
+  if (env.singleToken) {
+    hid.parallel(fo);
+  } else {
+    hid.parallel(args[2]);
+  }
+  return {fo, fvec};
+}
+
+std::pair<Var, int> tileProjection(bool singleToken, Func y, int64_t n,
+                                   int lanes, int vectors) {
+  std::vector<Var> args = y.args(); // (n, t)
+  Var no("no"), ni("ni"), to("to"), ti("ti");
+  y.compute_root();
+  if (singleToken) {
+    // Matrix-vector: tiles of output features in parallel; inside a tile,
+    // stream each weight row once with the tile's accumulators in
+    // registers.
+    int tile = staticTile(n, lanes, 4);
+    int vec = std::min(lanes, tile);
+    y.split(args[0], no, ni, tile, TailStrategy::ShiftInwards)
+        .vectorize(ni, vec)
+        .parallel(no);
+    return {no, vec};
+  }
+  // Matrix-matrix: tiles of (features x 4 tokens); each weight vector
+  // loaded once per tile serves 4 tokens.
+  int tile = staticTile(n, lanes, vectors);
+  int vec = std::min(lanes, tile);
+  y.split(args[0], no, ni, tile, TailStrategy::ShiftInwards)
+      .split(args[1], to, ti, 4, TailStrategy::GuardWithIf)
+      .reorder(ni, ti, no, to)
+      .vectorize(ni, vec)
+      .parallel(to);
+  return {no, vec};
+}
+
+Var tileRowBlocks(Func f, Var row, Var feature, int extent, int block,
+                  int lanes, int vectors) {
+  Var so("so"), si("si"), fo("fo"), fi("fi");
+  int tile = staticTile(extent, lanes, vectors);
+  f.compute_root()
+      .split(row, so, si, block)
+      .split(feature, fo, fi, tile, TailStrategy::ShiftInwards)
+      .reorder(fi, si, fo, so)
+      .vectorize(fi, std::min(lanes, tile))
+      .parallel(so);
+  return fo;
+}
+
+void ExpertBuckets::schedule() {
+  // A few values per assignment, computed once per call; the rank is a
+  // quadratic count, so it runs in parallel.
+  for (Func stage : stages) {
+    stage.compute_root();
+  }
+  Func rank = stages[4];
+  Var a = rank.args()[0];
+  rank.parallel(a);
+  rank.update().parallel(a);
+}
+
+OpFuncs expertDispatchGrouped(const KernelEnv &env, const TensorFunc &input,
+                              const TensorFunc &indices,
+                              const TensorFunc &weights, const TensorFunc *gate,
+                              const TensorFunc &up, const TensorFunc &down,
+                              ActivationKind activation) {
+  const int experts = static_cast<int>(up.shape[0]);
+  const int width = static_cast<int>(up.shape[1]);  // D (stored [E, D, F])
+  const int hidden = static_cast<int>(up.shape[2]); // F
+  const int topK = static_cast<int>(indices.shape[1]);
+  // Rows per block: one block is one expert's matrix-matrix tile, of eight
+  // rows by as many vectors of features as the registers allow.
+  const int block = 8;
+  const int blockVectors = env.tileVectors(block);
+
+  // 1. Counting sort of the assignments by expert.
+  ExpertBuckets buckets = bucketByExpert(env, indices, experts, block);
+  Func slot = buckets.slot, rowToken = buckets.rowToken,
+       blockExpert = buckets.blockExpert;
+  Var s("s"), f("f"), d("d"), t("t");
 
   // 2. Per row: hidden = act(gate x) * (up x), then y = down hidden.
   Expr rowExpert = blockExpert(s / block);
@@ -850,30 +913,10 @@ OpFuncs expertDispatchGrouped(const KernelEnv &env, const TensorFunc &input,
   int64_t model = input.shape[1];
   bool gated = gate != nullptr;
   RootSchedule schedule = [=](Func &o) mutable {
-    // The sort: a few values per assignment, computed once per call.
-    for (Func stage :
-         {expertOf, count, padded, start, rank, slot, rowToken, blockExpert}) {
-      stage.compute_root();
-    }
-    rank.parallel(a);
-    rank.update().parallel(a);
+    buckets.schedule();
     // Hidden rows: tiles of one block of rows (one expert) by a vector
     // tile of F; each weight vector loaded once serves the block's rows.
-    // f(feature, row) materialised in tiles of one block of rows by a
-    // vector tile of features, blocks in parallel; returns the tile's
-    // feature loop, where the producers of a tile are computed.
-    auto tileRowBlocks = [&](Func f, Var feature, int extent) {
-      Var so("so"), si("si"), fo("fo"), fi("fi");
-      int tile = staticTile(extent, lanes, blockVectors);
-      f.compute_root()
-          .split(s, so, si, block)
-          .split(feature, fo, fi, tile, TailStrategy::ShiftInwards)
-          .reorder(fi, si, fo, so)
-          .vectorize(fi, std::min(lanes, tile))
-          .parallel(so);
-      return fo;
-    };
-    Var fo = tileRowBlocks(hid, f, hidden);
+    Var fo = tileRowBlocks(hid, s, f, hidden, block, lanes, blockVectors);
     int fvec = std::min(lanes, staticTile(hidden, lanes, blockVectors));
     scheduleExpertProjections(gated ? std::vector<Func>{upProj, gateProj}
                                     : std::vector<Func>{upProj},
@@ -881,7 +924,7 @@ OpFuncs expertDispatchGrouped(const KernelEnv &env, const TensorFunc &input,
     int dtile = staticTile(model, lanes, blockVectors);
     int dvec = std::min(lanes, dtile);
     Var ro("ro"), ri("ri"), so("so"), si("si"), dox("do"), di("di");
-    tileRowBlocks(rowOut, d, model);
+    tileRowBlocks(rowOut, s, d, model, block, lanes, blockVectors);
     rowOut.update()
         .split(s, so, si, block)
         .split(d, dox, di, dtile, TailStrategy::GuardWithIf)

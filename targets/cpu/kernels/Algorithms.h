@@ -46,6 +46,9 @@ struct KernelEnv {
   /// are (from the target description).
   int lanes = 4;
   int registers = 16;
+  /// The target's int8 dot product (TargetDescription::Int8Dot).
+  int dotBytes = 4;
+  bool unsignedCodes = false;
 
   /// Vectors of output features in a matrix-matrix register tile of `rows`
   /// tokens: its accumulators take at most half the registers, leaving the
@@ -90,6 +93,66 @@ enum class ScoringKind { Softmax, Sigmoid };
 /// token).
 RootSchedule pointwiseSchedule(const KernelEnv &env, int rank);
 
+/// Helpers the algorithms share.
+///
+/// Fresh variables for a Func of `rank` dimensions, innermost first (the
+/// last one is the token dimension "t").
+std::vector<Halide::Var> makeVars(int rank);
+/// The largest tile of a static dimension of `extent` that is a multiple
+/// of `lanes` when it can be, at most `vectors` vectors, and never larger
+/// than `extent` (so ShiftInwards tiles stay inside it).
+int staticTile(int64_t extent, int lanes, int vectors);
+/// Token `t` clamped to [0, T): every read of a token-indexed input inside
+/// a GuardWithIf tile goes through it.
+Halide::Expr clampToken(const KernelEnv &env, Halide::Expr t);
+Halide::Expr activate(ActivationKind kind, Halide::Expr x);
+/// `input` ([T, ...]) as x(k, t), its trailing dimensions flattened into
+/// the k features a projection reduces over.
+Halide::Func flattenFeatures(const KernelEnv &env, const TensorFunc &input);
+/// The [T, N] result y(n, t) of a projection as a Func of `resultShape`
+/// ([T, H, D] for a head projection); y itself when it is 2-d.
+TensorFunc viewAs(const KernelEnv &env, Halide::Func y,
+                  const std::vector<int64_t> &resultShape);
+
+/// Materialises a projection's result `y`(n, t) of `n` features at root:
+/// for one token, tiles of up to 4 vectors of features in parallel; for
+/// several, tiles of `vectors` vectors by 4 tokens, in parallel over
+/// tokens. Returns the tile loop, where the reduction is computed, and the
+/// vector width.
+std::pair<Halide::Var, int> tileProjection(bool singleToken, Halide::Func y,
+                                           int64_t n, int lanes, int vectors);
+
+/// Materialises `f`(feature, row) at root in tiles of `block` rows by a
+/// tile of at most `vectors` vectors of `extent` features, blocks of rows
+/// in parallel; returns the tile's feature loop, where the producers of a
+/// tile are computed (the grouped dispatch: one block is one expert's).
+Halide::Var tileRowBlocks(Halide::Func f, Halide::Var row, Halide::Var feature,
+                          int extent, int block, int lanes, int vectors);
+
+/// Materialises the gather dispatch's hidden activations `hid`(f, j, t)
+/// at root in vector tiles of F, each streaming its expert's gate and up
+/// rows once: in parallel over tiles for one token, else over tokens.
+/// Returns the tile loop (where the projections are computed) and the
+/// vector width.
+std::pair<Halide::Var, int> tileGatheredHidden(const KernelEnv &env,
+                                               Halide::Func hid, int hidden);
+
+/// The grouped dispatch's counting sort of the T*k (token, slot)
+/// assignments by expert into buckets padded to whole blocks of `block`
+/// rows. Assignment a is (token a / k, slot a % k).
+struct ExpertBuckets {
+  int block = 8;
+  Halide::Expr rows;                // an upper bound on the padded rows
+  Halide::Func slot;                // slot(a): the row of assignment a
+  Halide::Func rowToken;            // rowToken(s): its token (padding rows: 0)
+  Halide::Func blockExpert;         // blockExpert(b): the expert of block b
+  std::vector<Halide::Func> stages; // every Func of the sort
+  /// Computes the sort once per call, at root.
+  void schedule();
+};
+ExpertBuckets bucketByExpert(const KernelEnv &env, const TensorFunc &indices,
+                             int experts, int block);
+
 /// How a packed weight stores its codes (moe.dequantize's attributes).
 struct PackedCodes {
   int bits = 1;      // 1, 2, 4 or 8 per code
@@ -99,6 +162,7 @@ struct PackedCodes {
   bool offsetBinary = false;
   bool transposed = false; // codes column by column, group scales [G, N]
   int lanes = 0;           // sub-byte codes in runs of this many bytes
+  int dot = 0; // codes in blocks for dot products of this many bytes
 };
 
 /// The f32 weight [.., N, K] of packed codes `packed` ([.., B] bytes, the

@@ -22,6 +22,7 @@
 
 #include "targets/common/KernelAbi.h"
 #include "targets/cpu/kernels/Algorithms.h"
+#include "targets/cpu/kernels/Int8Dot.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 
@@ -112,6 +113,12 @@ public:
 
 private:
   LogicalResult buildOp(Operation *op);
+  /// The packed weight behind `weight` (a moe.dequantize in dot(D)
+  /// order), as an int8 projection reads it; fails on the op `user`.
+  FailureOr<PackedWeight> packedWeight(Operation *user, Value weight);
+  /// moe.linear / moe.logits `op` with int8_activations(`block`).
+  LogicalResult int8Projection(Operation *op, Value input, Value weight,
+                               Value bias, uint64_t block, double scale);
   const TensorFunc *lookup(Value value) {
     auto it = values.find(value);
     return it == values.end() ? nullptr : &it->second;
@@ -150,6 +157,58 @@ private:
   DenseMap<unsigned, std::pair<Func, RootSchedule>> convWrites;
 };
 
+/// The attributes of `d` that say how its codes are stored.
+PackedCodes packedCodes(DequantizeOp d) {
+  PackedCodes codes;
+  codes.bits = static_cast<int>(DequantizeOp::bitsOf(d.getFormat()));
+  codes.sign1 = d.getFormat() == PackedFormat::Sign1;
+  codes.group = d.getGroup() ? static_cast<int>(*d.getGroup()) : 0;
+  codes.lowBitsFirst = d.getLowBitsFirst();
+  codes.offsetBinary = d.getOffsetBinary();
+  codes.transposed = d.getTransposed();
+  codes.lanes = d.getLanes() ? static_cast<int>(*d.getLanes()) : 0;
+  codes.dot = d.getDot() ? static_cast<int>(*d.getDot()) : 0;
+  return codes;
+}
+
+FailureOr<PackedWeight> Builder::packedWeight(Operation *user, Value weight) {
+  auto d = weight.getDefiningOp<DequantizeOp>();
+  if (!d || !d.getDot() || static_cast<int>(*d.getDot()) != env.dotBytes) {
+    return user->emitOpError("cannot be compiled for the CPU target: "
+                             "int8_activations reads packed codes in "
+                             "dot(")
+           << env.dotBytes
+           << ") order (run moe-cpu-assign-weight-layouts with the target's "
+              "dot bytes)";
+  }
+  PackedWeight packed;
+  packed.codes = *lookup(d.getPacked());
+  packed.scales = *lookup(d.getScale());
+  packed.layout = packedCodes(d);
+  ArrayRef<int64_t> shape = d.getResult().getType().getShape();
+  packed.rows = static_cast<int>(shape[shape.size() - 2]);
+  packed.cols = static_cast<int>(shape.back());
+  if (packed.layout.group > 0 && !transposed(d.getScale())) {
+    return user->emitOpError("cannot be compiled for the CPU target: "
+                             "int8_activations reads group scales stored "
+                             "transposed (moe.layout)");
+  }
+  return packed;
+}
+
+LogicalResult Builder::int8Projection(Operation *op, Value input, Value weight,
+                                      Value bias, uint64_t block,
+                                      double scale) {
+  FailureOr<PackedWeight> w = packedWeight(op, weight);
+  if (failed(w)) {
+    return failure();
+  }
+  record(op, int8Linear(env, *lookup(input), *w, bias ? lookup(bias) : nullptr,
+                        shapeOf(op->getResult(0).getType()),
+                        static_cast<int>(block), scale));
+  return success();
+}
+
 LogicalResult Builder::buildOp(Operation *op) {
   auto need = [&](Value v) -> const TensorFunc & {
     const TensorFunc *f = lookup(v);
@@ -161,18 +220,12 @@ LogicalResult Builder::buildOp(Operation *op) {
   };
   return llvm::TypeSwitch<Operation *, LogicalResult>(op)
       .Case<DequantizeOp>([&](DequantizeOp d) -> LogicalResult {
-        PackedCodes codes;
-        codes.bits = static_cast<int>(DequantizeOp::bitsOf(d.getFormat()));
-        codes.sign1 = d.getFormat() == PackedFormat::Sign1;
-        codes.group = d.getGroup() ? static_cast<int>(*d.getGroup()) : 0;
-        codes.lowBitsFirst = d.getLowBitsFirst();
-        codes.offsetBinary = d.getOffsetBinary();
-        codes.transposed = d.getTransposed();
-        if (codes.transposed && codes.group > 0 && !transposed(d.getScale())) {
+        PackedCodes codes = packedCodes(d);
+        if ((codes.transposed || codes.dot) && codes.group > 0 &&
+            !transposed(d.getScale())) {
           return unsupported("transposed codes whose group scales are not "
                              "stored transposed (moe.layout)");
         }
-        codes.lanes = d.getLanes() ? static_cast<int>(*d.getLanes()) : 0;
         record(d, dequantize(env, need(d.getPacked()), need(d.getScale()),
                              codes, shapeOf(d.getResult().getType())));
         return success();
@@ -194,14 +247,22 @@ LogicalResult Builder::buildOp(Operation *op) {
                             n.getEps().convertToDouble()));
         return success();
       })
-      .Case<LinearOp>([&](LinearOp l) {
+      .Case<LinearOp>([&](LinearOp l) -> LogicalResult {
+        if (std::optional<uint64_t> block = l.getInt8Activations()) {
+          return int8Projection(l, l.getInput(), l.getWeight(), l.getBias(),
+                                *block, 1.0);
+        }
         record(l, linear(env, need(l.getInput()), need(l.getWeight()),
                          transposed(l.getWeight()),
                          l.getBias() ? &need(l.getBias()) : nullptr,
                          shapeOf(l.getResult().getType())));
         return success();
       })
-      .Case<LogitsOp>([&](LogitsOp l) {
+      .Case<LogitsOp>([&](LogitsOp l) -> LogicalResult {
+        if (std::optional<uint64_t> block = l.getInt8Activations()) {
+          return int8Projection(l, l.getInput(), l.getWeight(), l.getBias(),
+                                *block, l.getScale().convertToDouble());
+        }
         record(l, linear(env, need(l.getInput()), need(l.getWeight()),
                          transposed(l.getWeight()),
                          l.getBias() ? &need(l.getBias()) : nullptr,
@@ -289,6 +350,29 @@ LogicalResult Builder::buildOp(Operation *op) {
           return unsupported("activation '" +
                              stringifyActivation(e.getActivation()) + "'");
         }
+        // One token has nothing to group: the gather kernel is its GEMV.
+        bool grouped =
+            e.getStrategy() == DispatchStrategy::Grouped && !env.singleToken;
+        if (std::optional<uint64_t> block = e.getInt8Activations()) {
+          std::optional<PackedWeight> gate;
+          if (e.getGate()) {
+            FailureOr<PackedWeight> w = packedWeight(e, e.getGate());
+            if (failed(w)) {
+              return failure();
+            }
+            gate = *w;
+          }
+          FailureOr<PackedWeight> up = packedWeight(e, e.getUp());
+          FailureOr<PackedWeight> down = packedWeight(e, e.getDown());
+          if (failed(up) || failed(down)) {
+            return failure();
+          }
+          record(e, int8ExpertDispatch(
+                        env, need(e.getInput()), need(e.getIndices()),
+                        need(e.getWeights()), gate ? &*gate : nullptr, *up,
+                        *down, kind, static_cast<int>(*block), grouped));
+          return success();
+        }
         auto usable = [&](Value w) {
           return transposed(w) || w.getDefiningOp<DequantizeOp>();
         };
@@ -308,11 +392,7 @@ LogicalResult Builder::buildOp(Operation *op) {
                                                     : need(w);
           }
         }
-        // One token has nothing to group: the gather kernel is its GEMV.
-        auto dispatch =
-            e.getStrategy() == DispatchStrategy::Grouped && !env.singleToken
-                ? expertDispatchGrouped
-                : expertDispatchGather;
+        auto dispatch = grouped ? expertDispatchGrouped : expertDispatchGather;
         record(e, dispatch(env, need(e.getInput()), need(e.getIndices()),
                            need(e.getWeights()), gate ? &*gate : nullptr, *up,
                            *down, kind));
@@ -332,6 +412,8 @@ FailureOr<BuiltKernel> Builder::build() {
   env.target = &target;
   env.lanes = target.floatLanes();
   env.registers = target.vectorRegisters;
+  env.dotBytes = target.int8Dot.dotBytes;
+  env.unsignedCodes = target.int8Dot.unsignedCodes;
 
   // The token count: the extent of the token dimension of a tensor input,
   // or 1 when every tensor has a static one.

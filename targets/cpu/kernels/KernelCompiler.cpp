@@ -18,6 +18,7 @@
 #include "targets/cpu/kernels/KernelCompiler.h"
 
 #include "dialects/MoE/Transforms/Passes.h"
+#include "targets/common/TargetRegistry.h"
 #include "targets/cpu/kernels/KernelBuilder.h"
 #include "targets/cpu/kernels/KernelSourceHash.h"
 
@@ -42,6 +43,7 @@ struct Job {
   std::string key;
   std::string object;  // final path in the work directory
   std::string listing; // stmt or assembly path, if requested
+  std::string halideTarget;
 };
 
 std::string hashText(llvm::StringRef text) {
@@ -62,8 +64,8 @@ bool copyAtomically(llvm::StringRef from, llvm::StringRef to) {
 }
 
 /// Compiles one kernel; returns false after emitting a diagnostic.
-bool compileOne(Job job, const KernelCompileOptions &options,
-                const std::string &halideTarget) {
+bool compileOne(Job job, const KernelCompileOptions &options) {
+  const std::string &halideTarget = job.halideTarget;
   FailureOr<BuiltKernel> built = buildKernel(job.kernel, options.target);
   if (failed(built)) {
     return false;
@@ -96,18 +98,28 @@ bool compileOne(Job job, const KernelCompileOptions &options,
 
 } // namespace
 
-std::string kernelHalideTarget(const TargetDescription &target) {
-  Halide::Target t(target.halideTarget);
+std::string kernelHalideTarget(const TargetDescription &target, bool int8) {
+  Halide::Target t(int8 ? int8HalideTarget(target) : target.halideTarget);
   return t.with_feature(Halide::Target::UserContext)
       .with_feature(Halide::Target::NoRuntime)
       .to_string();
 }
 
+bool usesInt8Dot(Operation *root) {
+  return root
+      ->walk([](Operation *op) {
+        return op->hasAttr("int8_activations") ? WalkResult::interrupt()
+                                               : WalkResult::advance();
+      })
+      .wasInterrupted();
+}
+
 FailureOr<CompiledKernels> compileKernels(ModuleOp module,
                                           const KernelCompileOptions &options) {
-  std::string halideTarget;
+  std::string halideTarget, int8Target;
   try {
     halideTarget = kernelHalideTarget(options.target);
+    int8Target = kernelHalideTarget(options.target, /*int8=*/true);
   } catch (const Halide::Error &error) {
     module.emitError("target '")
         << options.target.name << "': Halide rejects its target string '"
@@ -128,8 +140,10 @@ FailureOr<CompiledKernels> compileKernels(ModuleOp module,
   // What the schedules read of the description beyond the Halide target:
   // two descriptions that differ only there build different code.
   std::string schedule =
-      llvm::formatv("vector_bytes={0},vector_registers={1}",
-                    options.target.vectorBytes, options.target.vectorRegisters)
+      llvm::formatv("vector_bytes={0},vector_registers={1},dot={2}{3}",
+                    options.target.vectorBytes, options.target.vectorRegisters,
+                    options.target.int8Dot.dotBytes,
+                    options.target.int8Dot.unsignedCodes ? "u" : "s")
           .str();
   bool listings = options.emitStmt || options.emitAssembly;
   std::vector<Job> jobs;
@@ -137,8 +151,10 @@ FailureOr<CompiledKernels> compileKernels(ModuleOp module,
     Job job;
     job.kernel = kernel;
     job.symbol = kernel.getSymName().str();
+    // Only kernels with int8 dot products get the target's extra features.
+    job.halideTarget = usesInt8Dot(kernel) ? int8Target : halideTarget;
     job.key = hashText(kernelContentHash(kernel) + "|" + job.symbol + "|" +
-                       halideTarget + "|" + schedule + "|" + version + "|" +
+                       job.halideTarget + "|" + schedule + "|" + version + "|" +
                        MOE_KERNEL_SOURCE_HASH);
     llvm::SmallString<256> path(options.workDir);
     llvm::sys::path::append(path, job.symbol + ".o");
@@ -171,7 +187,7 @@ FailureOr<CompiledKernels> compileKernels(ModuleOp module,
   int workers = std::max(1, std::min<int>(options.jobs, missing.size()));
   if (workers == 1) {
     for (size_t i : missing) {
-      if (!compileOne(jobs[i], options, halideTarget)) {
+      if (!compileOne(jobs[i], options)) {
         return failure();
       }
       finish(jobs[i]);
@@ -189,7 +205,7 @@ FailureOr<CompiledKernels> compileKernels(ModuleOp module,
         int status = 0;
         for (size_t n = w; n < missing.size(); n += workers) {
           const Job &job = jobs[missing[n]];
-          if (!compileOne(job, options, halideTarget)) {
+          if (!compileOne(job, options)) {
             status = 1;
             break;
           }

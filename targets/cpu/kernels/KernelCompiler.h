@@ -47,8 +47,14 @@ struct CompiledKernels {
 FailureOr<CompiledKernels> compileKernels(ModuleOp module,
                                           const KernelCompileOptions &options);
 
-/// The Halide target string kernels of `target` are compiled for.
-std::string kernelHalideTarget(const TargetDescription &target);
+/// The Halide target string kernels of `target` are compiled for; with
+/// `int8`, kernels that compute int8 dot products (with the target's
+/// int8_dot.halide_features).
+std::string kernelHalideTarget(const TargetDescription &target,
+                               bool int8 = false);
+
+/// Whether `root` holds an op with `int8_activations`.
+bool usesInt8Dot(Operation *root);
 
 } // namespace mlir::moe::cpu
 

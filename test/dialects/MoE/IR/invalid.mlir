@@ -710,3 +710,63 @@ func.func @dequantize_lanes_range(%c: tensor<30xui8>, %s: tensor<5xf32>) {
   %0 = moe.dequantize %c, %s format(int4) cols(12) transposed lanes(0) : tensor<30xui8>, tensor<5xf32> -> tensor<5x12xf32>
   return
 }
+
+// -----
+
+func.func @int8_float_weight(%x: tensor<?x64xf32>, %w: tensor<8x64xf32>) -> tensor<?x8xf32> {
+  // expected-error @+1 {{'moe.linear' op expects packed weights (moe.dequantize) with int8_activations}}
+  %y = moe.linear %x, %w int8_activations(32) : tensor<?x64xf32>, tensor<8x64xf32> -> tensor<?x8xf32>
+  return %y : tensor<?x8xf32>
+}
+
+// -----
+
+func.func @int8_block_size(%x: tensor<?x64xf32>, %c: tensor<256xui8>, %s: tensor<8x2xf32>) -> tensor<?x8xf32> {
+  %w = moe.dequantize %c, %s format(int4) cols(64) group(32) : tensor<256xui8>, tensor<8x2xf32> -> tensor<8x64xf32>
+  // expected-error @+1 {{'moe.linear' op expects int8_activations(B) with B a multiple of 4 in [4, 4096], got 6}}
+  %y = moe.linear %x, %w int8_activations(6) : tensor<?x64xf32>, tensor<8x64xf32> -> tensor<?x8xf32>
+  return %y : tensor<?x8xf32>
+}
+
+// -----
+
+func.func @int8_block_group(%x: tensor<?x64xf32>, %c: tensor<256xui8>, %s: tensor<8x4xf32>) -> tensor<?x8xf32> {
+  %w = moe.dequantize %c, %s format(int4) cols(64) group(16) : tensor<256xui8>, tensor<8x4xf32> -> tensor<8x64xf32>
+  // expected-error @+1 {{'moe.logits' op expects int8_activations(32) to divide the weight's 64 columns and its group of 16}}
+  %y = moe.logits %x, %w int8_activations(32) : tensor<?x64xf32>, tensor<8x64xf32> -> tensor<?x8xf32>
+  return %y : tensor<?x8xf32>
+}
+
+// -----
+
+func.func @int8_dot_blocks(%x: tensor<?x64xf32>, %i: tensor<?x2xi32>, %g: tensor<?x2xf32>, %c: tensor<3x256xui8>, %s: tensor<3x32xf32>, %dc: tensor<3x256xui8>, %ds: tensor<3x64xf32>) -> tensor<?x64xf32> {
+  %u = moe.dequantize %c, %s format(sign1) cols(64) dot(4) : tensor<3x256xui8>, tensor<3x32xf32> -> tensor<3x32x64xf32>
+  %d = moe.dequantize %dc, %ds format(sign1) cols(32) dot(4) : tensor<3x256xui8>, tensor<3x64xf32> -> tensor<3x64x32xf32>
+  // expected-error @+1 {{'moe.expert_dispatch' op expects int8_activations(16) to hold whole dot(4) blocks of 32 columns}}
+  %y = moe.expert_dispatch %x, experts(%i, %g) up %u down %d activation(relu) int8_activations(16) : (tensor<?x64xf32>, tensor<?x2xi32>, tensor<?x2xf32>, tensor<3x32x64xf32>, tensor<3x64x32xf32>) -> tensor<?x64xf32>
+  return %y : tensor<?x64xf32>
+}
+
+// -----
+
+func.func @dot_depth(%c: tensor<256xui8>, %s: tensor<8xf32>) -> tensor<8x64xf32> {
+  // expected-error @+1 {{'moe.dequantize' op expects dot(D) with D = 2 or 4, got 3}}
+  %w = moe.dequantize %c, %s format(int4) cols(64) dot(3) : tensor<256xui8>, tensor<8xf32> -> tensor<8x64xf32>
+  return %w : tensor<8x64xf32>
+}
+
+// -----
+
+func.func @dot_and_transposed(%c: tensor<256xui8>, %s: tensor<8xf32>) -> tensor<8x64xf32> {
+  // expected-error @+1 {{'moe.dequantize' op expects dot(D) without transposed or lanes: they are other orders of the codes}}
+  %w = moe.dequantize %c, %s format(int4) cols(64) transposed dot(4) : tensor<256xui8>, tensor<8xf32> -> tensor<8x64xf32>
+  return %w : tensor<8x64xf32>
+}
+
+// -----
+
+func.func @dot_columns(%c: tensor<24xui8>, %s: tensor<8xf32>) -> tensor<8x24xf32> {
+  // expected-error @+1 {{'moe.dequantize' op expects dot(4) blocks of 32 sign1 columns to divide cols(24)}}
+  %w = moe.dequantize %c, %s format(sign1) cols(24) dot(4) : tensor<24xui8>, tensor<8xf32> -> tensor<8x24xf32>
+  return %w : tensor<8x24xf32>
+}

@@ -44,6 +44,29 @@ func.func @quantized_weights() -> tensor<3x4x40xf32> {
   return %f : tensor<3x4x40xf32>
 }
 
+// Codes in blocks for dot products (4 bytes: 8 int4 columns per row), f16
+// scales, read by projections with int8 inputs.
+// CHECK-LABEL: func.func @int8_activations
+func.func @int8_activations(%x: tensor<?x64xf32>, %i: tensor<?x2xi32>, %g: tensor<?x2xf32>) -> (tensor<?x2x4xf32>, tensor<?x8xf32>, tensor<?x64xf32>) {
+  %c = moe.weight ["w"] quantize(int4, group 32, shape [8, 64]) layout transposed : tensor<256xui8>
+  %s = moe.weight ["w"] quantize(int4, group 32, shape [8, 64]) layout transposed : tensor<8x2xf16>
+  // CHECK: moe.dequantize {{.+}} format(int4) cols(64) group(32) dot(4) : tensor<256xui8>, tensor<8x2xf16> -> tensor<8x64xf32>
+  %w = moe.dequantize %c, %s format(int4) cols(64) group(32) dot(4) : tensor<256xui8>, tensor<8x2xf16> -> tensor<8x64xf32>
+  // CHECK: moe.linear {{.+}} int8_activations(32) : tensor<?x64xf32>, tensor<8x64xf32> -> tensor<?x2x4xf32>
+  %y = moe.linear %x, %w int8_activations(32) : tensor<?x64xf32>, tensor<8x64xf32> -> tensor<?x2x4xf32>
+  // CHECK: moe.logits {{.+}} int8_activations(32) {scale = 5.000000e-01 : f64}
+  %l = moe.logits %x, %w int8_activations(32) {scale = 0.5 : f64} : tensor<?x64xf32>, tensor<8x64xf32> -> tensor<?x8xf32>
+  %ec = moe.weight ["e"] : tensor<3x256xui8>
+  %es = moe.weight ["e.scale"] : tensor<3x32xf32>
+  %ed = moe.dequantize %ec, %es format(sign1) cols(64) dot(4) : tensor<3x256xui8>, tensor<3x32xf32> -> tensor<3x32x64xf32>
+  %dc = moe.weight ["d"] : tensor<3x256xui8>
+  %ds = moe.weight ["d.scale"] : tensor<3x64xf32>
+  %dd = moe.dequantize %dc, %ds format(sign1) cols(32) dot(4) : tensor<3x256xui8>, tensor<3x64xf32> -> tensor<3x64x32xf32>
+  // CHECK: moe.expert_dispatch {{.+}} activation(relu) int8_activations(32) :
+  %e = moe.expert_dispatch %x, experts(%i, %g) up %ed down %dd activation(relu) int8_activations(32) : (tensor<?x64xf32>, tensor<?x2xi32>, tensor<?x2xf32>, tensor<3x32x64xf32>, tensor<3x64x32xf32>) -> tensor<?x64xf32>
+  return %y, %l, %e : tensor<?x2x4xf32>, tensor<?x8xf32>, tensor<?x64xf32>
+}
+
 // CHECK-LABEL: func.func @layer
 func.func @layer(%tokens: tensor<?xi32>, %pos: index, %cache: !cache,
                  %table: tensor<100x64xf32>, %w: tensor<64xf32>,
