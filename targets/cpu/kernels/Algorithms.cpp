@@ -133,10 +133,9 @@ RootSchedule pointwiseSchedule(const KernelEnv &env, int rank) {
     std::vector<Var> args = f.args();
     f.compute_root();
     f.vectorize(args[0], lanes, TailStrategy::GuardWithIf);
+    // One token's elementwise result is a few vectors: never worth threads.
     if (rank >= 2 && !single) {
       f.parallel(args[rank - 1]);
-    } else if (rank >= 3) {
-      f.parallel(args[rank - 2]);
     }
   };
 }
@@ -210,7 +209,8 @@ OpFuncs dequantize(const KernelEnv &env, const TensorFunc &packed,
                                    : select(raw >= half, raw - 2 * half, raw);
     out(v) = cast<float>(code) * s;
   }
-  return {{{out, resultShape}}, {pointwiseSchedule(env, rank)}, true};
+  return {
+      {{out, resultShape, codes.bits}}, {pointwiseSchedule(env, rank)}, true};
 }
 
 //===----------------------------------------------------------------------===//
@@ -326,10 +326,10 @@ OpFuncs linear(const KernelEnv &env, const TensorFunc &input,
   // The result in its own shape ([T, H, D] for a head projection).
   TensorFunc result = viewAs(env, y, resultShape);
 
-  int lanes = env.lanes;
   int gemmVectors = env.tileVectors(4);
   bool single = env.singleToken;
   bool reshaped = resultShape.size() != 2;
+  KernelEnv tileEnv = env;
   int rank = static_cast<int>(resultShape.size());
   RootSchedule pointwise = pointwiseSchedule(env, rank);
   RootSchedule schedule = [=](Func &f) mutable {
@@ -337,7 +337,8 @@ OpFuncs linear(const KernelEnv &env, const TensorFunc &input,
     if (reshaped) {
       pointwise(f);
     }
-    auto [no, vec] = tileProjection(single, target, n, lanes, gemmVectors);
+    auto [no, vec] = tileProjection(tileEnv, target, n, gemmVectors,
+                                    n * k * weight.storedBits / 8);
     Var nvo("nvo"), nvi("nvi");
     prod.compute_at(target, no).vectorize(nv, vec);
     prod.update()
@@ -440,10 +441,14 @@ OpFuncs kvCacheWrite(const KernelEnv &env, const TensorFunc &key,
   keys(d, p, h) = key.func(d, h, p - env.position);
   values(d, p, h) = value.func(d, h, p - env.position);
   int lanes = env.lanes;
-  RootSchedule schedule = [lanes](Func &f) {
+  bool single = env.singleToken;
+  RootSchedule schedule = [lanes, single](Func &f) {
     std::vector<Var> args = f.args();
     f.compute_root();
-    f.vectorize(args[0], lanes, TailStrategy::GuardWithIf).parallel(args[2]);
+    f.vectorize(args[0], lanes, TailStrategy::GuardWithIf);
+    if (!single) {
+      f.parallel(args[2]);
+    }
   };
   std::vector<int64_t> shape = key.shape;
   return {{{keys, shape}, {values, shape}}, {schedule, schedule}, false};
@@ -480,12 +485,22 @@ OpFuncs cachedAttention(const KernelEnv &env, const TensorFunc &query,
   out(d, h, t) = mixed(d, h, t) / total(h, t);
 
   int lanes = env.lanes;
+  bool single = env.singleToken;
+  // One token's heads read (position + 1) keys and values each: worth
+  // threads only once the context is long.
+  Expr cacheBytes = (env.position + 1) * static_cast<int>(kvHeads) * headDim *
+                    2 * static_cast<int>(sizeof(float));
   RootSchedule schedule = [=](Func &f) mutable {
     Var ht("ht");
     f.compute_root();
     f.vectorize(d, std::min(lanes, headDim), TailStrategy::GuardWithIf)
-        .fuse(h, t, ht)
-        .parallel(ht);
+        .fuse(h, t, ht);
+    if (single) {
+      f.specialize(cacheBytes >= static_cast<int>(KernelEnv::kParallelMinBytes))
+          .parallel(ht);
+    } else {
+      f.parallel(ht);
+    }
     // One (head, token) at a time: its scores over the visible positions,
     // then the weighted sum of values, vectorised over head_dim.
     scores.compute_at(f, ht);
@@ -716,7 +731,10 @@ OpFuncs expertDispatchGather(const KernelEnv &env, const TensorFunc &input,
   KernelEnv tileEnv = env;
   RootSchedule schedule = [=](Func &o) mutable {
     Var dox("do"), di("di");
-    auto [fo, fvec] = tileGatheredHidden(tileEnv, hid, hidden);
+    int64_t bits = up.storedBits;
+    auto [fo, fvec] = tileGatheredHidden(tileEnv, hid, hidden,
+                                         int64_t(gated ? 2 : 1) * topK *
+                                             hidden * width * bits / 8);
     scheduleExpertProjections(gated ? std::vector<Func>{upProj, gateProj}
                                     : std::vector<Func>{upProj},
                               hid, fo, f, fvec, rd, std::nullopt);
@@ -729,10 +747,11 @@ OpFuncs expertDispatchGather(const KernelEnv &env, const TensorFunc &input,
         .split(d, dox, di, dtile, TailStrategy::GuardWithIf)
         .reorder(di, r.x, r.y, dox, t)
         .vectorize(di, dvec, TailStrategy::GuardWithIf);
-    if (single) {
-      o.update().parallel(dox);
-    } else {
+    if (!single) {
       o.update().parallel(t);
+    } else if (tileEnv.worthThreads(int64_t(topK) * hidden * model *
+                                    down.storedBits / 8)) {
+      o.update().parallel(dox);
     }
   };
   return {{{out, input.shape}}, {schedule}, false};
@@ -790,7 +809,7 @@ ExpertBuckets bucketByExpert(const KernelEnv &env, const TensorFunc &indices,
 }
 
 std::pair<Var, int> tileGatheredHidden(const KernelEnv &env, Func hid,
-                                       int hidden) {
+                                       int hidden, int64_t weightBytes) {
   std::vector<Var> args = hid.args(); // (f, j, t)
   Var fo("fo"), fi("fi");
   int ftile = staticTile(hidden, env.lanes, 4);
@@ -799,28 +818,31 @@ std::pair<Var, int> tileGatheredHidden(const KernelEnv &env, Func hid,
       .split(args[0], fo, fi, ftile, TailStrategy::ShiftInwards)
       .vectorize(fi, fvec)
       .reorder(fi, fo, args[1], args[2]);
-  if (env.singleToken) {
-    hid.parallel(fo);
-  } else {
+  if (!env.singleToken) {
     hid.parallel(args[2]);
+  } else if (env.worthThreads(weightBytes)) {
+    hid.parallel(fo);
   }
   return {fo, fvec};
 }
 
-std::pair<Var, int> tileProjection(bool singleToken, Func y, int64_t n,
-                                   int lanes, int vectors) {
+std::pair<Var, int> tileProjection(const KernelEnv &env, Func y, int64_t n,
+                                   int vectors, int64_t weightBytes) {
   std::vector<Var> args = y.args(); // (n, t)
   Var no("no"), ni("ni"), to("to"), ti("ti");
+  int lanes = env.lanes;
   y.compute_root();
-  if (singleToken) {
-    // Matrix-vector: tiles of output features in parallel; inside a tile,
-    // stream each weight row once with the tile's accumulators in
-    // registers.
+  if (env.singleToken) {
+    // Matrix-vector: tiles of output features (in parallel when worth
+    // it); inside a tile, stream each weight row once with the tile's
+    // accumulators in registers.
     int tile = staticTile(n, lanes, 4);
     int vec = std::min(lanes, tile);
     y.split(args[0], no, ni, tile, TailStrategy::ShiftInwards)
-        .vectorize(ni, vec)
-        .parallel(no);
+        .vectorize(ni, vec);
+    if (env.worthThreads(weightBytes)) {
+      y.parallel(no);
+    }
     return {no, vec};
   }
   // Matrix-matrix: tiles of (features x 4 tokens); each weight vector

@@ -33,6 +33,9 @@ namespace mlir::moe::cpu {
 struct TensorFunc {
   Halide::Func func;
   std::vector<int64_t> shape;
+  /// Bits one element occupies in memory: 32 for f32, the code width of a
+  /// packed weight read through moe.dequantize (what a loop over it reads).
+  int storedBits = 32;
 
   int rank() const { return static_cast<int>(shape.size()); }
   /// The element at tensor-order indices.
@@ -63,6 +66,16 @@ struct KernelEnv {
   bool singleToken = false;
   /// The cache position of the first token.
   Halide::Expr position;
+
+  /// Whether a loop that reads `bytes` of weights is worth splitting over
+  /// threads. Always with several tokens; for one token (decode) only from
+  /// kParallelMinBytes: below it, waking the thread pool costs more than
+  /// the loop (measured on a 2-core VM: SSMoELM decodes 1600 tokens/s with
+  /// every projection split over 2 threads, 2850 with none).
+  static constexpr int64_t kParallelMinBytes = 1 << 20;
+  bool worthThreads(int64_t bytes) const {
+    return !singleToken || bytes >= kParallelMinBytes;
+  }
 
   /// A name unique within the kernel, for Funcs and embedded buffers
   /// (Halide requires unique buffer names; unique Func names keep the
@@ -115,12 +128,13 @@ TensorFunc viewAs(const KernelEnv &env, Halide::Func y,
                   const std::vector<int64_t> &resultShape);
 
 /// Materialises a projection's result `y`(n, t) of `n` features at root:
-/// for one token, tiles of up to 4 vectors of features in parallel; for
-/// several, tiles of `vectors` vectors by 4 tokens, in parallel over
-/// tokens. Returns the tile loop, where the reduction is computed, and the
-/// vector width.
-std::pair<Halide::Var, int> tileProjection(bool singleToken, Halide::Func y,
-                                           int64_t n, int lanes, int vectors);
+/// for one token, tiles of up to 4 vectors of features, in parallel when
+/// its `weightBytes` are worth it; for several, tiles of `vectors` vectors
+/// by 4 tokens, in parallel over tokens. Returns the tile loop, where the
+/// reduction is computed, and the vector width.
+std::pair<Halide::Var, int> tileProjection(const KernelEnv &env, Halide::Func y,
+                                           int64_t n, int vectors,
+                                           int64_t weightBytes);
 
 /// Materialises `f`(feature, row) at root in tiles of `block` rows by a
 /// tile of at most `vectors` vectors of `extent` features, blocks of rows
@@ -135,7 +149,8 @@ Halide::Var tileRowBlocks(Halide::Func f, Halide::Var row, Halide::Var feature,
 /// Returns the tile loop (where the projections are computed) and the
 /// vector width.
 std::pair<Halide::Var, int> tileGatheredHidden(const KernelEnv &env,
-                                               Halide::Func hid, int hidden);
+                                               Halide::Func hid, int hidden,
+                                               int64_t weightBytes);
 
 /// The grouped dispatch's counting sort of the T*k (token, slot)
 /// assignments by expert into buckets padded to whole blocks of `block`

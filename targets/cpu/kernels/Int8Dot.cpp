@@ -247,10 +247,10 @@ OpFuncs int8Linear(const KernelEnv &env, const TensorFunc &input,
   y(n, t) = scale == 1.0 ? value : value * static_cast<float>(scale);
   TensorFunc result = viewAs(env, y, resultShape);
 
-  int lanes = env.lanes;
   int64_t rows = weight.rows;
   bool single = env.singleToken;
   bool reshaped = resultShape.size() != 2;
+  KernelEnv tileEnv = env;
   // Int and f32 accumulators share the registers: half the f32 tiles.
   int gemmVectors = std::max(1, env.tileVectors(4) / 2);
   RootSchedule pointwise =
@@ -260,7 +260,9 @@ OpFuncs int8Linear(const KernelEnv &env, const TensorFunc &input,
       pointwise(f);
     }
     Int8Projection proj = p;
-    auto [no, vec] = tileProjection(single, y, rows, lanes, gemmVectors);
+    auto [no, vec] =
+        tileProjection(tileEnv, y, rows, gemmVectors,
+                       int64_t(rows) * weight.cols * weight.layout.bits / 8);
     scheduleInt8Projection(proj, LoopLevel(y, no), vec,
                            single ? std::vector<std::pair<Var, int>>{}
                                   : std::vector<std::pair<Var, int>>{{t, 4}});
@@ -316,7 +318,9 @@ OpFuncs int8ExpertDispatch(const KernelEnv &env, const TensorFunc &input,
     KernelEnv tileEnv = env;
     RootSchedule schedule = [=](Func &o) mutable {
       Var dox("do"), di("di");
-      auto [fo, fvec] = tileGatheredHidden(tileEnv, hid, hidden);
+      auto [fo, fvec] = tileGatheredHidden(
+          tileEnv, hid, hidden,
+          int64_t(gate ? 2 : 1) * topK * hidden * width * up.layout.bits / 8);
       Int8Projection u = upP;
       scheduleInt8Projection(u, LoopLevel(hid, fo), fvec, {});
       if (gateP) {
@@ -329,10 +333,11 @@ OpFuncs int8ExpertDispatch(const KernelEnv &env, const TensorFunc &input,
       rowOut.compute_root()
           .split(rd, dox, di, dtile, TailStrategy::ShiftInwards)
           .vectorize(di, dvec);
-      if (single) {
-        rowOut.parallel(dox);
-      } else {
+      if (!single) {
         rowOut.parallel(rowOut.args()[2]);
+      } else if (tileEnv.worthThreads(int64_t(topK) * model * hidden *
+                                      down.layout.bits / 8)) {
+        rowOut.parallel(dox);
       }
       Int8Projection dp = downP;
       scheduleInt8Projection(dp, LoopLevel(rowOut, dox), dvec, {});

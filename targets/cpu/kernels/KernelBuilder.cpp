@@ -85,7 +85,7 @@ TensorFunc transposedView(const TensorFunc &w) {
   view(v) = w.func(swapped);
   std::vector<int64_t> shape = w.shape;
   std::swap(shape[rank - 1], shape[rank - 2]);
-  return TensorFunc{view, shape};
+  return TensorFunc{view, shape, w.storedBits};
 }
 
 /// Declares a dense layout with static extents on every dimension but the
