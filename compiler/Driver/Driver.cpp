@@ -258,7 +258,7 @@ loadAndImport(MLIRContext &context, const DriverOptions &options,
 std::string manifest(ModuleOp module, const fe::ModelDescription &model,
                      const TargetDescription &target,
                      const std::string &halideTarget, int kernels,
-                     uint64_t weightsHash) {
+                     uint64_t weightsHash, llvm::json::Object quantization) {
   llvm::json::Array notes;
   for (const std::string &note : model.notes) {
     notes.push_back(note);
@@ -279,6 +279,7 @@ std::string manifest(ModuleOp module, const fe::ModelDescription &model,
       {"checkpoint", std::move(checkpoint)},
       {"target", target.name},
       {"halide_target", halideTarget},
+      {"quantization", std::move(quantization)},
       {"total_params", model.totalParams},
       {"active_params", model.activeParams},
       {"kernels", kernels},
@@ -587,9 +588,23 @@ LogicalResult runCompile(const DriverOptions &options) {
   Builder b(&context);
   module->setAttr("moe.weights_hash",
                   b.getI64IntegerAttr(static_cast<int64_t>(weightsHash)));
-  module->setAttr("moe.manifest", b.getStringAttr(manifest(
-                                      module, loaded.description, *target,
-                                      halideTarget, numKernels, weightsHash)));
+  // How the weights are stored and read: what --quant asked, and which
+  // inputs the packed projections take (with the int8 kernels' target).
+  llvm::json::Object quantization{{"activations", activations}};
+  if (quantizing) {
+    quantization["quant"] = options.quant.empty() ? "none" : options.quant;
+    quantization["policy"] = options.quantPolicy;
+    quantization["group"] = options.quantGroup;
+    quantization["scale"] = options.quantScale;
+  }
+  if (cpu::usesInt8Dot(module)) {
+    quantization["int8_halide_target"] =
+        cpu::kernelHalideTarget(*target, /*int8=*/true);
+  }
+  module->setAttr("moe.manifest",
+                  b.getStringAttr(manifest(
+                      module, loaded.description, *target, halideTarget,
+                      numKernels, weightsHash, std::move(quantization))));
 
   // Host code.
   std::string source;
