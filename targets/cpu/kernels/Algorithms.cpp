@@ -65,6 +65,20 @@ Expr activate(ActivationKind kind, Expr x) {
   return x;
 }
 
+Expr widenToFloat(Expr x) {
+  if (x.type().element_of() != Float(16)) {
+    return cast<float>(x);
+  }
+  // The half's exponent and mantissa, shifted into an f32's, read as an
+  // f32 2^112 times too small (a half subnormal becomes an f32 subnormal
+  // of the same significand); then the sign.
+  Expr bits = cast<uint32_t>(reinterpret<uint16_t>(x));
+  Expr magnitude =
+      reinterpret<float>((bits & 0x7fffu) << 13) * 5.192296858534828e33f;
+  return reinterpret<float>(reinterpret<uint32_t>(magnitude) |
+                            ((bits & 0x8000u) << 16));
+}
+
 Func flattenFeatures(const KernelEnv &env, const TensorFunc &input) {
   Var kv("k"), t("t");
   std::vector<Expr> index;
@@ -198,7 +212,7 @@ OpFuncs dequantize(const KernelEnv &env, const TensorFunc &packed,
     s = at(scale, v[1]);
   }
   // f16 scales widen in registers.
-  s = cast<float>(s);
+  s = widenToFloat(s);
   Func out(env.name("dequantize"));
   if (codes.sign1) {
     // A sign picks the scale or its negation: no multiply.

@@ -119,6 +119,11 @@ int staticTile(int64_t extent, int lanes, int vectors);
 /// a GuardWithIf tile goes through it.
 Halide::Expr clampToken(const KernelEnv &env, Halide::Expr t);
 Halide::Expr activate(ActivationKind kind, Halide::Expr x);
+/// `x` as f32: an f16 widened with integer operations that vectorise
+/// (Halide 14 widens f16 in software with a select per case; scales are
+/// finite, so only normal and subnormal halves need handling), anything
+/// else cast.
+Halide::Expr widenToFloat(Halide::Expr x);
 /// `input` ([T, ...]) as x(k, t), its trailing dimensions flattened into
 /// the k features a projection reduces over.
 Halide::Func flattenFeatures(const KernelEnv &env, const TensorFunc &input);

@@ -174,7 +174,7 @@ Int8Projection int8Project(const KernelEnv &env, const PackedWeight &weight,
   p.result(withRows({n})) = init;
   p.result(withRows({n})) +=
       cast<float>(sum) *
-      (inputAt(input.scale, blockIndex) * cast<float>(weightScale));
+      (inputAt(input.scale, blockIndex) * widenToFloat(weightScale));
   return p;
 }
 
