@@ -111,10 +111,19 @@ Int8Input quantizeInput(const KernelEnv &env, Func x, int width, int block,
   return in;
 }
 
+Int8Input quantizeProjectionInput(const KernelEnv &env, const TensorFunc &input,
+                                  int width, int block) {
+  Func x = flattenFeatures(env, input);
+  Func clamped(env.name("int8_proj_input"));
+  Var k("k"), t("t");
+  clamped(k, t) = x(k, clampToken(env, t));
+  return quantizeInput(env, clamped, width, block, 1);
+}
+
 Int8Projection int8Project(const KernelEnv &env, const PackedWeight &weight,
                            const Int8Input &input, const std::vector<Var> &rows,
                            const std::vector<Expr> &inputRows,
-                           const std::vector<Expr> &lead, Expr init) {
+                           const std::vector<Expr> &lead) {
   const PackedCodes &codes = weight.layout;
   const int depth = codes.dot;
   const int block = input.block;
@@ -122,7 +131,6 @@ Int8Projection int8Project(const KernelEnv &env, const PackedWeight &weight,
   const int columnsPerDot = depth * perByte;
   Int8Projection p;
   p.n = Var("n");
-  p.rows = rows;
   Var n = p.n, b("b");
   auto withRows = [&](std::vector<Expr> first) {
     first.insert(first.end(), rows.begin(), rows.end());
@@ -171,7 +179,7 @@ Int8Projection int8Project(const KernelEnv &env, const PackedWeight &weight,
           ? weightAt(weight.scales, {n, blockIndex * block / codes.group})
           : weightAt(weight.scales, {n});
   p.result = Func(env.name("int8_proj"));
-  p.result(withRows({n})) = init;
+  p.result(withRows({n})) = 0.0f;
   p.result(withRows({n})) +=
       cast<float>(sum) *
       (inputAt(input.scale, blockIndex) * widenToFloat(weightScale));
@@ -228,16 +236,11 @@ void scheduleInt8Projection(Int8Projection &p, LoopLevel at, int vec,
   }
 }
 
-OpFuncs int8Linear(const KernelEnv &env, const TensorFunc &input,
+OpFuncs int8Linear(const KernelEnv &env, const Int8Input &in,
                    const PackedWeight &weight, const TensorFunc *bias,
-                   std::vector<int64_t> resultShape, int block, double scale) {
+                   std::vector<int64_t> resultShape, double scale) {
   Var t("t");
-  Func x = flattenFeatures(env, input);
-  Func xClamped(env.name("int8_proj_input"));
-  Var k("k");
-  xClamped(k, t) = x(k, clampToken(env, t));
-  Int8Input in = quantizeInput(env, xClamped, weight.cols, block, 1);
-  Int8Projection p = int8Project(env, weight, in, {t}, {t}, {}, Expr(0.0f));
+  Int8Projection p = int8Project(env, weight, in, {t}, {t}, {});
   Var n = p.n;
   Func y(env.name("int8_linear"));
   Expr value = p.result(n, t);
@@ -259,11 +262,10 @@ OpFuncs int8Linear(const KernelEnv &env, const TensorFunc &input,
     if (reshaped) {
       pointwise(f);
     }
-    Int8Projection proj = p;
     auto [no, vec] =
         tileProjection(tileEnv, y, rows, gemmVectors,
                        int64_t(rows) * weight.cols * weight.layout.bits / 8);
-    scheduleInt8Projection(proj, LoopLevel(y, no), vec,
+    scheduleInt8Projection(p, LoopLevel(y, no), vec,
                            single ? std::vector<std::pair<Var, int>>{}
                                   : std::vector<std::pair<Var, int>>{{t, 4}});
   };
@@ -289,25 +291,38 @@ OpFuncs int8ExpertDispatch(const KernelEnv &env, const TensorFunc &input,
   x(k, t) = input.func(k, clampToken(env, t));
   Int8Input xin = quantizeInput(env, x, width, block, 1);
 
+  // The hidden activations of rows `rows` (each a token `token` through
+  // `expert`): act(gate x) * (up x), or act(up x); returns them over
+  // (f, rows..) with their projections, to be scheduled.
+  struct Hidden {
+    Func hid;
+    Int8Projection up;
+    std::optional<Int8Projection> gate;
+  };
+  auto hiddenOf = [&](const std::vector<Var> &rows, Expr token, Expr expert,
+                      const std::string &name) {
+    Hidden h{Func(env.name(name)),
+             int8Project(env, up, xin, rows, {token}, {expert}), std::nullopt};
+    if (gate) {
+      h.gate = int8Project(env, *gate, xin, rows, {token}, {expert});
+    }
+    std::vector<Expr> at{h.up.n};
+    at.insert(at.end(), rows.begin(), rows.end());
+    Expr upValue = h.up.result(at);
+    h.hid(at) = h.gate ? activate(activation, h.gate->result(at)) * upValue
+                       : activate(activation, upValue);
+    return h;
+  };
+
   if (!grouped) {
     // Gather: row (j, t) is token t through its j-th expert.
     Var j("j");
     Expr expert = clamp(indices.func(j, t), 0, experts - 1);
-    Int8Projection upP =
-        int8Project(env, up, xin, {j, t}, {t}, {expert}, Expr(0.0f));
-    std::optional<Int8Projection> gateP;
-    if (gate) {
-      gateP = int8Project(env, *gate, xin, {j, t}, {t}, {expert}, Expr(0.0f));
-    }
-    Var f = upP.n;
-    Func hid(env.name("int8_expert_hidden"));
-    Expr upValue = upP.result(f, j, t);
-    hid(f, j, t) = gateP
-                       ? activate(activation, gateP->result(f, j, t)) * upValue
-                       : activate(activation, upValue);
+    Hidden h = hiddenOf({j, t}, t, expert, "int8_expert_hidden");
+    Func hid = h.hid;
     Int8Input hin = quantizeInput(env, hid, hidden, block, 2);
     Int8Projection downP =
-        int8Project(env, down, hin, {j, t}, {j, t}, {expert}, Expr(0.0f));
+        int8Project(env, down, hin, {j, t}, {j, t}, {expert});
     Func rowOut(env.name("int8_expert_down"));
     rowOut(d, j, t) = downP.result(d, j, t);
     RDom rj(0, topK, "rj");
@@ -321,11 +336,9 @@ OpFuncs int8ExpertDispatch(const KernelEnv &env, const TensorFunc &input,
       auto [fo, fvec] = tileGatheredHidden(
           tileEnv, hid, hidden,
           int64_t(gate ? 2 : 1) * topK * hidden * width * up.layout.bits / 8);
-      Int8Projection u = upP;
-      scheduleInt8Projection(u, LoopLevel(hid, fo), fvec, {});
-      if (gateP) {
-        Int8Projection g = *gateP;
-        scheduleInt8Projection(g, LoopLevel(hid, fo), fvec, {});
+      scheduleInt8Projection(h.up, LoopLevel(hid, fo), fvec, {});
+      if (h.gate) {
+        scheduleInt8Projection(*h.gate, LoopLevel(hid, fo), fvec, {});
       }
       int dtile = staticTile(model, lanes, 4);
       int dvec = std::min(lanes, dtile);
@@ -339,8 +352,7 @@ OpFuncs int8ExpertDispatch(const KernelEnv &env, const TensorFunc &input,
                                       down.layout.bits / 8)) {
         rowOut.parallel(dox);
       }
-      Int8Projection dp = downP;
-      scheduleInt8Projection(dp, LoopLevel(rowOut, dox), dvec, {});
+      scheduleInt8Projection(downP, LoopLevel(rowOut, dox), dvec, {});
       o.compute_root().vectorize(d, lanes, TailStrategy::GuardWithIf);
       o.update().vectorize(d, lanes, TailStrategy::GuardWithIf);
       if (!single) {
@@ -357,20 +369,11 @@ OpFuncs int8ExpertDispatch(const KernelEnv &env, const TensorFunc &input,
   Var s("s");
   Expr rowExpert = buckets.blockExpert(s / rowBlock);
   Expr token = clamp(buckets.rowToken(s), 0, env.tokens - 1);
-  Int8Projection upP =
-      int8Project(env, up, xin, {s}, {token}, {rowExpert}, Expr(0.0f));
-  std::optional<Int8Projection> gateP;
-  if (gate) {
-    gateP = int8Project(env, *gate, xin, {s}, {token}, {rowExpert}, Expr(0.0f));
-  }
-  Var f = upP.n;
-  Func hid(env.name("grouped_hidden"));
-  Expr upValue = upP.result(f, s);
-  hid(f, s) = gateP ? activate(activation, gateP->result(f, s)) * upValue
-                    : activate(activation, upValue);
+  Hidden h = hiddenOf({s}, token, rowExpert, "grouped_hidden");
+  Func hid = h.hid;
+  Var f = h.up.n;
   Int8Input hin = quantizeInput(env, hid, hidden, block, 1);
-  Int8Projection downP =
-      int8Project(env, down, hin, {s}, {s}, {rowExpert}, Expr(0.0f));
+  Int8Projection downP = int8Project(env, down, hin, {s}, {s}, {rowExpert});
   Func rowOut(env.name("grouped_down"));
   rowOut(d, s) = downP.result(d, s);
   RDom rj(0, topK, "rj");
@@ -385,16 +388,15 @@ OpFuncs int8ExpertDispatch(const KernelEnv &env, const TensorFunc &input,
     sort.schedule();
     Var fo = tileRowBlocks(hid, s, f, hidden, rowBlock, lanes, blockVectors);
     int fvec = std::min(lanes, staticTile(hidden, lanes, blockVectors));
-    Int8Projection u = upP;
-    scheduleInt8Projection(u, LoopLevel(hid, fo), fvec, {{s, rowBlock}});
-    if (gateP) {
-      Int8Projection g = *gateP;
-      scheduleInt8Projection(g, LoopLevel(hid, fo), fvec, {{s, rowBlock}});
+    scheduleInt8Projection(h.up, LoopLevel(hid, fo), fvec, {{s, rowBlock}});
+    if (h.gate) {
+      scheduleInt8Projection(*h.gate, LoopLevel(hid, fo), fvec,
+                             {{s, rowBlock}});
     }
     Var dox = tileRowBlocks(rowOut, s, d, model, rowBlock, lanes, blockVectors);
     int dvec = std::min(lanes, staticTile(model, lanes, blockVectors));
-    Int8Projection dp = downP;
-    scheduleInt8Projection(dp, LoopLevel(rowOut, dox), dvec, {{s, rowBlock}});
+    scheduleInt8Projection(downP, LoopLevel(rowOut, dox), dvec,
+                           {{s, rowBlock}});
     o.compute_root().vectorize(d, lanes, TailStrategy::GuardWithIf).parallel(t);
     o.update().vectorize(d, lanes, TailStrategy::GuardWithIf).parallel(t);
   };

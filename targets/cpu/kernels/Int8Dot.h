@@ -49,15 +49,20 @@ struct Int8Input {
 Int8Input quantizeInput(const KernelEnv &env, Halide::Func x, int width,
                         int block, int rowDims);
 
-/// One int8 projection: `result`(n, rows..) = `init` + the sum above, with
-/// its update over `blocks`; `dot`(n, b, rows..) is one block's i32 sum,
-/// its update over `inner` (the D products of a lane, then the block's
-/// steps of D).
+/// The input of a projection ([T, ...], its trailing dimensions holding
+/// `width` features) quantized for int8 projections, per token: what every
+/// projection of that input in a kernel reads (q, k and v share it).
+Int8Input quantizeProjectionInput(const KernelEnv &env, const TensorFunc &input,
+                                  int width, int block);
+
+/// One int8 projection: `result`(n, rows..) = the sum above, with its
+/// update over `blocks`; `dot`(n, b, rows..) is one block's i32 sum, its
+/// update over `inner` (the D products of a lane, then the block's steps
+/// of D).
 struct Int8Projection {
   Halide::Func result, dot;
   Halide::RDom blocks, inner;
   Halide::Var n;
-  std::vector<Halide::Var> rows;
 };
 
 /// Builds the projection of `input` (rows `inputRows`, in terms of the
@@ -67,8 +72,7 @@ Int8Projection int8Project(const KernelEnv &env, const PackedWeight &weight,
                            const Int8Input &input,
                            const std::vector<Halide::Var> &rows,
                            const std::vector<Halide::Expr> &inputRows,
-                           const std::vector<Halide::Expr> &lead,
-                           Halide::Expr init);
+                           const std::vector<Halide::Expr> &lead);
 
 /// Schedules `p` inside a tile of its consumer: `result` at `at`,
 /// vectorised by `vec` over n with the tile's vectors unrolled, and the
@@ -79,11 +83,11 @@ void scheduleInt8Projection(
     Int8Projection &p, Halide::LoopLevel at, int vec,
     const std::vector<std::pair<Halide::Var, int>> &rows);
 
-/// moe.linear / moe.logits with int8 inputs (see linear()).
-OpFuncs int8Linear(const KernelEnv &env, const TensorFunc &input,
+/// moe.linear / moe.logits with int8 inputs (see linear()), reading the
+/// quantized input `in` (quantizeProjectionInput).
+OpFuncs int8Linear(const KernelEnv &env, const Int8Input &in,
                    const PackedWeight &weight, const TensorFunc *bias,
-                   std::vector<int64_t> resultShape, int block,
-                   double scale = 1.0);
+                   std::vector<int64_t> resultShape, double scale = 1.0);
 
 /// moe.expert_dispatch with int8 inputs: the gather strategy (every token
 /// through its k experts) and the grouped one (tokens sorted into expert

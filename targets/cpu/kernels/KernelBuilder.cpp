@@ -155,6 +155,8 @@ private:
   // Conv-state arguments: the ring read, or the ring a write produces.
   DenseMap<unsigned, Func> convReads;
   DenseMap<unsigned, std::pair<Func, RootSchedule>> convWrites;
+  // Inputs quantized for int8 projections, by (input, block).
+  DenseMap<std::pair<Value, uint64_t>, Int8Input> int8Inputs;
 };
 
 /// The attributes of `d` that say how its codes are stored.
@@ -203,9 +205,21 @@ LogicalResult Builder::int8Projection(Operation *op, Value input, Value weight,
   if (failed(w)) {
     return failure();
   }
-  record(op, int8Linear(env, *lookup(input), *w, bias ? lookup(bias) : nullptr,
-                        shapeOf(op->getResult(0).getType()),
-                        static_cast<int>(block), scale));
+  // Projections of one input (q, k, v; a gate and its up) share its
+  // quantization.
+  auto key = std::make_pair(input, block);
+  auto quantized = int8Inputs.find(key);
+  if (quantized == int8Inputs.end()) {
+    quantized =
+        int8Inputs
+            .try_emplace(key,
+                         quantizeProjectionInput(env, *lookup(input), w->cols,
+                                                 static_cast<int>(block)))
+            .first;
+  }
+  record(op,
+         int8Linear(env, quantized->second, *w, bias ? lookup(bias) : nullptr,
+                    shapeOf(op->getResult(0).getType()), scale));
   return success();
 }
 
