@@ -486,9 +486,9 @@ LogicalResult runCompile(const DriverOptions &options) {
                                                 target->halideTarget + ")"));
   // Kernels with int8 dot products may use the target's extra features:
   // the executable checks the CPU has them too.
-  std::vector<uint64_t> features =
-      halideFeatureWords(cpu::usesInt8Dot(module) ? int8HalideTarget(*target)
-                                                  : target->halideTarget);
+  bool int8Kernels = cpu::usesInt8Dot(module);
+  std::vector<uint64_t> features = halideFeatureWords(
+      int8Kernels ? int8HalideTarget(*target) : target->halideTarget);
   module->setAttr(
       "moe.halide_features",
       DenseI64ArrayAttr::get(
@@ -597,7 +597,7 @@ LogicalResult runCompile(const DriverOptions &options) {
     quantization["group"] = options.quantGroup;
     quantization["scale"] = options.quantScale;
   }
-  if (cpu::usesInt8Dot(module)) {
+  if (int8Kernels) {
     quantization["int8_halide_target"] =
         cpu::kernelHalideTarget(*target, /*int8=*/true);
   }
