@@ -420,7 +420,7 @@ FailureOr<WeightFileInfo> writeWeightFile(ModuleOp module,
         if (halfScales) {
           halves.resize(q->scales.size());
           for (size_t i = 0; i < halves.size(); ++i) {
-            halves[i] = floatToHalf(scales[i]);
+            halves[i] = fe::floatToHalf(scales[i]);
           }
           data = halves.data();
           bytes = halves.size() * sizeof(uint16_t);

@@ -69,6 +69,36 @@ bool isConvertibleToF32(DType type) {
   }
 }
 
+uint16_t floatToHalf(float value) {
+  uint32_t x;
+  std::memcpy(&x, &value, sizeof(x));
+  uint32_t sign = (x >> 16) & 0x8000u;
+  uint32_t exponent = (x >> 23) & 0xffu, mantissa = x & 0x7fffffu;
+  if (exponent == 0xffu) {
+    return static_cast<uint16_t>(sign | 0x7c00u | (mantissa ? 0x200u : 0u));
+  }
+  int e = static_cast<int>(exponent) - 127 + 15;
+  if (e >= 31) {
+    return static_cast<uint16_t>(sign | 0x7c00u);
+  }
+  // Keeps the top bits of `m` above bit `shift`, rounding to nearest even
+  // (a carry into the exponent is the right result).
+  auto round = [](uint32_t m, int shift) {
+    uint32_t kept = m >> shift, rest = m & ((1u << shift) - 1);
+    uint32_t half = 1u << (shift - 1);
+    return kept + (rest > half || (rest == half && (kept & 1u)) ? 1u : 0u);
+  };
+  if (e <= 0) {
+    if (e < -10) {
+      return static_cast<uint16_t>(sign);
+    }
+    return static_cast<uint16_t>(sign | round(mantissa | 0x800000u, 14 - e));
+  }
+  return static_cast<uint16_t>(
+      sign + ((static_cast<uint32_t>(e) << 10) | (mantissa >> 13)) +
+      (round(mantissa, 13) - (mantissa >> 13)));
+}
+
 float halfToFloat(uint16_t h) {
   uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
   uint32_t exponent = (h >> 10) & 0x1fu;

@@ -62,8 +62,11 @@ bool isConvertibleToF32(DType type);
 /// unaligned) to f32 in `dst`. `type` must satisfy isConvertibleToF32.
 void convertToF32(DType type, const uint8_t *src, size_t count, float *dst);
 
-/// Scalar conversions, exposed for tests.
+/// Scalar conversions, exposed for tests (and for moec's f16 scales).
 float halfToFloat(uint16_t bits);
+/// f32 to IEEE binary16, rounding to nearest even; beyond the f16 range,
+/// infinity; NaN stays NaN.
+uint16_t floatToHalf(float value);
 float bfloat16ToFloat(uint16_t bits);
 float f8e4m3ToFloat(uint8_t bits);
 float f8e5m2ToFloat(uint8_t bits);

@@ -3,10 +3,10 @@
 #include "dialects/MoE/Utils/Quantize.h"
 
 #include "dialects/MoE/IR/MoEOps.h"
+#include "frontends/checkpoint/DType.h"
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 
 namespace mlir::moe {
 
@@ -89,51 +89,6 @@ double quantizeSignGroup(const float *w, int64_t n, int *q) {
 
 } // namespace
 
-uint16_t floatToHalf(float value) {
-  uint32_t x;
-  std::memcpy(&x, &value, sizeof(x));
-  uint32_t sign = (x >> 16) & 0x8000u;
-  uint32_t exponent = (x >> 23) & 0xffu, mantissa = x & 0x7fffffu;
-  if (exponent == 0xffu) {
-    return static_cast<uint16_t>(sign | 0x7c00u | (mantissa ? 0x200u : 0u));
-  }
-  int e = static_cast<int>(exponent) - 127 + 15;
-  if (e >= 31) {
-    return static_cast<uint16_t>(sign | 0x7c00u);
-  }
-  // Keeps the top bits of `m` above bit `shift`, rounding to nearest even
-  // (a carry into the exponent is the right result).
-  auto round = [](uint32_t m, int shift) {
-    uint32_t kept = m >> shift, rest = m & ((1u << shift) - 1);
-    uint32_t half = 1u << (shift - 1);
-    return kept + (rest > half || (rest == half && (kept & 1u)) ? 1u : 0u);
-  };
-  if (e <= 0) {
-    if (e < -10) {
-      return static_cast<uint16_t>(sign);
-    }
-    return static_cast<uint16_t>(sign | round(mantissa | 0x800000u, 14 - e));
-  }
-  return static_cast<uint16_t>(
-      sign + ((static_cast<uint32_t>(e) << 10) | (mantissa >> 13)) +
-      (round(mantissa, 13) - (mantissa >> 13)));
-}
-
-float halfToFloat(uint16_t bits) {
-  uint32_t sign = static_cast<uint32_t>(bits & 0x8000u) << 16;
-  uint32_t exponent = (bits >> 10) & 0x1fu, mantissa = bits & 0x3ffu;
-  float value;
-  if (exponent == 0) {
-    value = static_cast<float>(mantissa) * 5.9604644775390625e-8f; // 2^-24
-    return sign ? -value : value;
-  }
-  uint32_t x = exponent == 0x1fu
-                   ? sign | 0x7f800000u | (mantissa << 13)
-                   : sign | ((exponent - 15 + 127) << 23) | (mantissa << 13);
-  std::memcpy(&value, &x, sizeof(value));
-  return value;
-}
-
 QuantizedMatrices quantizeMatrices(const float *values, int64_t count,
                                    int64_t rows, int64_t cols,
                                    PackedFormat format, int64_t group,
@@ -158,7 +113,8 @@ QuantizedMatrices quantizeMatrices(const float *values, int64_t count,
                        : quantizeIntGroup(w, n, bits, q.data(), trial.data());
         float scale = static_cast<float>(d);
         if (halfScales) {
-          scale = halfToFloat(floatToHalf(scale));
+          scale =
+              ::moe::frontend::halfToFloat(::moe::frontend::floatToHalf(scale));
         }
         out.scales[(m * rows + r) * groups + g] = scale;
         for (int64_t i = 0; i < n; ++i) {

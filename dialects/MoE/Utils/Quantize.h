@@ -42,11 +42,6 @@ QuantizedMatrices quantizeMatrices(const float *values, int64_t count,
                                    PackedFormat format, int64_t group,
                                    bool halfScales = false);
 
-/// IEEE binary16 conversions (round to nearest even; beyond the f16 range,
-/// infinity).
-uint16_t floatToHalf(float value);
-float halfToFloat(uint16_t bits);
-
 /// The codes of `count` [rows, cols] matrices, each in the default order
 /// (row-major, slots from the most significant end of a byte, or from the
 /// least with `lowBitsFirst`), rearranged into the order a `transposed`

@@ -31,6 +31,23 @@ TEST(DType, HalfConversion) {
   EXPECT_EQ(halfToFloat(0x3555), 0.333251953125f);
 }
 
+TEST(DType, FloatToHalf) {
+  // Every finite half survives the round trip.
+  for (uint32_t h = 0; h < 0x10000; ++h) {
+    if ((h & 0x7c00u) != 0x7c00u) {
+      EXPECT_EQ(floatToHalf(halfToFloat(static_cast<uint16_t>(h))), h) << h;
+    }
+  }
+  // Ties round to even; beyond the range, infinity; tiny, zero.
+  EXPECT_EQ(floatToHalf(1.0f + std::ldexp(1.0f, -11)), 0x3c00);
+  EXPECT_EQ(floatToHalf(1.0f + 3 * std::ldexp(1.0f, -11)), 0x3c02);
+  EXPECT_EQ(floatToHalf(65520.0f), 0x7c00);
+  EXPECT_EQ(floatToHalf(-1e6f), 0xfc00);
+  EXPECT_EQ(floatToHalf(std::ldexp(1.0f, -26)), 0x0000);
+  EXPECT_EQ(floatToHalf(std::ldexp(3.0f, -26)), 0x0001);
+  EXPECT_TRUE(std::isnan(halfToFloat(floatToHalf(NAN))));
+}
+
 TEST(DType, BFloat16AndFp8) {
   EXPECT_EQ(bfloat16ToFloat(0x3f80), 1.0f);
   EXPECT_EQ(bfloat16ToFloat(0xc0a0), -5.0f);

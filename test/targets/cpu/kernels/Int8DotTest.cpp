@@ -71,7 +71,7 @@ Packed makePacked(const Format &format, int E, int N, int K, int group,
   Vec scale = randomValues(E * N * G, seed + 1, 0.01f, 0.2f);
   if (half) {
     for (float &s : scale) {
-      s = halfToFloat(floatToHalf(s));
+      s = ::moe::frontend::halfToFloat(::moe::frontend::floatToHalf(s));
     }
   }
   p.weights =

@@ -20,6 +20,7 @@
 #include "targets/cpu/kernels/KernelBuilder.h"
 
 #include "dialects/MoE/Utils/Quantize.h"
+#include "frontends/checkpoint/DType.h"
 
 #include "compiler/Pipelines/Registration.h"
 #include "targets/common/KernelAbi.h"
@@ -160,7 +161,8 @@ public:
                                 sizes);
         if (isHalf) {
           for (size_t i = 0; i < data.size(); ++i) {
-            static_cast<uint16_t *>(buffer.data())[i] = floatToHalf(data[i]);
+            static_cast<uint16_t *>(buffer.data())[i] =
+                ::moe::frontend::floatToHalf(data[i]);
           }
         } else if (isByte) {
           for (size_t i = 0; i < data.size(); ++i) {
