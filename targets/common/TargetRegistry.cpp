@@ -91,6 +91,13 @@ parseTargetFile(llvm::StringRef text, llvm::StringRef source) {
   return targets;
 }
 
+/// This machine as Halide detects it, without JIT.
+const Halide::Target &detectedHalideTarget() {
+  static const Halide::Target detected =
+      Halide::get_host_target().without_feature(Halide::Target::JIT);
+  return detected;
+}
+
 /// Whether the CPU executes AVX512-FP16 instructions (CPUID leaf 7,
 /// EDX bit 23); false off x86.
 bool cpuHasAvx512Fp16() {
@@ -183,8 +190,7 @@ std::vector<TargetDescription> makeTargets() {
 
 const Halide::Target &hostHalideTarget() {
   static const Halide::Target machine = [] {
-    Halide::Target target =
-        Halide::get_host_target().without_feature(Halide::Target::JIT);
+    Halide::Target target = detectedHalideTarget();
     if (target.has_feature(Halide::Target::AVX512_SapphireRapids) &&
         !cpuHasAvx512Fp16()) {
       target = target.without_feature(Halide::Target::AVX512_SapphireRapids);
@@ -268,9 +274,7 @@ bool runsNatively(const TargetDescription &target) {
   // The int8 kernels' extra features, as Halide's run-time check sees
   // them: Halide's own detection, before hostHalideTarget() drops what the
   // float kernels must not use.
-  static const Halide::Target detected =
-      Halide::get_host_target().without_feature(Halide::Target::JIT);
-  return hasFeatures(int8HalideTarget(target), detected);
+  return hasFeatures(int8HalideTarget(target), detectedHalideTarget());
 }
 
 std::string int8HalideTarget(const TargetDescription &target) {
