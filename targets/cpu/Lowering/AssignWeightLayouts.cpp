@@ -51,43 +51,22 @@ struct AssignWeightLayoutsPass
     : impl::MoECpuAssignWeightLayoutsPassBase<AssignWeightLayoutsPass> {
   using Base::Base;
 
-  /// Stores `dequantize`'s codes in blocks for the target's dot products
-  /// when a projection with int8 inputs reads them; returns whether it did.
-  bool blockForDots(OpBuilder &builder, DequantizeOp dequantize) {
+  /// Stores `dequantize`'s codes in the order projections read them, when
+  /// one of its readers is a projection: blocks for the target's dot
+  /// products when one reads them with int8 inputs, else column by column.
+  void transposePacked(OpBuilder &builder, DequantizeOp dequantize) {
     bool integer = llvm::any_of(dequantize->getUsers(), [](Operation *user) {
       return user->hasAttr("int8_activations");
     });
+    bool projected =
+        integer || llvm::any_of(dequantize->getUses(), [](OpOperand &use) {
+          return preferredLayout(use.getOwner(), use.getOperandNumber()) ==
+                 WeightLayout::Transposed;
+        });
     auto codes = dequantize.getPacked().getDefiningOp<WeightOp>();
     auto scale = dequantize.getScale().getDefiningOp<WeightOp>();
-    if (!integer || !codes || !scale || dequantize.getTransposed() ||
+    if (!projected || !codes || !scale || dequantize.getTransposed() ||
         dequantize.getDot()) {
-      return false;
-    }
-    // The verifier of int8_activations checked that the columns divide
-    // into blocks of the widest dot product (4 bytes).
-    exclusiveWeight(builder, codes, dequantize)
-        .setLayout(WeightLayout::Transposed);
-    if (dequantize.getGroup()) {
-      exclusiveWeight(builder, scale, dequantize)
-          .setLayout(WeightLayout::Transposed);
-    }
-    dequantize.setDot(dot);
-    return true;
-  }
-
-  /// Stores `dequantize`'s codes in the order projections read them, when
-  /// one of its readers is a projection.
-  void transposePacked(OpBuilder &builder, DequantizeOp dequantize) {
-    if (blockForDots(builder, dequantize)) {
-      return;
-    }
-    bool projected = llvm::any_of(dequantize->getUses(), [](OpOperand &use) {
-      return preferredLayout(use.getOwner(), use.getOperandNumber()) ==
-             WeightLayout::Transposed;
-    });
-    auto codes = dequantize.getPacked().getDefiningOp<WeightOp>();
-    auto scale = dequantize.getScale().getDefiningOp<WeightOp>();
-    if (!projected || !codes || !scale || dequantize.getTransposed()) {
       return;
     }
     WeightOp stored = exclusiveWeight(builder, codes, dequantize);
@@ -96,6 +75,12 @@ struct AssignWeightLayoutsPass
       // [.., N, G] stored as [.., G, N]: a vector of features, one load.
       exclusiveWeight(builder, scale, dequantize)
           .setLayout(WeightLayout::Transposed);
+    }
+    if (integer) {
+      // The verifier of int8_activations checked that the columns divide
+      // into blocks of the widest dot product (4 bytes): no padding.
+      dequantize.setDot(dot);
+      return;
     }
     dequantize.setTransposed(true);
     if (DequantizeOp::bitsOf(dequantize.getFormat()) < 8) {
