@@ -3,6 +3,7 @@
 
 import os
 import platform
+import shutil
 
 import lit.formats
 from lit.llvm import llvm_config
@@ -22,6 +23,17 @@ config.substitutions.append(("%fixture_dir", os.path.join(config.moe_src_root, "
 # Tests that run x86 executables under qemu-x86_64 with an older CPU model.
 if platform.machine() == "x86_64":
     config.available_features.add("host-x86_64")
+
+# The CUDA target's checks: ptxas assembles its device code (CUDA comes with
+# the machine image, not from apt: a test that needs it says so); a machine
+# with an NVIDIA driver runs its executables instead of refusing them.
+ptxas = shutil.which("ptxas") or (
+    "/usr/local/cuda/bin/ptxas" if os.access("/usr/local/cuda/bin/ptxas", os.X_OK) else None)
+if ptxas:
+    config.available_features.add("ptxas")
+    config.substitutions.append(("%ptxas", ptxas))
+if os.path.exists("/dev/nvidiactl"):
+    config.available_features.add("cuda-device")
 
 llvm_config.use_default_substitutions()
 llvm_config.with_environment("PATH", config.llvm_tools_dir, append_path=True)

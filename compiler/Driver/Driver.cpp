@@ -65,6 +65,7 @@ std::optional<EmitStage> parseEmitStage(llvm::StringRef text) {
       .Case("c", EmitStage::C)
       .Case("stmt", EmitStage::Stmt)
       .Case("asm", EmitStage::Asm)
+      .Case("ptx", EmitStage::Ptx)
       .Case("obj", EmitStage::Obj)
       .Case("exe", EmitStage::Exe)
       .Case("lib", EmitStage::Lib)
@@ -72,6 +73,24 @@ std::optional<EmitStage> parseEmitStage(llvm::StringRef text) {
 }
 
 namespace {
+
+/// Copies `files` into directory `dir`, which it creates.
+LogicalResult copyFilesTo(const std::vector<std::string> &files,
+                          llvm::StringRef dir) {
+  if (std::error_code ec = llvm::sys::fs::create_directories(dir)) {
+    llvm::errs() << "moec: error: cannot create " << dir << ": " << ec.message()
+                 << "\n";
+    return failure();
+  }
+  for (const std::string &file : files) {
+    std::string to = (dir + "/" + llvm::sys::path::filename(file)).str();
+    if (llvm::sys::fs::copy_file(file, to)) {
+      llvm::errs() << "moec: error: cannot write " << to << "\n";
+      return failure();
+    }
+  }
+  return success();
+}
 
 /// Prints `err` as moec's error and fails.
 LogicalResult reportError(llvm::Error err) {
@@ -383,6 +402,17 @@ LogicalResult runCompile(const DriverOptions &options) {
                  << ">\n";
     return failure();
   }
+  if (options.emit == EmitStage::Ptx && !target->isGpu()) {
+    llvm::errs() << "moec: error: --emit=ptx: --target=" << target->name
+                 << " runs its kernels on the CPU; PTX is the device code of "
+                    "a GPU target (--target=cuda)\n";
+    return failure();
+  }
+  if (options.emit == EmitStage::Ptx && options.outputPath.empty()) {
+    llvm::errs() << "moec: error: --emit=ptx writes one file per kernel: it "
+                    "needs -o <directory>\n";
+    return failure();
+  }
   // What linking needs is checked before any expensive work.
   std::optional<RuntimeLocation> runtime;
   if (options.emit == EmitStage::Obj || linked) {
@@ -484,6 +514,10 @@ LogicalResult runCompile(const DriverOptions &options) {
   module->setAttr("moe.target",
                   StringAttr::get(&context, target->name + " (" +
                                                 target->halideTarget + ")"));
+  if (target->isGpu()) {
+    module->setAttr("moe.device_api",
+                    StringAttr::get(&context, target->backend));
+  }
   // Kernels with int8 dot products may use the target's extra features:
   // the executable checks the CPU has them too.
   bool int8Kernels = cpu::usesInt8Dot(module);
@@ -519,6 +553,7 @@ LogicalResult runCompile(const DriverOptions &options) {
                                                          : options.kernelCache;
   kernelOptions.emitStmt = options.emit == EmitStage::Stmt;
   kernelOptions.emitAssembly = options.emit == EmitStage::Asm;
+  kernelOptions.emitDeviceCode = options.emit == EmitStage::Ptx;
   kernelOptions.jobs = options.jobs > 0
                            ? options.jobs
                            : static_cast<int>(llvm::get_physical_cores() > 0
@@ -537,6 +572,10 @@ LogicalResult runCompile(const DriverOptions &options) {
         "{4:f1} s\n",
         numKernels, halideTarget, kernels->compiled, kernels->fromCache,
         secondsSince(kernelStart));
+  }
+  if (options.emit == EmitStage::Ptx) {
+    // One file per kernel: what ptxas (one module per run) takes.
+    return copyFilesTo(kernels->listings, options.outputPath);
   }
   if (options.emit == EmitStage::Stmt || options.emit == EmitStage::Asm) {
     return writeText(options.outputPath, [&](llvm::raw_ostream &os) {
@@ -631,21 +670,7 @@ LogicalResult runCompile(const DriverOptions &options) {
   objects.insert(objects.end(), kernels->objects.begin(),
                  kernels->objects.end());
   if (options.emit == EmitStage::Obj) {
-    if (std::error_code ec =
-            llvm::sys::fs::create_directories(options.outputPath)) {
-      llvm::errs() << "moec: error: cannot create " << options.outputPath
-                   << ": " << ec.message() << "\n";
-      return failure();
-    }
-    for (const std::string &object : objects) {
-      std::string to =
-          options.outputPath + "/" + llvm::sys::path::filename(object).str();
-      if (llvm::sys::fs::copy_file(object, to)) {
-        llvm::errs() << "moec: error: cannot write " << to << "\n";
-        return failure();
-      }
-    }
-    return success();
+    return copyFilesTo(objects, options.outputPath);
   }
 
   if (options.emit == EmitStage::Lib) {

@@ -27,6 +27,7 @@ enum class EmitStage {
   C,       // the host code, as C
   Stmt,    // Halide's lowered statement of every kernel
   Asm,     // assembly of every kernel
+  Ptx,     // GPU targets: the PTX of every kernel, in a directory
   Obj,     // kernel and host objects, in a directory
   Exe,     // the executable and its weight file (the default)
   Lib,     // a static library, its C header and the weight file

@@ -82,9 +82,11 @@ moert_status_t moert_llm_open(const moert_model_desc_t *model, const void *text,
     moert_session_options_t session_options;
     moert_session_options_initialize(&session_options);
     session_options.context = options->context;
+    session_options.error = error;
+    session_options.error_size = error_size;
     status = moert_session_create(model, llm->weights, &session_options,
                                   &llm->session);
-    if (status != MOERT_STATUS_OK) {
+    if (status != MOERT_STATUS_OK && status != MOERT_STATUS_NO_DEVICE) {
       moert_error(status, error, error_size, "cannot create a session: %s",
                   moert_status_name(status));
     }

@@ -5,9 +5,15 @@
  * planned, a [prefill_chunk, vocab] logits scratch and the last token's
  * logits. Running tokens only fills them.
  *
+ * A GPU model (moert_model_desc_t.device_interface) gets each of those
+ * regions on the device instead, allocated once; the weights are copied
+ * there once, and each call copies its tokens in and its logits out.
+ * Nothing else crosses between host and device.
+ *
  * Kernel errors: every kernel gets the session as its Halide user_context,
  * and the process-wide Halide error handler installed here copies the
- * message into that session's error buffer instead of aborting.
+ * first message of a call into that session's error buffer instead of
+ * aborting (the first says why; later ones are consequences).
  *
  *===----------------------------------------------------------------------===*/
 
@@ -33,6 +39,12 @@ struct moert_session_t {
   float *last_logits;    /* [vocab] */
   uint64_t bytes;
   moert_scratch_t scratch; /* the kernels' intermediates, kept across calls */
+  /* A GPU model: the device allocation of each region (2-d, so that one
+   * can exceed 2 GiB), and host memory for moert_exec_t.fetch. */
+  const struct halide_device_interface_t *device;
+  moert_buffer_t region[MOERT_REGION_COUNT];
+  uint8_t *fetched;
+  size_t fetched_bytes;
   char error[1024];
 };
 
@@ -50,7 +62,7 @@ static void session_error(moert_session_t *session, const char *format, ...) {
 /* Halide calls this on a kernel failure, with the session as context. */
 static void moert_on_halide_error(void *user_context, const char *message) {
   moert_session_t *session = (moert_session_t *)user_context;
-  if (session) {
+  if (session && session->error[0] == '\0') {
     size_t n = strlen(message);
     while (n > 0 && (message[n - 1] == '\n' || message[n - 1] == ' ')) {
       --n;
@@ -73,6 +85,132 @@ static void *aligned_zeroed(size_t bytes) {
     memset(p, 0, rounded);
   }
   return p;
+}
+
+/* Bytes per row of a region's 2-d device allocation. */
+#define MOERT_REGION_ROW 4096
+
+/* Allocates region `r` of `bytes` on the session's device. */
+static int device_alloc(moert_session_t *session, int32_t r, uint64_t bytes) {
+  uint64_t rows = (bytes + MOERT_REGION_ROW - 1) / MOERT_REGION_ROW;
+  if (rows == 0) {
+    rows = 1;
+  }
+  if (rows > INT32_MAX) {
+    session_error(session, "%llu bytes do not fit one device allocation",
+                  (unsigned long long)bytes);
+    return -1;
+  }
+  moert_ref_t none;
+  memset(&none, 0, sizeof(none));
+  halide_buffer_t *b = moert_buffer(&session->region[r], none, MOERT_UINT, 8, 2,
+                                    MOERT_REGION_ROW, (int32_t)rows, 1, 1);
+  int rc = halide_device_malloc(session, b, session->device);
+  session->exec.device[r] = b->device;
+  return rc;
+}
+
+/* Copies `bytes` between host memory `host` and region `r` of the device
+ * from byte `offset`: in whole rows, then the rest, each as a dense
+ * buffer whose device address is the region's plus its offset. */
+static int device_copy(moert_session_t *session, int32_t r, uint64_t offset,
+                       void *host, uint64_t bytes, int to_device) {
+  uint64_t rows = bytes / MOERT_REGION_ROW;
+  uint64_t done = rows * MOERT_REGION_ROW;
+  struct {
+    uint64_t at, count;
+    int32_t e0, e1, rank;
+  } parts[2] = {{0, done, MOERT_REGION_ROW, (int32_t)rows, 2},
+                {done, bytes - done, (int32_t)(bytes - done), 1, 1}};
+  for (int i = 0; i < 2; ++i) {
+    if (parts[i].count == 0) {
+      continue;
+    }
+    moert_buffer_t storage;
+    moert_ref_t ref =
+        moert_region_at(&session->exec, r, (int64_t)(offset + parts[i].at));
+    halide_buffer_t *b =
+        moert_buffer(&storage, ref, MOERT_UINT, 8, parts[i].rank, parts[i].e0,
+                     parts[i].e1, 1, 1);
+    b->host = (uint8_t *)host + parts[i].at;
+    int rc;
+    if (to_device) {
+      b->flags = halide_buffer_flag_host_dirty;
+      rc = halide_copy_to_device(session, b, session->device);
+    } else {
+      b->flags = halide_buffer_flag_device_dirty;
+      rc = halide_copy_to_host(session, b);
+    }
+    if (rc != 0) {
+      return rc;
+    }
+  }
+  return 0;
+}
+
+/* Zeroes `bytes` of region `r` (the KV cache, the conv state: a new
+ * session reads as the CPU one, all zeros). */
+static int device_zero(moert_session_t *session, int32_t r, uint64_t bytes) {
+  enum { kChunk = 1 << 20 };
+  void *zeros = calloc(1, kChunk);
+  if (!zeros) {
+    return -1;
+  }
+  int rc = 0;
+  for (uint64_t at = 0; at < bytes && rc == 0; at += kChunk) {
+    uint64_t n = bytes - at < kChunk ? bytes - at : kChunk;
+    rc = device_copy(session, r, at, zeros, n, /*to_device=*/1);
+  }
+  free(zeros);
+  return rc;
+}
+
+/* moert_exec_t.fetch: a GPU model's intermediate, copied to the host for
+ * a dump hook (a debugging aid, so it may allocate). */
+static const void *fetch_from_device(moert_exec_t *exec, int32_t region,
+                                     int64_t offset, int64_t bytes) {
+  moert_session_t *session = (moert_session_t *)exec->user_context;
+  if (bytes <= 0) {
+    return NULL;
+  }
+  if ((size_t)bytes > session->fetched_bytes) {
+    uint8_t *grown = realloc(session->fetched, (size_t)bytes);
+    if (!grown) {
+      return NULL;
+    }
+    session->fetched = grown;
+    session->fetched_bytes = (size_t)bytes;
+  }
+  if (device_copy(session, region, (uint64_t)offset, session->fetched,
+                  (uint64_t)bytes, /*to_device=*/0) != 0) {
+    return NULL;
+  }
+  return session->fetched;
+}
+
+/* Puts every region of a GPU model on its device. */
+static moert_status_t device_open(moert_session_t *session,
+                                  const moert_weights_t *weights,
+                                  const uint64_t bytes[MOERT_REGION_COUNT]) {
+  const moert_model_desc_t *model = session->model;
+  session->device = model->device_interface();
+  session->exec.device_interface = session->device;
+  session->exec.fetch = fetch_from_device;
+  /* Intermediates the kernels allocate are reused across calls. */
+  halide_reuse_device_allocations(session, 1);
+  for (int32_t r = 0; r < MOERT_REGION_COUNT; ++r) {
+    if (device_alloc(session, r, bytes[r]) != 0) {
+      return MOERT_STATUS_NO_DEVICE;
+    }
+  }
+  void *data = (void *)(uintptr_t)moert_weights_data(weights);
+  if (device_copy(session, MOERT_REGION_WEIGHTS, 0, data, model->weights_bytes,
+                  /*to_device=*/1) != 0 ||
+      device_zero(session, MOERT_REGION_KV, bytes[MOERT_REGION_KV]) != 0 ||
+      device_zero(session, MOERT_REGION_CONV, bytes[MOERT_REGION_CONV]) != 0) {
+    return MOERT_STATUS_NO_DEVICE;
+  }
+  return MOERT_STATUS_OK;
 }
 
 void moert_session_options_initialize(moert_session_options_t *options) {
@@ -135,36 +273,63 @@ moert_status_t moert_session_create(const moert_model_desc_t *model,
   session->model = model;
   session->context = (int32_t)context;
   moert_scratch_init(&session->scratch);
-  size_t kv_bytes = (size_t)model->n_layers * 2 * (size_t)model->n_kv_heads *
-                    (size_t)context * (size_t)model->head_dim * sizeof(float);
-  size_t conv_bytes = model->conv_width > 1
-                          ? (size_t)model->n_layers *
-                                (size_t)(model->conv_width - 1) *
-                                (size_t)model->conv_channels * sizeof(float)
-                          : 0;
-  size_t scratch_bytes =
-      (size_t)model->prefill_chunk * (size_t)model->vocab * sizeof(float);
+  uint64_t bytes[MOERT_REGION_COUNT];
+  bytes[MOERT_REGION_WEIGHTS] = model->weights_bytes;
+  bytes[MOERT_REGION_ARENA] = model->arena_bytes;
+  bytes[MOERT_REGION_KV] = (uint64_t)model->n_layers * 2 *
+                           (uint64_t)model->n_kv_heads * (uint64_t)context *
+                           (uint64_t)model->head_dim * sizeof(float);
+  bytes[MOERT_REGION_CONV] =
+      model->conv_width > 1
+          ? (uint64_t)model->n_layers * (uint64_t)(model->conv_width - 1) *
+                (uint64_t)model->conv_channels * sizeof(float)
+          : 0;
+  bytes[MOERT_REGION_TOKENS] = (uint64_t)model->prefill_chunk * sizeof(int32_t);
+  bytes[MOERT_REGION_LOGITS] =
+      (uint64_t)model->prefill_chunk * (uint64_t)model->vocab * sizeof(float);
   size_t last_bytes = (size_t)model->vocab * sizeof(float);
-  size_t token_bytes = (size_t)model->prefill_chunk * sizeof(int32_t);
-  session->exec.arena = aligned_zeroed(model->arena_bytes);
-  session->exec.kv = aligned_zeroed(kv_bytes);
-  /* Zeroed, though never read before written: positions below 0 read as
-   * zeros in the kernel, so a reset needs no clearing. */
-  session->exec.conv = conv_bytes ? aligned_zeroed(conv_bytes) : NULL;
-  session->exec.tokens = aligned_zeroed(token_bytes);
-  session->scratch_logits = aligned_zeroed(scratch_bytes);
+  /* The host keeps the tokens and the logits scratch; on the CPU also the
+   * arena, KV cache and conv state. */
+  int on_device = model->device_interface != 0;
+  moert_exec_t *exec = &session->exec;
+  exec->user_context = session;
+  exec->kv_capacity = (int32_t)context;
+  exec->host[MOERT_REGION_TOKENS] = aligned_zeroed(bytes[MOERT_REGION_TOKENS]);
+  session->scratch_logits = aligned_zeroed(bytes[MOERT_REGION_LOGITS]);
   session->last_logits = aligned_zeroed(last_bytes);
-  if (!session->exec.arena || !session->exec.kv ||
-      (conv_bytes && !session->exec.conv) || !session->exec.tokens ||
-      !session->scratch_logits || !session->last_logits) {
+  session->bytes =
+      bytes[MOERT_REGION_TOKENS] + bytes[MOERT_REGION_LOGITS] + last_bytes;
+  int ok = exec->host[MOERT_REGION_TOKENS] && session->scratch_logits &&
+           session->last_logits;
+  if (!on_device) {
+    exec->host[MOERT_REGION_WEIGHTS] =
+        (uint8_t *)(uintptr_t)moert_weights_data(weights);
+    for (int32_t r = MOERT_REGION_ARENA; r <= MOERT_REGION_CONV; ++r) {
+      /* Zeroed, though never read before written: positions below 0 read
+       * as zeros in the kernel, so a reset needs no clearing. */
+      exec->host[r] = bytes[r] ? aligned_zeroed(bytes[r]) : NULL;
+      ok = ok && (exec->host[r] || !bytes[r]);
+      session->bytes += bytes[r];
+    }
+  }
+  if (!ok) {
     moert_session_release(session);
     return MOERT_STATUS_OUT_OF_MEMORY;
   }
-  session->bytes = model->arena_bytes + kv_bytes + conv_bytes + scratch_bytes +
-                   last_bytes + token_bytes;
-  session->exec.user_context = session;
-  session->exec.weights = moert_weights_data(weights);
-  session->exec.kv_capacity = (int32_t)context;
+  if (on_device) {
+    moert_status_t status = device_open(session, weights, bytes);
+    if (status != MOERT_STATUS_OK) {
+      if (options && options->error && options->error_size) {
+        snprintf(options->error, options->error_size,
+                 "the model was compiled for --target=%s, whose kernels run "
+                 "on a GPU, and no GPU is usable here: %s",
+                 model->target,
+                 session->error[0] ? session->error : "no device");
+      }
+      moert_session_release(session);
+      return status;
+    }
+  }
   *out_session = session;
   return MOERT_STATUS_OK;
 }
@@ -173,12 +338,23 @@ void moert_session_release(moert_session_t *session) {
   if (!session) {
     return;
   }
-  free(session->exec.arena);
-  free(session->exec.kv);
-  free(session->exec.conv);
-  free(session->exec.tokens);
+  moert_exec_t *exec = &session->exec;
+  if (session->device) {
+    for (int32_t r = 0; r < MOERT_REGION_COUNT; ++r) {
+      if (session->region[r].buffer.device) {
+        halide_device_free(session, &session->region[r].buffer);
+      }
+    }
+    halide_reuse_device_allocations(session, 0);
+  } else {
+    for (int32_t r = MOERT_REGION_ARENA; r <= MOERT_REGION_CONV; ++r) {
+      free(exec->host[r]);
+    }
+  }
+  free(exec->host[MOERT_REGION_TOKENS]);
   free(session->scratch_logits);
   free(session->last_logits);
+  free(session->fetched);
   moert_scratch_destroy(&session->scratch);
   free(session);
 }
@@ -212,9 +388,25 @@ static moert_status_t check_tokens(moert_session_t *session,
 
 static moert_status_t run(moert_session_t *session, moert_entry_fn entry,
                           int32_t count, float *logits) {
+  moert_exec_t *exec = &session->exec;
   session->error[0] = '\0';
-  session->exec.logits = logits;
-  int32_t rc = entry(&session->exec, count, session->position);
+  int32_t rc = 0;
+  if (session->device) {
+    rc = device_copy(session, MOERT_REGION_TOKENS, 0,
+                     exec->host[MOERT_REGION_TOKENS],
+                     (uint64_t)count * sizeof(int32_t), /*to_device=*/1);
+  } else {
+    exec->host[MOERT_REGION_LOGITS] = (uint8_t *)logits;
+  }
+  if (rc == 0) {
+    rc = entry(exec, count, session->position);
+  }
+  if (rc == 0 && session->device) {
+    rc = device_copy(session, MOERT_REGION_LOGITS, 0, logits,
+                     (uint64_t)count * (uint64_t)session->model->vocab *
+                         sizeof(float),
+                     /*to_device=*/0);
+  }
   if (rc != 0) {
     if (session->error[0] == '\0') {
       session_error(session, "a kernel failed with Halide error %d", rc);
@@ -237,7 +429,8 @@ moert_status_t moert_session_prefill(moert_session_t *session,
   int64_t vocab = model->vocab;
   for (int32_t start = 0; start < count; start += chunk) {
     int32_t n = count - start < chunk ? count - start : chunk;
-    memcpy(session->exec.tokens, tokens + start, (size_t)n * sizeof(int32_t));
+    memcpy(session->exec.host[MOERT_REGION_TOKENS], tokens + start,
+           (size_t)n * sizeof(int32_t));
     float *out =
         logits ? logits + (int64_t)start * vocab : session->scratch_logits;
     MOERT_RETURN_IF_ERROR(run(session, model->prefill, n, out));
@@ -252,7 +445,7 @@ moert_status_t moert_session_decode(moert_session_t *session, int32_t token) {
     return MOERT_STATUS_INVALID_ARGUMENT;
   }
   MOERT_RETURN_IF_ERROR(check_tokens(session, &token, 1));
-  session->exec.tokens[0] = token;
+  memcpy(session->exec.host[MOERT_REGION_TOKENS], &token, sizeof(token));
   return run(session, session->model->decode, 1, session->last_logits);
 }
 

@@ -25,6 +25,8 @@ const char *moert_status_name(moert_status_t status) {
     return "kernel error";
   case MOERT_STATUS_UNSUPPORTED_CPU:
     return "this CPU lacks instructions the kernels use";
+  case MOERT_STATUS_NO_DEVICE:
+    return "no usable GPU";
   }
   return "unknown status";
 }

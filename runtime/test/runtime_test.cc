@@ -19,6 +19,9 @@
 
 extern "C" halide_error_handler_t moert_test_error_handler;
 extern "C" int moert_test_cpu_lacks_features;
+extern "C" int moert_test_device_fails;
+extern "C" uint64_t moert_test_device_bytes;
+extern "C" const halide_device_interface_t *moert_test_device_interface(void);
 extern "C" void *moert_scratch_malloc(void *user_context, size_t bytes);
 extern "C" void moert_scratch_free(void *user_context, void *pointer);
 
@@ -66,18 +69,33 @@ struct Call {
 std::vector<Call> calls;
 bool failNext = false;
 
-/// Writes logit (token + position) at the token's index for every row.
+/// Region `r` of the call as the kernels see it: on the device when the
+/// model has one (the test double's device memory is host memory).
+uint8_t *kernelRegion(moert_exec_t *exec, int r) {
+  return exec->device_interface ? reinterpret_cast<uint8_t *>(
+                                      static_cast<uintptr_t>(exec->device[r]))
+                                : exec->host[r];
+}
+
+/// Writes logit (token + position + the first weight byte - 7) at the
+/// token's index for every row.
 int32_t fakeEntry(moert_exec_t *exec, int32_t n, int32_t position) {
-  calls.push_back({n, position, exec->tokens[0]});
+  auto *tokens =
+      reinterpret_cast<int32_t *>(kernelRegion(exec, MOERT_REGION_TOKENS));
+  auto *logits =
+      reinterpret_cast<float *>(kernelRegion(exec, MOERT_REGION_LOGITS));
+  float weight = kernelRegion(exec, MOERT_REGION_WEIGHTS)[0] - 7.0f;
+  calls.push_back({n, position, tokens[0]});
   if (failNext) {
     failNext = false;
     moert_test_error_handler(exec->user_context,
                              "Input buffer arg3 is accessed at 63\n");
+    moert_test_error_handler(exec->user_context, "a later consequence\n");
     return -4;
   }
   for (int32_t t = 0; t < n; ++t) {
     for (int32_t v = 0; v < 8; ++v) {
-      exec->logits[t * 8 + v] = v == exec->tokens[t] ? 1.0f + position + t : 0;
+      logits[t * 8 + v] = v == tokens[t] ? 1.0f + position + t + weight : 0;
     }
   }
   return 0;
@@ -338,6 +356,49 @@ TEST_F(SessionTest, RefusesACpuWithoutTheKernelsFeatures) {
   // A model that names no features is not checked.
   EXPECT_TRUE(moert_model_runs_here(&model));
   moert_test_cpu_lacks_features = 0;
+}
+
+TEST_F(SessionTest, GpuModelKeepsEveryRegionOnTheDevice) {
+  moert_model_desc_t gpu = model;
+  gpu.device_interface = moert_test_device_interface;
+  moert_session_t *onDevice = nullptr;
+  ASSERT_EQ(moert_session_create(&gpu, weights, nullptr, &onDevice),
+            MOERT_STATUS_OK);
+  // The weights, arena, KV cache, tokens and logits live on the device;
+  // the host keeps only the token and logit staging.
+  EXPECT_GT(moert_test_device_bytes, data.size() + 100);
+  int32_t tokens[] = {1, 2, 3, 4};
+  std::vector<float> logits(4 * 8);
+  ASSERT_EQ(moert_session_prefill(onDevice, tokens, 4, logits.data()),
+            MOERT_STATUS_OK);
+  // The second chunk's one token came back from the device logits.
+  EXPECT_EQ(logits[3 * 8 + 4], 1.0f + 3 + 0);
+  EXPECT_EQ(logits[2 * 8 + 3], 1.0f + 0 + 2);
+  ASSERT_EQ(moert_session_decode(onDevice, 6), MOERT_STATUS_OK);
+  EXPECT_EQ(moert_session_logits(onDevice)[6], 1.0f + 4);
+  moert_session_release(onDevice);
+  EXPECT_EQ(moert_test_device_bytes, 0u);
+}
+
+TEST_F(SessionTest, GpuModelWithoutADeviceSaysSo) {
+  moert_model_desc_t gpu = model;
+  gpu.target = "cuda";
+  gpu.device_interface = moert_test_device_interface;
+  moert_test_device_fails = 1;
+  char error[512] = "";
+  moert_session_options_t options;
+  moert_session_options_initialize(&options);
+  options.error = error;
+  options.error_size = sizeof(error);
+  moert_session_t *refused = nullptr;
+  EXPECT_EQ(moert_session_create(&gpu, weights, &options, &refused),
+            MOERT_STATUS_NO_DEVICE);
+  moert_test_device_fails = 0;
+  EXPECT_EQ(refused, nullptr);
+  EXPECT_STREQ(error, "the model was compiled for --target=cuda, whose "
+                      "kernels run on a GPU, and no GPU is usable here: "
+                      "CUDA API not found: cuInit");
+  EXPECT_EQ(moert_test_device_bytes, 0u);
 }
 
 } // namespace

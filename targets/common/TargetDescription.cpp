@@ -129,11 +129,12 @@ parseTargetDescription(const llvm::json::Value &value, llvm::StringRef source) {
   target.source = source.str();
   llvm::Error error = llvm::Error::success();
   FieldReader top(*object, source, "", error);
-  // `source` and `runs_natively` are what `moec targets --json` adds about
-  // this moec and this machine; they are ignored.
+  // `source`, `runs_natively` and `ptxas` are what `moec targets --json`
+  // adds about this moec and this machine; they are ignored.
   top.onlyKeys({"name", "summary", "backend", "triple", "halide_target",
-                "vector_bytes", "vector_registers", "int8_dot", "toolchain",
-                "emulator", "runtime_dir", "source", "runs_natively"});
+                "vector_bytes", "vector_registers", "int8_dot", "gpu",
+                "toolchain", "emulator", "runtime_dir", "source",
+                "runs_natively", "ptxas"});
   top.string("name", target.name, true);
   top.string("summary", target.summary, false);
   top.string("backend", target.backend, false);
@@ -174,9 +175,19 @@ parseTargetDescription(const llvm::json::Value &value, llvm::StringRef source) {
     fields.strings("command", target.emulator);
     fields.string("package", target.emulatorPackage, false);
   }
-  if (target.backend != "cpu") {
+  if (const llvm::json::Object *gpu = top.nested("gpu", false)) {
+    FieldReader fields(*gpu, source, "gpu.", error);
+    fields.onlyKeys({"block_threads", "ptxas_archs"});
+    fields.integer("block_threads", target.gpu.blockThreads, 32, 1024, false);
+    fields.strings("ptxas_archs", target.gpu.ptxasArchs);
+    if (target.gpu.blockThreads % 32 != 0) {
+      fields.fail("block_threads", "expected a multiple of 32 (a warp)");
+    }
+  }
+  if (target.backend != "cpu" && target.backend != "cuda") {
     top.fail("backend", "'" + target.backend +
-                            "' is not a backend of this moec (expected 'cpu')");
+                            "' is not a backend of this moec (expected 'cpu' "
+                            "or 'cuda')");
   }
   if (target.vectorBytes % 4 != 0) {
     top.fail("vector_bytes", "expected a multiple of 4");
@@ -208,6 +219,8 @@ llvm::json::Value TargetDescription::toJson() const {
            {"bytes", int8Dot.dotBytes},
            {"codes", int8Dot.unsignedCodes ? "unsigned" : "signed"},
            {"halide_features", int8Dot.halideFeatures}}},
+      {"gpu", llvm::json::Object{{"block_threads", gpu.blockThreads},
+                                 {"ptxas_archs", strings(gpu.ptxasArchs)}}},
       {"runtime_dir", runtimeDir},
       {"toolchain", llvm::json::Object{{"cc", cc},
                                        {"package", ccPackage},

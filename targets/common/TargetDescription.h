@@ -26,7 +26,9 @@ struct TargetDescription {
   std::string name;
   /// One line for `--target=help`.
   std::string summary;
-  /// The code generator that compiles it: "cpu" (x86-64 and AArch64).
+  /// The code generator that compiles it: "cpu" (x86-64 and AArch64: the
+  /// kernels run on the host), or "cuda" (the kernels run on an NVIDIA GPU
+  /// and the host code, of `triple`, drives them).
   std::string backend = "cpu";
   /// Triple of the host code and executable, e.g. aarch64-linux-gnu.
   std::string triple;
@@ -70,10 +72,19 @@ struct TargetDescription {
     bool unsignedCodes = false;
     std::string halideFeatures;
   } int8Dot;
+  /// A GPU backend's kernels: threads per block of every GPU loop, and the
+  /// GPU architectures whose assembler (ptxas) must accept the device code
+  /// (checked by `moec compile --emit=ptx` users and the tests).
+  struct Gpu {
+    int blockThreads = 128;
+    std::vector<std::string> ptxasArchs;
+  } gpu;
   /// Where the description came from, for messages.
   std::string source;
 
   int floatLanes() const { return vectorBytes / 4; }
+  /// Whether the kernels run on a GPU rather than on the host CPU.
+  bool isGpu() const { return backend == "cuda"; }
 
   llvm::json::Value toJson() const;
 };

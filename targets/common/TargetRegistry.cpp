@@ -51,6 +51,14 @@ llvm::Error checkHalideTarget(const TargetDescription &target) {
     return error("does not compile for the triple's architecture '" + arch +
                  "'");
   }
+  if (halide.has_gpu_feature() != target.isGpu() ||
+      (target.backend == "cuda" && !halide.has_feature(Halide::Target::CUDA))) {
+    return error(target.isGpu()
+                     ? "lacks the feature of backend '" + target.backend +
+                           "' (e.g. x86-64-linux-cuda-cuda_capability_80)"
+                     : "names a GPU feature, and backend 'cpu' runs its "
+                       "kernels on the CPU");
+  }
   if (!target.int8Dot.halideFeatures.empty() &&
       !Halide::Target::validate_target_string(int8HalideTarget(target))) {
     return llvm::createStringError(
@@ -297,6 +305,13 @@ std::optional<std::string> findTool(llvm::StringRef name) {
   return std::nullopt;
 }
 
+std::optional<std::string> findPtxas() {
+  if (std::optional<std::string> onPath = findTool("ptxas")) {
+    return onPath;
+  }
+  return findTool("/usr/local/cuda/bin/ptxas");
+}
+
 std::string describeTargets(
     llvm::function_ref<std::string(const TargetDescription &)> runtimeStatus) {
   std::string text;
@@ -310,13 +325,23 @@ std::string describeTargets(
     os << llvm::formatv("  {0,-14} halide {1}; {2}-byte vectors, {3} "
                         "registers\n",
                         "", t.halideTarget, t.vectorBytes, t.vectorRegisters);
-    os << llvm::formatv(
-        "  {0,-14} int8 dot products of {1} bytes, {2} "
-        "codes{3}\n",
-        "", t.int8Dot.dotBytes, t.int8Dot.unsignedCodes ? "unsigned" : "signed",
-        t.int8Dot.halideFeatures.empty()
-            ? std::string()
-            : " (kernels with " + t.int8Dot.halideFeatures + ")");
+    if (t.isGpu()) {
+      std::string archs = llvm::join(t.gpu.ptxasArchs, ", ");
+      os << llvm::formatv("  {0,-14} kernels on the GPU ({1}), {2} threads a "
+                          "block; PTX checked for {3} (ptxas: {4})\n",
+                          "", t.backend, t.gpu.blockThreads,
+                          archs.empty() ? "no architecture" : archs,
+                          findPtxas() ? "installed" : "MISSING");
+    } else {
+      os << llvm::formatv("  {0,-14} int8 dot products of {1} bytes, {2} "
+                          "codes{3}\n",
+                          "", t.int8Dot.dotBytes,
+                          t.int8Dot.unsignedCodes ? "unsigned" : "signed",
+                          t.int8Dot.halideFeatures.empty()
+                              ? std::string()
+                              : " (kernels with " + t.int8Dot.halideFeatures +
+                                    ")");
+    }
     os << llvm::formatv("  {0,-14} needs {1} ({2}: {3}); runtime: {4}\n", "",
                         t.ccPackage, t.cc, status(t.cc), runtimeStatus(t));
     if (!t.emulator.empty()) {

@@ -36,6 +36,10 @@ const std::vector<TargetDescription> &builtinTargets();
 /// description file. The error lists the known names.
 llvm::Expected<TargetDescription> lookupTarget(llvm::StringRef nameOrPath);
 
+/// CUDA's PTX assembler: on PATH, or where CUDA installs it
+/// (/usr/local/cuda/bin); nullopt when neither has it.
+std::optional<std::string> findPtxas();
+
 /// What `moec targets` prints: every target, what it needs installed and
 /// whether it is; `runtimeStatus` says whether its runtime is built.
 std::string describeTargets(

@@ -16,6 +16,13 @@ Executables of another architecture run under the target's emulator (from
 extensions this CPU lacks cannot run here: the test is then skipped (exit
 77, which ctest reports as skipped, never as passed).
 
+A GPU target (--target=cuda) runs on the GPU when the machine has one, and
+its logits must also match the host build's within GPU_TOLERANCE; without
+a GPU the test is skipped. --device-code checks what needs no GPU instead:
+ptxas accepts every kernel's PTX for each architecture the description
+names, and the executable refuses to run with a clear "no GPU" error and
+exit 1 (on a machine with a GPU: it runs).
+
 Prints "N passed, N failed" last; exits 1 on any failure.
 """
 
@@ -45,6 +52,9 @@ TOLERANCE = 1e-4
 # whole range.
 INT8_TOLERANCE = 5e-2
 SKIPPED = 77
+# A GPU build against the host build of the same model (issue 7's bar): the
+# device sums in another order and uses its own exp/tanh.
+GPU_TOLERANCE = 1e-3
 
 
 def runner_for(moec, name):
@@ -63,10 +73,73 @@ def runner_for(moec, name):
                                "(Debian package %s)" % (name, emulator[0],
                                                         target["emulator"]["package"]))
         return emulator, None
+    if target["backend"] != "cpu":
+        return [], None
     if not target["runs_natively"]:
         return None, "this CPU lacks features of %s and no emulator is named" % (
             target["halide_target"])
     return [], None
+
+
+def target_description(moec, name):
+    targets = {t["name"]: t for t in json.loads(run([moec, "targets", "--json"]).stdout)}
+    return targets[name]
+
+
+def gpu_present():
+    """Whether an NVIDIA driver is loaded: its control device exists."""
+    return os.path.exists("/dev/nvidiactl")
+
+
+def check_device_code(moec, target, model_dir, exe, work, flags):
+    """ptxas on every kernel's PTX for the description's architectures, and
+    the executable's behaviour without a GPU. Returns (passed, failed,
+    skipped reason)."""
+    passed = failed = 0
+    ptx_dir = os.path.join(work, "ptx")
+    run([moec, "compile", model_dir, "-o", ptx_dir, "-q", "--emit=ptx",
+         "--target=" + target["name"]] + flags)
+    kernels = sorted(f for f in os.listdir(ptx_dir) if f.endswith(".ptx"))
+    ptxas = target.get("ptxas")
+    archs = target["gpu"]["ptxas_archs"]
+    skipped = None
+    if not ptxas:
+        skipped = "ptxas is not installed (CUDA comes with the machine image)"
+    elif not kernels:
+        print("FAIL --emit=ptx wrote no PTX")
+        failed += 1
+    else:
+        bad = []
+        for kernel in kernels:
+            for arch in archs:
+                result = subprocess.run([ptxas, "-arch=" + arch, os.path.join(ptx_dir, kernel),
+                                         "-o", os.path.join(work, "kernel.cubin")],
+                                        capture_output=True, text=True)
+                if result.returncode != 0:
+                    bad.append("%s (%s): %s" % (kernel, arch, result.stderr.strip()))
+        if bad:
+            print("FAIL ptxas rejects:\n  " + "\n  ".join(bad))
+            failed += 1
+        else:
+            print("  ok  ptxas accepts all %d kernels for %s" % (len(kernels), ", ".join(archs)))
+            passed += 1
+    result = subprocess.run([exe, "--tokens", "1,2,3", "-n", "2"], capture_output=True,
+                            text=True)
+    if gpu_present():
+        ok = result.returncode == 0
+        what = "runs on this machine's GPU"
+    else:
+        ok = (result.returncode == 1 and "no GPU is usable here" in result.stderr
+              and result.stdout == "")
+        what = "refuses to run without a GPU: exit 1, %r" % result.stderr.strip()
+    if ok:
+        print("  ok  the executable " + what)
+        passed += 1
+    else:
+        print("FAIL the executable without a GPU: exit %d\n%s%s" % (
+            result.returncode, result.stdout, result.stderr))
+        failed += 1
+    return passed, failed, skipped
 
 
 def run(cmd, **kw):
@@ -121,12 +194,21 @@ def main():
                          "computing the same int8 inputs (SSMoELM); a rounding that "
                          "lands on the other side of a half in one of them moves a code, "
                          "so the tolerance is INT8_TOLERANCE")
+    ap.add_argument("--device-code", action="store_true",
+                    help="a GPU target: check its PTX with ptxas and the executable "
+                    "without a GPU, instead of comparing logits")
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args()
 
     runner, why_not = runner_for(args.moec, args.target)
     if why_not:
         print("skipped: --target=%s cannot run here: %s" % (args.target, why_not))
+        return SKIPPED
+    target = target_description(args.moec, args.target)
+    gpu = target["backend"] != "cpu"
+    if gpu and not args.device_code and not gpu_present():
+        print("skipped: --target=%s runs on a GPU, and this machine has none "
+              "(no /dev/nvidiactl); its device code is checked by --device-code" % args.target)
         return SKIPPED
     work = tempfile.mkdtemp(prefix="moec-e2e-")
     passed = failed = 0
@@ -167,6 +249,18 @@ def main():
             load_options["int8_activations"] = 32
             tolerance = INT8_TOLERANCE
         run(compile_cmd)
+        if args.device_code:
+            passed, failed, skipped = check_device_code(
+                args.moec, target, model_dir, exe, work, compile_cmd[7:])
+            if skipped and not failed:
+                print("skipped: " + skipped)
+                return SKIPPED
+            return 1 if failed else 0
+        host_exe = None
+        if gpu:
+            # The same model built for this CPU, for the GPU_TOLERANCE check.
+            host_exe = os.path.join(work, "host.exe")
+            run(compile_cmd[:4] + [host_exe] + ["-q", "--target=host"] + compile_cmd[7:])
 
         reference = family.load(model_dir, **load_options)
         vocab = reference.vocab
@@ -184,6 +278,11 @@ def main():
                 got = np.fromfile(out, dtype="<f4").reshape(-1, vocab)
                 error = compare(got, ref, "%s of %d tokens" % (mode, len(tokens)),
                                 tolerance)
+                if host_exe and not error:
+                    run([host_exe] + cmd[1:])
+                    host = np.fromfile(out, dtype="<f4").reshape(-1, vocab)
+                    error = compare(got, host, "%s of %d tokens against the host build" % (
+                        mode, len(tokens)), GPU_TOLERANCE)
                 if error:
                     print("FAIL " + error)
                     failed += 1

@@ -68,8 +68,9 @@ cl::opt<std::string>
 cl::opt<std::string> emit(
     "emit",
     cl::desc("stop after a stage and write it: moe | lowered | kernels | c | "
-             "stmt | asm | obj | exe (default) | lib (a static library and "
-             "C header to embed the model: -o dir/name)"),
+             "stmt | asm | ptx (a GPU target's device code: -o dir) | obj | "
+             "exe (default) | lib (a static library and C header to embed "
+             "the model: -o dir/name)"),
     cl::init("exe"), cl::cat(category));
 cl::opt<int64_t> prefillChunk(
     "prefill-chunk",
@@ -223,6 +224,12 @@ int main(int argc, char **argv) {
         llvm::json::Value description = t.toJson();
         description.getAsObject()->try_emplace("runs_natively",
                                                mlir::moe::runsNatively(t));
+        if (t.isGpu()) {
+          // Where the tests find the assembler that checks the device code.
+          std::optional<std::string> ptxas = mlir::moe::findPtxas();
+          description.getAsObject()->try_emplace(
+              "ptxas", ptxas ? llvm::json::Value(*ptxas) : nullptr);
+        }
         all.push_back(std::move(description));
       }
       outs() << formatv("{0:2}\n", llvm::json::Value(std::move(all)));
@@ -284,7 +291,8 @@ int main(int argc, char **argv) {
   if (!stage) {
     errs()
         << "moec: error: --emit=" << emit
-        << ": expected moe, lowered, kernels, c, stmt, asm, obj, exe or lib\n";
+        << ": expected moe, lowered, kernels, c, stmt, asm, ptx, obj, exe or "
+           "lib\n";
     return 1;
   }
 

@@ -11,6 +11,9 @@
  * s of a layer holds the convolution input row of the latest position q with
  * q mod (conv_width - 1) == s, so it is a ring that never needs shifting.
  *
+ * A GPU model's kernels run on the device and every region stays there
+ * (see the regions below); the host code is the same.
+ *
  * Thread-safety: a moert_exec_t belongs to one session, used by one thread
  * at a time; the descriptor is immutable.
  *
@@ -29,7 +32,7 @@ extern "C" {
 #endif
 
 /* Bumped whenever a struct below or the host code's expectations change. */
-#define MOERT_ABI_VERSION 5
+#define MOERT_ABI_VERSION 6
 
 /* Receives a named intermediate (a layer's hidden state, its router's
  * choices) after the kernel that computed it: n_tokens rows of `width`
@@ -37,18 +40,38 @@ extern "C" {
 typedef void (*moert_dump_fn)(void *context, const char *name, const void *data,
                               int32_t n_tokens, int32_t width, int32_t code);
 
+/* The memory the kernels read and write, in regions. On the CPU each is
+ * host memory; a GPU model keeps every one on the device for the whole
+ * session (the weights are copied there once), and the session copies
+ * tokens in and logits out around each call. */
+enum {
+  MOERT_REGION_WEIGHTS = 0, /* the weight file's data region */
+  MOERT_REGION_ARENA,       /* the descriptor's arena_bytes of scratch */
+  MOERT_REGION_KV,          /* the KV cache, layout above */
+  MOERT_REGION_CONV,        /* the conv state, layout above */
+  MOERT_REGION_TOKENS,      /* [prefill_chunk] token ids */
+  MOERT_REGION_LOGITS,      /* [prefill_chunk, vocab] output */
+  MOERT_REGION_COUNT
+};
+
 /* What one call of an entry point reads and writes. The session owns it. */
 typedef struct moert_exec_t {
-  void *user_context;     /* passed to every kernel: the session */
-  const uint8_t *weights; /* the weight file's data region, mapped read-only */
-  uint8_t *arena;         /* the descriptor's arena_bytes of scratch */
-  float *kv;              /* the KV cache, layout above */
-  int32_t kv_capacity;    /* positions per layer */
-  float *conv;            /* the conv state, layout above (0: none) */
-  int32_t *tokens;        /* [n_tokens] token ids */
-  float *logits;          /* [n_tokens, vocab] output */
-  moert_dump_fn dump;     /* 0: intermediates are not reported */
+  void *user_context; /* passed to every kernel: the session */
+  /* Each region's host memory (the weights mapped read-only); NULL for
+   * all but tokens and logits when the kernels run on a GPU. */
+  uint8_t *host[MOERT_REGION_COUNT];
+  /* A GPU model: the Halide device interface of its kernels, and each
+   * region's device address (a CUDA device pointer), at which a byte
+   * offset addresses the same byte as on the host. NULL on the CPU. */
+  const struct halide_device_interface_t *device_interface;
+  uint64_t device[MOERT_REGION_COUNT];
+  int32_t kv_capacity; /* positions per layer */
+  moert_dump_fn dump;  /* 0: intermediates are not reported */
   void *dump_context;
+  /* A GPU model's dumps: copies `bytes` of a region from `offset` to host
+   * memory the session owns and returns it (NULL on failure). */
+  const void *(*fetch)(struct moert_exec_t *exec, int32_t region,
+                       int64_t offset, int64_t bytes);
 } moert_exec_t;
 
 /* An entry point: runs n_tokens tokens starting at cache position
@@ -84,6 +107,9 @@ typedef struct moert_model_desc_t {
    * (a routers' capacity rule applies per call): a chat then prefills the
    * whole conversation every turn, as the publisher's generate does. */
   int32_t prefill_whole_sequence;
+  /* A GPU model: the Halide device interface its kernels run through
+   * (e.g. halide_cuda_device_interface); 0 for the CPU. */
+  const struct halide_device_interface_t *(*device_interface)(void);
 } moert_model_desc_t;
 
 /* Storage for one buffer descriptor of the generated code. */
@@ -97,15 +123,62 @@ typedef struct moert_buffer_t {
 #define MOERT_UINT 1
 #define MOERT_FLOAT 2
 
-/* Describes a dense buffer at `host` with `rank` dimensions of extents
+/* Where a buffer's data is: a byte offset into a region, resolved to its
+ * host address and, for a GPU model, its device address. */
+typedef struct moert_ref_t {
+  uint8_t *host;
+  uint64_t device;
+  const struct halide_device_interface_t *device_interface;
+  int32_t region;
+  int64_t offset;
+} moert_ref_t;
+
+static inline moert_ref_t moert_region_at(moert_exec_t *exec, int32_t region,
+                                          int64_t offset) {
+  moert_ref_t ref;
+  ref.host = exec->host[region] ? exec->host[region] + offset : NULL;
+  ref.device_interface = exec->device_interface;
+  ref.device = exec->device_interface ? exec->device[region] + offset : 0;
+  ref.region = region;
+  ref.offset = offset;
+  return ref;
+}
+
+/* Halide buffers hold non-const pointers; kernels only read their inputs,
+ * so the weights' mapping stays read-only in practice. */
+static inline moert_ref_t moert_weight_at(moert_exec_t *exec, int64_t offset) {
+  return moert_region_at(exec, MOERT_REGION_WEIGHTS, offset);
+}
+
+static inline moert_ref_t moert_arena_at(moert_exec_t *exec, int64_t offset) {
+  return moert_region_at(exec, MOERT_REGION_ARENA, offset);
+}
+
+static inline moert_ref_t moert_tokens_at(moert_exec_t *exec) {
+  return moert_region_at(exec, MOERT_REGION_TOKENS, 0);
+}
+
+static inline moert_ref_t moert_logits_at(moert_exec_t *exec) {
+  return moert_region_at(exec, MOERT_REGION_LOGITS, 0);
+}
+
+/* Points `b` at `ref`: the host address, and on a GPU the device address,
+ * valid and not dirty (the kernels neither copy it in nor out). */
+static inline void moert_buffer_at(halide_buffer_t *b, moert_ref_t ref) {
+  b->host = ref.device_interface ? NULL : ref.host;
+  b->device = ref.device;
+  b->device_interface = ref.device_interface;
+}
+
+/* Describes a dense buffer at `ref` with `rank` dimensions of extents
  * e0 (innermost) .. e3 and returns its halide_buffer_t. */
 static inline halide_buffer_t *
-moert_buffer(moert_buffer_t *b, void *host, int32_t code, int32_t bits,
+moert_buffer(moert_buffer_t *b, moert_ref_t ref, int32_t code, int32_t bits,
              int32_t rank, int32_t e0, int32_t e1, int32_t e2, int32_t e3) {
   const int32_t extents[4] = {e0, e1, e2, e3};
   int32_t stride = 1;
   memset(b, 0, sizeof(*b));
-  b->buffer.host = (uint8_t *)host;
+  moert_buffer_at(&b->buffer, ref);
   b->buffer.type.code = (halide_type_code_t)code;
   b->buffer.type.bits = (uint8_t)bits;
   b->buffer.type.lanes = 1;
@@ -128,10 +201,12 @@ moert_kv_buffer(moert_buffer_t *b, moert_exec_t *exec, int32_t layer,
                 int32_t which, int32_t kv_heads, int32_t head_dim,
                 int32_t min_pos, int32_t n_pos) {
   const int64_t per_head = (int64_t)exec->kv_capacity * head_dim;
-  float *base = exec->kv + ((int64_t)layer * 2 + which) * kv_heads * per_head;
+  int64_t first = ((int64_t)layer * 2 + which) * kv_heads * per_head +
+                  (int64_t)min_pos * head_dim;
   memset(b, 0, sizeof(*b));
-  /* host points at the element at the min coordinates. */
-  b->buffer.host = (uint8_t *)(base + (int64_t)min_pos * head_dim);
+  /* The buffer's address is that of the element at its min coordinates. */
+  moert_buffer_at(&b->buffer, moert_region_at(exec, MOERT_REGION_KV,
+                                              first * (int64_t)sizeof(float)));
   b->buffer.type.code = (halide_type_code_t)MOERT_FLOAT;
   b->buffer.type.bits = 32;
   b->buffer.type.lanes = 1;
@@ -154,26 +229,9 @@ moert_kv_buffer(moert_buffer_t *b, moert_exec_t *exec, int32_t layer,
 static inline halide_buffer_t *
 moert_conv_buffer(moert_buffer_t *b, moert_exec_t *exec, int32_t layer,
                   int32_t channels, int32_t slots) {
-  float *ring = exec->conv + (int64_t)layer * slots * channels;
-  return moert_buffer(b, ring, MOERT_FLOAT, 32, 2, channels, slots, 1, 1);
-}
-
-/* Halide buffers hold non-const pointers; kernels only read their inputs,
- * so the mapping stays read-only in practice. */
-static inline uint8_t *moert_weight_at(moert_exec_t *exec, int64_t offset) {
-  return (uint8_t *)(uintptr_t)(exec->weights + offset);
-}
-
-static inline uint8_t *moert_arena_at(moert_exec_t *exec, int64_t offset) {
-  return exec->arena + offset;
-}
-
-static inline int32_t *moert_tokens_at(moert_exec_t *exec) {
-  return exec->tokens;
-}
-
-static inline float *moert_logits_at(moert_exec_t *exec) {
-  return exec->logits;
+  int64_t offset = (int64_t)layer * slots * channels * (int64_t)sizeof(float);
+  return moert_buffer(b, moert_region_at(exec, MOERT_REGION_CONV, offset),
+                      MOERT_FLOAT, 32, 2, channels, slots, 1, 1);
 }
 
 static inline int32_t moert_kv_capacity(moert_exec_t *exec) {
@@ -184,11 +242,20 @@ static inline void *moert_user_context(moert_exec_t *exec) {
   return exec->user_context;
 }
 
-/* Reports a named intermediate to the session's dump hook, if any. */
+/* Reports a named intermediate at `ref` to the session's dump hook, if
+ * any: from the device through the session's fetch for a GPU model. */
 static inline void moert_dump(moert_exec_t *exec, const char *name,
-                              const void *data, int32_t n_tokens, int32_t width,
+                              moert_ref_t ref, int32_t n_tokens, int32_t width,
                               int32_t code) {
-  if (exec->dump) {
+  if (!exec->dump) {
+    return;
+  }
+  const void *data = ref.host;
+  if (ref.device_interface) {
+    data = exec->fetch(exec, ref.region, ref.offset,
+                       (int64_t)n_tokens * width * 4);
+  }
+  if (data) {
     exec->dump(exec->dump_context, name, data, n_tokens, width, code);
   }
 }

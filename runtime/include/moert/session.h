@@ -28,6 +28,9 @@ typedef struct moert_session_t moert_session_t;
 typedef struct moert_session_options_t {
   /* KV-cache capacity in positions; 0 = the model's context length. */
   int32_t context;
+  /* When not NULL: why moert_session_create failed, for NO_DEVICE. */
+  char *error;
+  size_t error_size;
 } moert_session_options_t;
 
 void moert_session_options_initialize(moert_session_options_t *options);
@@ -37,8 +40,10 @@ void moert_session_options_initialize(moert_session_options_t *options);
 int moert_model_runs_here(const moert_model_desc_t *model);
 
 /* Creates a session over `model` and its `weights` (both must outlive it).
- * On failure *out_session is NULL; returns INVALID_ARGUMENT,
- * UNSUPPORTED_CPU (see moert_model_runs_here) or OUT_OF_MEMORY. */
+ * A GPU model's session puts its weights, KV cache and scratch on the
+ * device. On failure *out_session is NULL; returns INVALID_ARGUMENT,
+ * UNSUPPORTED_CPU (see moert_model_runs_here), NO_DEVICE (a GPU model,
+ * and no GPU can be used: options->error says why) or OUT_OF_MEMORY. */
 moert_status_t moert_session_create(const moert_model_desc_t *model,
                                     const moert_weights_t *weights,
                                     const moert_session_options_t *options,

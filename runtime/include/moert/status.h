@@ -22,6 +22,7 @@ typedef enum moert_status_t {
   MOERT_STATUS_OUT_OF_RANGE = 5,    /* e.g. the context is full */
   MOERT_STATUS_KERNEL_ERROR = 6,    /* a kernel reported an error */
   MOERT_STATUS_UNSUPPORTED_CPU = 7, /* the CPU lacks the kernels' ISA */
+  MOERT_STATUS_NO_DEVICE = 8,       /* a GPU model, and no usable GPU */
 } moert_status_t;
 
 /* A short name for `status`, e.g. "kernel error". Never NULL. */

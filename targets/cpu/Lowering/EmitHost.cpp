@@ -13,8 +13,10 @@
 //      moert_conv_buffer), calls the kernel and returns
 //      its status if it failed.
 //   3. Define the model descriptor (runtime/include/moert/host_abi.h) from
-//      the module's attributes, and erase the moe-level functions and
-//      kernels. What is left translates to C with emitc::translateToCpp.
+//      the module's attributes (`moe.device_api`, e.g. "cuda": the GPU API
+//      whose Halide device interface the kernels use), and erase the moe-level
+//      functions and kernels. What is left translates to C with
+//      emitc::translateToCpp.
 //
 //===----------------------------------------------------------------------===//
 
@@ -104,14 +106,14 @@ private:
     return emitc::AddressOfOp::create(b, loc, pointer(storage), var);
   }
 
-  /// A dense buffer over `host` with the shape of `type` (Halide order).
-  Value tensorBuffer(OpBuilder &b, Location loc, Value host,
+  /// A dense buffer at `ref` with the shape of `type` (Halide order).
+  Value tensorBuffer(OpBuilder &b, Location loc, Value ref,
                      RankedTensorType type, Value nTokens);
 
   LogicalResult declareKernels(OpBuilder &b);
   /// After `call`: moert_dump of every result it names (moe.dump).
   void emitDumps(OpBuilder &b, CallOp call, Value exec, Value nTokens,
-                 const DenseMap<Value, Value> &hostOf);
+                 const DenseMap<Value, Value> &refOf);
   LogicalResult emitEntry(OpBuilder &b, func::FuncOp func);
   void emitDescriptor(OpBuilder &b, ArrayRef<std::string> entries);
 
@@ -120,10 +122,10 @@ private:
   DenseMap<StringAttr, SmallVector<KernelAbiSlot>> abis;
 };
 
-Value HostEmitter::tensorBuffer(OpBuilder &b, Location loc, Value host,
+Value HostEmitter::tensorBuffer(OpBuilder &b, Location loc, Value ref,
                                 RankedTensorType type, Value nTokens) {
   Value storage = newBufferStorage(b, loc);
-  SmallVector<Value> operands{storage, host};
+  SmallVector<Value> operands{storage, ref};
   Type element = type.getElementType();
   SmallVector<Attribute> args{
       operandRef(0), operandRef(1), i32(elementCode(element)),
@@ -147,7 +149,7 @@ Value HostEmitter::tensorBuffer(OpBuilder &b, Location loc, Value host,
 
 void HostEmitter::emitDumps(OpBuilder &b, CallOp call, Value exec,
                             Value nTokens,
-                            const DenseMap<Value, Value> &hostOf) {
+                            const DenseMap<Value, Value> &refOf) {
   auto names = call->getAttrOfType<ArrayAttr>("moe.dump");
   if (!names) {
     return;
@@ -162,7 +164,7 @@ void HostEmitter::emitDumps(OpBuilder &b, CallOp call, Value exec,
     for (int64_t d : type.getShape().drop_front()) {
       width *= d;
     }
-    SmallVector<Value> operands{exec, hostOf.lookup(result)};
+    SmallVector<Value> operands{exec, refOf.lookup(result)};
     SmallVector<Attribute> args{operandRef(0),
                                 emitc::OpaqueAttr::get(ctx, cString(name)),
                                 operandRef(1)};
@@ -215,14 +217,15 @@ LogicalResult HostEmitter::emitEntry(OpBuilder &b, func::FuncOp func) {
   Value userContext = callOpaque(b, loc, pointer(opaque("void")),
                                  "moert_user_context", {exec}, {operandRef(0)});
 
-  // Host pointer of every tensor the kernels read or write.
-  DenseMap<Value, Value> hostOf;
+  // Where every tensor the kernels read or write is (a moert_ref_t: host
+  // and, for a GPU model, device address).
+  DenseMap<Value, Value> refOf;
   DenseMap<Value, int64_t> layerOf;
   Block &source = func.getBody().front();
   Value tokens = source.getArgument(0);
-  hostOf[tokens] = callOpaque(b, loc, pointer(i32Type), "moert_tokens_at",
-                              {exec}, {operandRef(0)});
-  Type u8Ptr = pointer(IntegerType::get(ctx, 8, IntegerType::Unsigned));
+  Type ref = opaque("moert_ref_t");
+  refOf[tokens] =
+      callOpaque(b, loc, ref, "moert_tokens_at", {exec}, {operandRef(0)});
 
   for (Operation &op : source) {
     if (auto weight = dyn_cast<WeightOp>(op)) {
@@ -231,9 +234,8 @@ LogicalResult HostEmitter::emitEntry(OpBuilder &b, func::FuncOp func) {
         return weight.emitOpError("has no moe.offset; run moe-plan-weights "
                                   "before moe-cpu-emit-host");
       }
-      hostOf[weight] =
-          callOpaque(b, weight.getLoc(), u8Ptr, "moert_weight_at", {exec},
-                     {operandRef(0), i64(offset.getInt())});
+      refOf[weight] = callOpaque(b, weight.getLoc(), ref, "moert_weight_at",
+                                 {exec}, {operandRef(0), i64(offset.getInt())});
       continue;
     }
     if (auto view = dyn_cast<KVCacheLayerOp>(op)) {
@@ -258,12 +260,11 @@ LogicalResult HostEmitter::emitEntry(OpBuilder &b, func::FuncOp func) {
     }
     for (auto [result, offset] :
          llvm::zip(call.getResults(), arena.asArrayRef())) {
-      hostOf[result] =
-          offset < 0
-              ? callOpaque(b, call.getLoc(), pointer(Float32Type::get(ctx)),
-                           "moert_logits_at", {exec}, {operandRef(0)})
-              : callOpaque(b, call.getLoc(), u8Ptr, "moert_arena_at", {exec},
-                           {operandRef(0), i64(offset)});
+      refOf[result] = offset < 0
+                          ? callOpaque(b, call.getLoc(), ref, "moert_logits_at",
+                                       {exec}, {operandRef(0)})
+                          : callOpaque(b, call.getLoc(), ref, "moert_arena_at",
+                                       {exec}, {operandRef(0), i64(offset)});
     }
     auto found = abis.find(call.getCalleeAttr().getAttr());
     if (found == abis.end()) {
@@ -282,10 +283,10 @@ LogicalResult HostEmitter::emitEntry(OpBuilder &b, func::FuncOp func) {
         Value value = slot.kind == Kind::InputTensor
                           ? call.getOperand(slot.index)
                           : call.getResult(slot.index);
-        Value host = hostOf.lookup(value);
+        Value host = refOf.lookup(value);
         if (!host) {
           return call.emitOpError("argument ")
-                 << slot.index << " has no host memory";
+                 << slot.index << " has no memory";
         }
         auto type = cast<RankedTensorType>(value.getType());
         if (auto weight = value.getDefiningOp<WeightOp>()) {
@@ -353,7 +354,7 @@ LogicalResult HostEmitter::emitEntry(OpBuilder &b, func::FuncOp func) {
                                         TypeRange{i32Type}, args);
     callOpaque(b, call.getLoc(), Type(), "MOERT_CHECK", status.getResults(),
                {operandRef(0)});
-    emitDumps(b, call, exec, nTokens, hostOf);
+    emitDumps(b, call, exec, nTokens, refOf);
   }
   Value zero = emitc::ConstantOp::create(b, loc, i32Type, i32(0));
   emitc::ReturnOp::create(b, loc, zero);
@@ -399,6 +400,13 @@ void HostEmitter::emitDescriptor(OpBuilder &b, ArrayRef<std::string> entries) {
             llvm::join(list, ", ") + "};\n";
     features = llvm::formatv("{0}, moe_halide_features", words.size()).str();
   }
+  // A GPU model names the Halide device interface of its kernels.
+  std::string device = "0";
+  if (auto api = module->getAttrOfType<StringAttr>("moe.device_api")) {
+    device = ("halide_" + api.getValue() + "_device_interface").str();
+    text += "extern const struct halide_device_interface_t *" + device +
+            "(void);\n";
+  }
   text += llvm::formatv(
       "const moert_model_desc_t moert_model = {{\n"
       "    MOERT_ABI_VERSION,\n"
@@ -411,7 +419,8 @@ void HostEmitter::emitDescriptor(OpBuilder &b, ArrayRef<std::string> entries) {
       "    /*weights_hash=*/0x{11:x-}u,\n"
       "    {12}, {13},\n"
       "    /*halide_feature_words, halide_features=*/{14},\n"
-      "    /*prefill_whole_sequence=*/{17}};",
+      "    /*prefill_whole_sequence=*/{17},\n"
+      "    /*device_interface=*/{18}};",
       cString(strAttr("moe.family")), cString(strAttr("moe.target")),
       cString(strAttr("moe.manifest")), intAttr("moe.vocab"),
       cache ? cache.getLayers() : 0, cache ? cache.getKvHeads() : 0,
@@ -420,7 +429,8 @@ void HostEmitter::emitDescriptor(OpBuilder &b, ArrayRef<std::string> entries) {
       intAttr("moe.weights_bytes"),
       static_cast<uint64_t>(intAttr("moe.weights_hash")), entryOr("prefill"),
       entryOr("decode"), features, conv ? conv.getChannels() : 0,
-      conv ? conv.getWidth() : 0, intAttr("moe.prefill_whole_sequence"));
+      conv ? conv.getWidth() : 0, intAttr("moe.prefill_whole_sequence"),
+      device);
   emitc::VerbatimOp::create(b, module.getLoc(), b.getStringAttr(text));
 }
 

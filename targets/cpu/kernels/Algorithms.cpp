@@ -419,8 +419,8 @@ OpFuncs rope(const KernelEnv &env, const TensorFunc &input, bool interleaved,
   Func out(env.name("rope"));
   out(d, h, t) = select(d < dims, rotated, x);
   // The tables are [R/2, T]: computed once per call.
-  angleCos.compute_root();
-  angleSin.compute_root();
+  env.computeRoot(angleCos);
+  env.computeRoot(angleSin);
   return {{{out, input.shape}}, {pointwiseSchedule(env, 3)}, true};
 }
 

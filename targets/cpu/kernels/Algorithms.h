@@ -23,6 +23,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -52,6 +53,11 @@ struct KernelEnv {
   /// The target's int8 dot product (TargetDescription::Int8Dot).
   int dotBytes = 4;
   bool unsignedCodes = false;
+  /// Whether the kernel runs on a GPU: the algorithms then apply no CPU
+  /// loop schedule (the RootSchedules are not called, and an algorithm
+  /// that schedules a helper Func itself only asks for it at root);
+  /// targets/cuda/kernels/GpuSchedule.h schedules the whole pipeline.
+  bool gpu = false;
 
   /// Vectors of output features in a matrix-matrix register tile of `rows`
   /// tokens: its accumulators take at most half the registers, leaving the
@@ -76,6 +82,15 @@ struct KernelEnv {
   bool worthThreads(int64_t bytes) const {
     return !singleToken || bytes >= kParallelMinBytes;
   }
+
+  /// Computes `f` once per call, before its consumers; on a GPU it is then
+  /// one of the Funcs GpuSchedule materialises (`atRoot` names them).
+  void computeRoot(Halide::Func f) const {
+    f.compute_root();
+    atRoot->insert(f.name());
+  }
+  std::shared_ptr<std::set<std::string>> atRoot =
+      std::make_shared<std::set<std::string>>();
 
   /// A name unique within the kernel, for Funcs and embedded buffers
   /// (Halide requires unique buffer names; unique Func names keep the

@@ -98,12 +98,14 @@ Int8Input quantizeInput(const KernelEnv &env, Func x, int width, int block,
   // Bytes of one vector register of codes.
   int bytes = env.lanes * 4;
   bool parallel = rowDims > 0 && !env.singleToken;
-  amax.compute_root().vectorize(b, std::min(8, width / block),
-                                TailStrategy::GuardWithIf);
-  in.scale.compute_root();
-  in.q.compute_root().vectorize(k, std::min(bytes, width),
-                                TailStrategy::GuardWithIf);
-  in.sum.compute_root();
+  for (Func f : {amax, in.scale, in.q, in.sum}) {
+    env.computeRoot(f);
+  }
+  if (env.gpu) {
+    return in;
+  }
+  amax.vectorize(b, std::min(8, width / block), TailStrategy::GuardWithIf);
+  in.q.vectorize(k, std::min(bytes, width), TailStrategy::GuardWithIf);
   if (parallel) {
     amax.parallel(rows.back());
     in.q.parallel(rows.back());

@@ -23,6 +23,7 @@
 #include "targets/common/KernelAbi.h"
 #include "targets/cpu/kernels/Algorithms.h"
 #include "targets/cpu/kernels/Int8Dot.h"
+#include "targets/cuda/kernels/GpuSchedule.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 
@@ -428,6 +429,7 @@ FailureOr<BuiltKernel> Builder::build() {
   env.registers = target.vectorRegisters;
   env.dotBytes = target.int8Dot.dotBytes;
   env.unsignedCodes = target.int8Dot.unsignedCodes;
+  env.gpu = target.isGpu();
 
   // The token count: the extent of the token dimension of a tensor input,
   // or 1 when every tensor has a static one.
@@ -551,10 +553,14 @@ FailureOr<BuiltKernel> Builder::build() {
         Func copy("copy_" + std::to_string(slot.index));
         copy(out.args()) = out(out.args());
         out = copy;
-        pointwiseSchedule(env, tf->rank())(out);
+        if (!env.gpu) {
+          pointwiseSchedule(env, tf->rank())(out);
+        }
       } else {
         materialised.insert(value);
-        schedules[value](out);
+        if (!env.gpu) {
+          schedules[value](out);
+        }
       }
       int rank = tf->rank();
       std::vector<int64_t> shape = tf->shape;
@@ -577,7 +583,9 @@ FailureOr<BuiltKernel> Builder::build() {
       }
       Func out = slot.kind == Kind::CacheKeysWrite ? found->second.first
                                                    : found->second.second;
-      cacheWriteSchedules[slot.index](out);
+      if (!env.gpu) {
+        cacheWriteSchedules[slot.index](out);
+      }
       auto type = cast<KVCacheType>(body.getArgument(slot.index).getType());
       OutputImageParam buffer = out.output_buffer();
       buffer.dim(0).set_min(0).set_stride(1).set_extent(
@@ -592,7 +600,9 @@ FailureOr<BuiltKernel> Builder::build() {
                << slot.index << " is marked written but nothing writes it";
       }
       Func out = found->second.first;
-      found->second.second(out);
+      if (!env.gpu) {
+        found->second.second(out);
+      }
       auto type = cast<ConvStateType>(body.getArgument(slot.index).getType());
       OutputImageParam buffer = out.output_buffer();
       buffer.dim(0).set_min(0).set_stride(1).set_extent(
@@ -606,14 +616,22 @@ FailureOr<BuiltKernel> Builder::build() {
   }
 
   // Internal results that are not elementwise are materialised once.
+  std::set<std::string> gpuRoots = *env.atRoot;
   for (auto &[value, tf] : values) {
     if (materialised.contains(value) || isa<BlockArgument>(value)) {
       continue;
     }
     if (!elementwise.lookup(value) && schedules.count(value)) {
       Func f = tf.func;
-      schedules[value](f);
+      if (env.gpu) {
+        gpuRoots.insert(f.name());
+      } else {
+        schedules[value](f);
+      }
     }
+  }
+  if (env.gpu) {
+    gpu::scheduleForGpu(outputs, gpuRoots, target.gpu.blockThreads);
   }
 
   built.pipeline = Pipeline(outputs);

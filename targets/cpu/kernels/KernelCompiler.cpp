@@ -63,6 +63,32 @@ bool copyAtomically(llvm::StringRef from, llvm::StringRef to) {
   return true;
 }
 
+/// Writes the GPU code of `module` (Halide embeds it as a buffer named
+/// `<api>_gpu_source_kernels`: PTX for CUDA) to `job.listing`.
+bool writeDeviceCode(const Halide::Module &module, Job job) {
+  for (const Halide::Buffer<> &buffer : module.buffers()) {
+    if (!llvm::StringRef(buffer.name()).ends_with("_gpu_source_kernels")) {
+      continue;
+    }
+    std::string code(reinterpret_cast<const char *>(buffer.data()),
+                     buffer.size_in_bytes());
+    while (!code.empty() && code.back() == '\0') {
+      code.pop_back();
+    }
+    std::error_code ec;
+    llvm::raw_fd_ostream os(job.listing, ec);
+    if (ec) {
+      job.kernel.emitOpError("cannot write ") << job.listing;
+      return false;
+    }
+    os << code;
+    return true;
+  }
+  job.kernel.emitOpError("has no GPU code: --emit=ptx needs a GPU target "
+                         "(e.g. --target=cuda)");
+  return false;
+}
+
 /// Compiles one kernel; returns false after emitting a diagnostic.
 bool compileOne(Job job, const KernelCompileOptions &options) {
   const std::string &halideTarget = job.halideTarget;
@@ -72,6 +98,8 @@ bool compileOne(Job job, const KernelCompileOptions &options) {
   }
   std::string temp = job.object + ".tmp" + std::to_string(getpid());
   try {
+    Halide::Module module = built->pipeline.compile_to_module(
+        built->arguments, job.symbol, Halide::Target(halideTarget));
     std::map<Halide::OutputFileType, std::string> files{
         {Halide::OutputFileType::object, temp}};
     if (options.emitStmt) {
@@ -80,8 +108,10 @@ bool compileOne(Job job, const KernelCompileOptions &options) {
     if (options.emitAssembly) {
       files[Halide::OutputFileType::assembly] = job.listing;
     }
-    built->pipeline.compile_to(files, built->arguments, job.symbol,
-                               Halide::Target(halideTarget));
+    if (options.emitDeviceCode && !writeDeviceCode(module, job)) {
+      return false;
+    }
+    module.compile(files);
   } catch (const Halide::Error &error) {
     job.kernel.emitOpError("Halide could not compile the kernel: ")
         << error.what();
@@ -145,7 +175,8 @@ FailureOr<CompiledKernels> compileKernels(ModuleOp module,
                     options.target.int8Dot.dotBytes,
                     options.target.int8Dot.unsignedCodes ? "u" : "s")
           .str();
-  bool listings = options.emitStmt || options.emitAssembly;
+  bool listings =
+      options.emitStmt || options.emitAssembly || options.emitDeviceCode;
   std::vector<Job> jobs;
   for (KernelOp kernel : module.getOps<KernelOp>()) {
     Job job;
@@ -160,8 +191,10 @@ FailureOr<CompiledKernels> compileKernels(ModuleOp module,
     llvm::sys::path::append(path, job.symbol + ".o");
     job.object = path.str().str();
     if (listings) {
-      job.listing = (options.workDir + "/" + job.symbol +
-                     (options.emitStmt ? ".stmt" : ".s"));
+      job.listing = options.workDir + "/" + job.symbol +
+                    (options.emitStmt         ? ".stmt"
+                     : options.emitDeviceCode ? ".ptx"
+                                              : ".s");
     }
     jobs.push_back(std::move(job));
   }

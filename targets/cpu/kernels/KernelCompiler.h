@@ -30,6 +30,9 @@ struct KernelCompileOptions {
   /// Also write Halide's lowered statement / assembly of every kernel.
   bool emitStmt = false;
   bool emitAssembly = false;
+  /// Also write every kernel's GPU code (PTX) as its listing; fails for a
+  /// kernel without any (a CPU target).
+  bool emitDeviceCode = false;
   /// Kernels compiled at once (forked workers); 1 compiles in-process.
   int jobs = 1;
 };
@@ -37,7 +40,8 @@ struct KernelCompileOptions {
 struct CompiledKernels {
   /// One object per kernel, then the Halide runtime's.
   std::vector<std::string> objects;
-  /// With emitStmt / emitAssembly: one file per kernel, in module order.
+  /// With emitStmt / emitAssembly / emitDeviceCode: one file per kernel,
+  /// in module order.
   std::vector<std::string> listings;
   int compiled = 0;
   int fromCache = 0;
