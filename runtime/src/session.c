@@ -322,8 +322,8 @@ moert_status_t moert_session_create(const moert_model_desc_t *model,
       if (options && options->error && options->error_size) {
         snprintf(options->error, options->error_size,
                  "the model was compiled for --target=%s, whose kernels run "
-                 "on a GPU, and no GPU is usable here: %s",
-                 model->target,
+                 "on a GPU, and no %s device is usable here: %s",
+                 model->target, model->device_api ? model->device_api : "GPU",
                  session->error[0] ? session->error : "no device");
       }
       moert_session_release(session);

@@ -396,7 +396,8 @@ TEST_F(SessionTest, GpuModelWithoutADeviceSaysSo) {
   moert_test_device_fails = 0;
   EXPECT_EQ(refused, nullptr);
   EXPECT_STREQ(error, "the model was compiled for --target=cuda, whose "
-                      "kernels run on a GPU, and no GPU is usable here: "
+                      "kernels run on a GPU, and no GPU device is usable "
+                      "here: "
                       "CUDA API not found: cuInit");
   EXPECT_EQ(moert_test_device_bytes, 0u);
 }

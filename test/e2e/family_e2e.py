@@ -129,7 +129,7 @@ def check_device_code(moec, target, model_dir, exe, work, flags):
         ok = result.returncode == 0
         what = "runs on this machine's GPU"
     else:
-        ok = (result.returncode == 1 and "no GPU is usable here" in result.stderr
+        ok = (result.returncode == 1 and "device is usable here" in result.stderr
               and result.stdout == "")
         what = "refuses to run without a GPU: exit 1, %r" % result.stderr.strip()
     if ok:

@@ -108,8 +108,10 @@ typedef struct moert_model_desc_t {
    * whole conversation every turn, as the publisher's generate does. */
   int32_t prefill_whole_sequence;
   /* A GPU model: the Halide device interface its kernels run through
-   * (e.g. halide_cuda_device_interface); 0 for the CPU. */
+   * (e.g. halide_cuda_device_interface), and the API's name for messages
+   * ("CUDA"); 0 for the CPU. */
   const struct halide_device_interface_t *(*device_interface)(void);
+  const char *device_api;
 } moert_model_desc_t;
 
 /* Storage for one buffer descriptor of the generated code. */

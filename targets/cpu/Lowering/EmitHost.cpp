@@ -401,9 +401,10 @@ void HostEmitter::emitDescriptor(OpBuilder &b, ArrayRef<std::string> entries) {
     features = llvm::formatv("{0}, moe_halide_features", words.size()).str();
   }
   // A GPU model names the Halide device interface of its kernels.
-  std::string device = "0";
+  std::string device = "0", deviceApi = "0";
   if (auto api = module->getAttrOfType<StringAttr>("moe.device_api")) {
     device = ("halide_" + api.getValue() + "_device_interface").str();
+    deviceApi = cString(api.getValue().upper());
     text += "extern const struct halide_device_interface_t *" + device +
             "(void);\n";
   }
@@ -420,7 +421,7 @@ void HostEmitter::emitDescriptor(OpBuilder &b, ArrayRef<std::string> entries) {
       "    {12}, {13},\n"
       "    /*halide_feature_words, halide_features=*/{14},\n"
       "    /*prefill_whole_sequence=*/{17},\n"
-      "    /*device_interface=*/{18}};",
+      "    /*device_interface=*/{18}, /*device_api=*/{19}};",
       cString(strAttr("moe.family")), cString(strAttr("moe.target")),
       cString(strAttr("moe.manifest")), intAttr("moe.vocab"),
       cache ? cache.getLayers() : 0, cache ? cache.getKvHeads() : 0,
@@ -429,8 +430,8 @@ void HostEmitter::emitDescriptor(OpBuilder &b, ArrayRef<std::string> entries) {
       intAttr("moe.weights_bytes"),
       static_cast<uint64_t>(intAttr("moe.weights_hash")), entryOr("prefill"),
       entryOr("decode"), features, conv ? conv.getChannels() : 0,
-      conv ? conv.getWidth() : 0, intAttr("moe.prefill_whole_sequence"),
-      device);
+      conv ? conv.getWidth() : 0, intAttr("moe.prefill_whole_sequence"), device,
+      deviceApi);
   emitc::VerbatimOp::create(b, module.getLoc(), b.getStringAttr(text));
 }
 

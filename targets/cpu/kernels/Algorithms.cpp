@@ -489,6 +489,7 @@ OpFuncs cachedAttention(const KernelEnv &env, const TensorFunc &query,
   best(h, t) = max(best(h, t), scaled(rp, h, t));
   Func weight(env.name("attn_exp"));
   weight(p, h, t) = exp(scaled(p, h, t) - best(h, t));
+  env.materialise(weight);
   Func total(env.name("attn_sum"));
   total(h, t) = 0.0f;
   total(h, t) += weight(rp, h, t);
@@ -686,6 +687,9 @@ OpFuncs route(const KernelEnv &env, const TensorFunc &input,
   stages.insert(stages.end(), helpers.begin(), helpers.end());
   stages.insert(stages.end(), picks.begin(), picks.end());
   stages.insert(stages.end(), capacityStages.begin(), capacityStages.end());
+  for (const Func &stage : stages) {
+    env.materialise(stage);
+  }
   RootSchedule schedule = [=](Func &f) mutable {
     f.compute_root();
     for (Func &stage : stages) {
@@ -730,6 +734,7 @@ OpFuncs expertDispatchGather(const KernelEnv &env, const TensorFunc &input,
   }
   Func hid(env.name("expert_hidden"));
   hid(f, j, t) = act;
+  env.materialise(hid);
 
   RDom r(0, hidden, 0, topK, "rfj");
   Expr chosen = clamp(indices.func(r.y, t), 0, experts - 1);
@@ -819,6 +824,9 @@ ExpertBuckets bucketByExpert(const KernelEnv &env, const TensorFunc &indices,
   buckets.blockExpert = blockExpert;
   buckets.stages = {expertOf, count, padded,   start,
                     rank,     slot,  rowToken, blockExpert};
+  for (const Func &stage : buckets.stages) {
+    env.materialise(stage);
+  }
   return buckets;
 }
 
@@ -934,6 +942,7 @@ OpFuncs expertDispatchGrouped(const KernelEnv &env, const TensorFunc &input,
   }
   Func hid(env.name("grouped_hidden"));
   hid(f, s) = act;
+  env.materialise(hid);
   RDom rf(0, hidden, "rf");
   Func rowOut(env.name("grouped_down"));
   rowOut(d, s) = 0.0f;

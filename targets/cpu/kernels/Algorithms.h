@@ -87,8 +87,15 @@ struct KernelEnv {
   /// one of the Funcs GpuSchedule materialises (`atRoot` names them).
   void computeRoot(Halide::Func f) const {
     f.compute_root();
-    atRoot->insert(f.name());
+    materialise(f);
   }
+  /// Names `f` as computed once on every target: the CPU schedules store
+  /// it (a RootSchedule does), and a GPU schedule must too, not inline it.
+  /// Either because recomputing it costs (an activation read by a whole
+  /// projection), or because every reader must see the same value (the
+  /// capacity rule compares one weight with all the others: inlined, two
+  /// evaluations of one weight may round apart).
+  void materialise(Halide::Func f) const { atRoot->insert(f.name()); }
   std::shared_ptr<std::set<std::string>> atRoot =
       std::make_shared<std::set<std::string>>();
 

@@ -313,6 +313,7 @@ OpFuncs int8ExpertDispatch(const KernelEnv &env, const TensorFunc &input,
     Expr upValue = h.up.result(at);
     h.hid(at) = h.gate ? activate(activation, h.gate->result(at)) * upValue
                        : activate(activation, upValue);
+    env.materialise(h.hid);
     return h;
   };
 

@@ -105,10 +105,15 @@ void constrainDense(ImageParam &param, const std::vector<int64_t> &shape) {
   }
 }
 
+/// Elements of a one-token GPU kernel's long reduction one thread sums:
+/// a 1024-long projection becomes 32 chunks, 32 times the threads.
+constexpr int kGpuReductionChunk = 32;
+
 class Builder {
 public:
-  Builder(KernelOp kernel, const TargetDescription &target)
-      : kernel(kernel), target(target) {}
+  Builder(KernelOp kernel, const TargetDescription &target,
+          const KernelBuildOptions &options)
+      : kernel(kernel), target(target), options(options) {}
 
   FailureOr<BuiltKernel> build();
 
@@ -144,6 +149,7 @@ private:
 
   KernelOp kernel;
   const TargetDescription &target;
+  KernelBuildOptions options;
   KernelEnv env;
   DenseMap<Value, TensorFunc> values;
   DenseMap<Value, RootSchedule> schedules;
@@ -631,7 +637,12 @@ FailureOr<BuiltKernel> Builder::build() {
     }
   }
   if (env.gpu) {
-    gpu::scheduleForGpu(outputs, gpuRoots, target.gpu.blockThreads);
+    gpu::GpuScheduleOptions gpuOptions;
+    gpuOptions.threads = target.gpu.blockThreads;
+    // One token: split the projections' sums over threads of their own.
+    gpuOptions.splitReductions = env.singleToken ? kGpuReductionChunk : 0;
+    gpuOptions.onHost = options.gpuLoopsOnHost;
+    gpu::scheduleForGpu(outputs, gpuRoots, gpuOptions);
   }
 
   built.pipeline = Pipeline(outputs);
@@ -641,9 +652,10 @@ FailureOr<BuiltKernel> Builder::build() {
 } // namespace
 
 FailureOr<BuiltKernel> buildKernel(KernelOp kernel,
-                                   const TargetDescription &target) {
+                                   const TargetDescription &target,
+                                   const KernelBuildOptions &options) {
   try {
-    return Builder(kernel, target).build();
+    return Builder(kernel, target, options).build();
   } catch (const Halide::Error &error) {
     return kernel.emitOpError("Halide rejected the kernel: ") << error.what();
   }

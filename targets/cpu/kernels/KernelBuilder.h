@@ -32,10 +32,17 @@ struct BuiltKernel {
       inputs;
 };
 
+struct KernelBuildOptions {
+  /// A GPU target's schedules with their GPU loops run on the host
+  /// (GpuScheduleOptions::onHost): for the kernel tests, without a GPU.
+  bool gpuLoopsOnHost = false;
+};
+
 /// Builds `kernel` for `target`. Emits a diagnostic on the kernel and fails
-/// for an op or variant the CPU target does not compile.
+/// for an op or variant the target does not compile.
 FailureOr<BuiltKernel> buildKernel(KernelOp kernel,
-                                   const TargetDescription &target);
+                                   const TargetDescription &target,
+                                   const KernelBuildOptions &options = {});
 
 } // namespace mlir::moe::cpu
 

@@ -10,9 +10,13 @@
 // and one thread per output element, its reduction serial, reads each
 // weight once. Neighbouring threads take neighbouring output features, so
 // a weight stored with the output feature innermost (the transposed
-// layouts moe-cpu-assign-weight-layouts picks for experts) is read
-// coalesced. Everything stays on the device between stages: nothing is
-// ever scheduled on the host, so no stage copies a buffer back.
+// layouts moe-cpu-assign-weight-layouts picks for projections and
+// experts) is read coalesced. One token's projection has only as many
+// outputs as features, far too few threads to keep a GPU's memory busy,
+// so one-token kernels split their long reductions into chunks with
+// threads of their own. Everything stays on the device between stages:
+// nothing is ever scheduled on the host, so no stage copies a buffer
+// back. None of this has been measured on a GPU yet.
 //
 // Compiled with exceptions on: Halide reports schedule errors as
 // exceptions.
@@ -20,6 +24,8 @@
 //===----------------------------------------------------------------------===//
 
 #include "targets/cuda/kernels/GpuSchedule.h"
+
+#include <optional>
 
 using namespace Halide;
 
@@ -49,9 +55,13 @@ std::vector<std::string> pureDimensions(const Internal::Function &function,
 }
 
 void scheduleStage(Stage stage, const std::vector<std::string> &pure,
-                   int threads) {
+                   const GpuScheduleOptions &options) {
   if (pure.empty()) {
-    stage.gpu_single_thread();
+    if (options.onHost) {
+      stage.unscheduled();
+    } else {
+      stage.gpu_single_thread();
+    }
     return;
   }
   VarOrRVar fused = Var(pure[0]);
@@ -61,13 +71,64 @@ void scheduleStage(Stage stage, const std::vector<std::string> &pure,
     fused = next;
   }
   Var block, thread;
-  stage.gpu_tile(fused, block, thread, threads, TailStrategy::GuardWithIf);
+  if (options.onHost) {
+    stage
+        .split(fused, block, thread, options.threads, TailStrategy::GuardWithIf)
+        .parallel(block);
+  } else {
+    stage.gpu_tile(fused, block, thread, options.threads,
+                   TailStrategy::GuardWithIf);
+  }
+}
+
+/// Schedules `f` at root, each stage as scheduleStage says.
+void scheduleRoot(Func f, const GpuScheduleOptions &options) {
+  const Internal::Function &function = f.function();
+  f.compute_root();
+  scheduleStage(f, pureDimensions(function, 0), options);
+  for (int u = 0; u < f.num_update_definitions(); ++u) {
+    scheduleStage(f.update(u), pureDimensions(function, u + 1), options);
+  }
+}
+
+/// Splits update `u` of `f` over its outermost reduction dimension when
+/// that is long (GpuScheduleOptions::splitReductions); returns the Func of
+/// the chunks' partial results, or nothing when the update is short or not
+/// one Halide can split (its rfactor check refuses: not associative).
+std::optional<Func> splitReduction(Func f, int u,
+                                   const GpuScheduleOptions &options) {
+  const Internal::Function &function = f.function();
+  if (options.splitReductions <= 0 || pureDimensions(function, u + 1).empty()) {
+    return std::nullopt;
+  }
+  const std::vector<Internal::ReductionVariable> &rvars =
+      function.update(u).schedule().rvars();
+  if (rvars.empty()) {
+    return std::nullopt;
+  }
+  const Internal::ReductionVariable &outer = rvars.back();
+  const int64_t *extent = Internal::as_const_int(outer.extent);
+  int chunk = options.splitReductions;
+  if (!extent || *extent < 8 * int64_t(chunk)) {
+    return std::nullopt;
+  }
+  try {
+    RVar chunks, within;
+    Var part(function.name() + "_part");
+    Stage stage = f.update(u);
+    stage.split(RVar(outer.var), chunks, within, chunk,
+                TailStrategy::GuardWithIf);
+    return stage.rfactor(chunks, part);
+  } catch (const Halide::Error &) {
+    return std::nullopt;
+  }
 }
 
 } // namespace
 
 void scheduleForGpu(const std::vector<Func> &outputs,
-                    const std::set<std::string> &materialise, int threads) {
+                    const std::set<std::string> &materialise,
+                    const GpuScheduleOptions &options) {
   std::vector<Internal::Function> roots;
   std::set<std::string> outputNames;
   for (const Func &out : outputs) {
@@ -83,11 +144,12 @@ void scheduleForGpu(const std::vector<Func> &outputs,
       continue;
     }
     Func f(function);
-    f.compute_root();
-    scheduleStage(f, pureDimensions(function, 0), threads);
     for (int u = 0; u < f.num_update_definitions(); ++u) {
-      scheduleStage(f.update(u), pureDimensions(function, u + 1), threads);
+      if (std::optional<Func> partial = splitReduction(f, u, options)) {
+        scheduleRoot(*partial, options);
+      }
     }
+    scheduleRoot(f, options);
   }
 }
 

@@ -10,7 +10,9 @@
 // so the tiles and tails of aarch64 or AVX2 are checked here too, though
 // the code runs with this machine's instructions. Kernels with int8 dot
 // products run with the target's extra Halide features when this machine
-// has them (VNNI), so the instructions they select are the ones tested.
+// has them (VNNI), so the instructions they select are the ones tested. A
+// GPU target (cuda) is built with its GPU schedules, their GPU loops run
+// on the host.
 //
 //===----------------------------------------------------------------------===//
 
@@ -94,7 +96,12 @@ public:
       ADD_FAILURE() << llvm::toString(target.takeError());
       return;
     }
-    FailureOr<cpu::BuiltKernel> result = cpu::buildKernel(kernel, *target);
+    // A GPU target's schedules run here with their GPU loops on the host:
+    // the same Funcs, roots, splits and guards, without a GPU.
+    cpu::KernelBuildOptions options;
+    options.gpuLoopsOnHost = target->isGpu();
+    FailureOr<cpu::BuiltKernel> result =
+        cpu::buildKernel(kernel, *target, options);
     if (failed(result)) {
       ADD_FAILURE() << "buildKernel failed";
       return;

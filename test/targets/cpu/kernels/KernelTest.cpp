@@ -125,6 +125,38 @@ TEST(CpuKernels, LinearEveryShapeAndLayout) {
   }
 }
 
+TEST(CpuKernels, LongReductions) {
+  // K = 300: a GPU schedule splits one token's reductions of at least 256
+  // into chunks of 32 (rfactor; here with a tail), so the chunks' partial
+  // sums and their reduction are checked too.
+  for (auto [t, T] : kSchedules) {
+    Kernel k(withTokens(R"(
+      moe.kernel @k(%x: tensor<Tx300xf32>, %g: tensor<300xf32>,
+                    %w: tensor<37x300xf32> {moe.layout = #moe.weight_layout<transposed>})
+          -> (tensor<Tx300xf32>, tensor<Tx37xf32>) {
+        %0 = moe.rms_norm %x, %g eps(1.0e-5) : tensor<Tx300xf32>, tensor<300xf32>
+        %1 = moe.linear %0, %w : tensor<Tx300xf32>, tensor<37x300xf32> -> tensor<Tx37xf32>
+        moe.yield %0, %1 : tensor<Tx300xf32>, tensor<Tx37xf32>
+      })",
+                        t));
+    Vec x = randomValues(T * 300, 40), g = randomValues(300, 41);
+    Vec w = randomValues(37 * 300, 42);
+    std::vector<Vec> out = k.run(
+        {{x, {T, 300}}, {g, {300}}, {transposed(w, 1, 37, 300), {300, 37}}}, T);
+    ASSERT_EQ(out.size(), 2u);
+    const char *target = std::getenv("MOE_KERNEL_TEST_TARGET");
+    if (target && std::string(target) == "cuda") {
+      // Halide names the partial sums of a split reduction <func>_intm.
+      EXPECT_EQ(k.statement().find("_intm") != std::string::npos, t == "1")
+          << "T=" << t;
+    }
+    Vec normed = ref::rmsNorm(x, g, T, 300, 1, 1e-5);
+    expectClose(out[0], normed, 1e-5, "rms over 300");
+    expectClose(out[1], ref::linear(normed, w, nullptr, T, 300, 37), 1e-4,
+                "K=300");
+  }
+}
+
 TEST(CpuKernels, LinearOfHeads) {
   // The output projection reads [T, H, D] as [T, H*D].
   for (auto [t, T] : kSchedules) {

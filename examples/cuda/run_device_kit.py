@@ -1,0 +1,114 @@
+#!/usr/bin/env python3
+"""Runs a device kit (examples/cuda/make_device_kit.sh) on a GPU machine.
+
+For every fixture: the CUDA executable's prefill and token-by-token decode
+logits against the host build's (max |cuda - host| <= 1e-3 of the host row's
+range, at least 1), and its greedy tokens against the host build's. Then
+--bench of each full-size model on the GPU, beside the host numbers measured
+when the kit was made. Plain Python 3 (no numpy): the GPU machine needs
+nothing but the kit.
+
+  python3 examples/cuda/run_device_kit.py KIT [--repeat N]
+
+Exits 1 when any comparison fails, or when the executables cannot use a GPU.
+"""
+
+import argparse
+import array
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+TOLERANCE = 1e-3
+
+
+def read_f32(path):
+    values = array.array("f")
+    with open(path, "rb") as f:
+        values.frombytes(f.read())
+    return values
+
+
+def compare(got, want, vocab):
+    """The worst row's error as a fraction of its allowance (<= 1 passes)."""
+    if len(got) != len(want):
+        return float("inf")
+    worst = 0.0
+    for row in range(len(want) // vocab):
+        ref = want[row * vocab:(row + 1) * vocab]
+        out = got[row * vocab:(row + 1) * vocab]
+        allowed = TOLERANCE * max(1.0, max(ref) - min(ref))
+        err = max(abs(a - b) for a, b in zip(out, ref))
+        worst = max(worst, err / allowed)
+    return worst
+
+
+def run(cmd):
+    return subprocess.run(cmd, capture_output=True, text=True)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("kit")
+    ap.add_argument("--repeat", type=int, default=5)
+    args = ap.parse_args()
+    failed = 0
+    tmp = tempfile.mkdtemp()
+    fixtures = sorted(d for d in os.listdir(args.kit) if not d.startswith("bench-"))
+    for name in fixtures:
+        d = os.path.join(args.kit, name)
+        exe = os.path.join(d, "cuda")
+        i = 0
+        while os.path.exists(os.path.join(d, "tokens-%d.txt" % i)):
+            tokens = open(os.path.join(d, "tokens-%d.txt" % i)).read().strip()
+            for mode in ["prefill", "decode"]:
+                out = os.path.join(tmp, "logits.f32")
+                cmd = [exe, "--tokens", tokens, "--logits-out", out]
+                if mode == "decode":
+                    cmd.append("--decode")
+                result = run(cmd)
+                if result.returncode != 0:
+                    print("FAIL %s %s: exit %d: %s" % (name, mode, result.returncode,
+                                                       result.stderr.strip()))
+                    failed += 1
+                    continue
+                want = read_f32(os.path.join(d, "%s-%d.f32" % (mode, i)))
+                got = read_f32(out)
+                # One row of logits per token, in both modes.
+                vocab = len(want) // len(tokens.split(","))
+                worst = compare(got, want, vocab)
+                status = "ok  " if worst <= 1.0 else "FAIL"
+                failed += worst > 1.0
+                print("%s %-14s %-7s prompt %d: worst error %.4f of the tolerance" % (
+                    status, name, mode, i, worst))
+            want = open(os.path.join(d, "greedy-%d.txt" % i)).read().strip()
+            got = run([exe, "--tokens", tokens, "-n", "8"]).stdout.strip()
+            status = "ok  " if got == want else "FAIL"
+            failed += got != want
+            print("%s %-14s greedy  prompt %d: %s (host %s)" % (status, name, i, got, want))
+            i += 1
+
+    print()
+    print("| model | host 1 thread prefill / decode | host 2 threads | CUDA prefill / decode |")
+    print("|---|---:|---:|---:|")
+    for name in sorted(d for d in os.listdir(args.kit) if d.startswith("bench-")):
+        d = os.path.join(args.kit, name)
+        result = run([os.path.join(d, "cuda"), "--bench", "--json", "--repeat",
+                      str(args.repeat)])
+        if result.returncode != 0:
+            print("FAIL %s --bench: %s" % (name, result.stderr.strip()))
+            failed += 1
+            continue
+        gpu = json.loads(result.stdout)
+        host = [json.load(open(os.path.join(d, "host-bench-%dt.json" % t))) for t in (1, 2)]
+        cells = ["%.0f / %.0f" % (b["prefill_tokens_per_s"], b["decode_tokens_per_s"])
+                 for b in host + [gpu]]
+        print("| %s | %s |" % (name[len("bench-"):], " | ".join(cells)))
+    print("\n%s" % ("all comparisons passed" if not failed else "%d failed" % failed))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
