@@ -69,6 +69,9 @@ def main():
                 if mode == "decode":
                     cmd.append("--decode")
                 result = run(cmd)
+                if "device is usable here" in result.stderr:
+                    print("no GPU here: " + result.stderr.strip())
+                    return 1
                 if result.returncode != 0:
                     print("FAIL %s %s: exit %d: %s" % (name, mode, result.returncode,
                                                        result.stderr.strip()))
