@@ -317,6 +317,10 @@ moert_status_t moert_session_create(const moert_model_desc_t *model,
     return MOERT_STATUS_OUT_OF_MEMORY;
   }
   if (on_device) {
+    /* What the session holds on the device besides the weights. */
+    session->bytes += bytes[MOERT_REGION_ARENA] + bytes[MOERT_REGION_KV] +
+                      bytes[MOERT_REGION_CONV] + bytes[MOERT_REGION_TOKENS] +
+                      bytes[MOERT_REGION_LOGITS];
     moert_status_t status = device_open(session, weights, bytes);
     if (status != MOERT_STATUS_OK) {
       if (options && options->error && options->error_size) {

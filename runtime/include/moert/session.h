@@ -85,7 +85,8 @@ int32_t moert_session_context(const moert_session_t *session);
 /* The message of the last failure ("" if none). Owned by the session. */
 const char *moert_session_last_error(const moert_session_t *session);
 
-/* Bytes the session allocated up front (cache + arena + logits). */
+/* Bytes the session allocated up front (cache + arena + logits; for a GPU
+ * model those on the device too, the weights' copy there excepted). */
 uint64_t moert_session_bytes(const moert_session_t *session);
 
 /* The kernels' scratch pool: bytes held, and blocks ever allocated. Blocks
