@@ -556,6 +556,25 @@ static int run_generate(moert_session_t *session, const options_t *o,
   return 0;
 }
 
+/* This process's peak resident memory so far (Linux's VmHWM: since the
+ * executable started, unlike getrusage, which carries over the parent's
+ * across fork and exec); 0 where /proc does not say. */
+static unsigned long long peak_rss_bytes(void) {
+  FILE *f = fopen("/proc/self/status", "r");
+  if (!f) {
+    return 0;
+  }
+  char line[256];
+  unsigned long long kb = 0;
+  while (fgets(line, sizeof(line), f)) {
+    if (sscanf(line, "VmHWM: %llu kB", &kb) == 1) {
+      break;
+    }
+  }
+  fclose(f);
+  return kb * 1024;
+}
+
 static int run_bench(moert_session_t *session, const options_t *o) {
   int32_t total = o->prompt_len + o->gen_len;
   if (total > moert_session_context(session)) {
@@ -614,13 +633,15 @@ static int run_bench(moert_session_t *session, const options_t *o) {
            "\"prefill_tokens_per_s\": %.2f, \"decode_tokens_per_s\": %.2f, "
            "\"prefill_ms\": %.3f, \"decode_ms_per_token\": %.3f, "
            "\"session_bytes\": %llu, \"kernel_scratch_bytes\": %llu, "
-           "\"timed_scratch_allocations\": %llu, \"weights_bytes\": %llu}\n",
+           "\"timed_scratch_allocations\": %llu, \"weights_bytes\": %llu, "
+           "\"peak_rss_bytes\": %llu}\n",
            moert_model.family, moert_model.target, threads, o->prompt_len,
            o->gen_len, o->repeat, prefill_tps, decode_tps,
            prefill_time / o->repeat * 1e3,
            o->gen_len ? decode_time / o->repeat / o->gen_len * 1e3 : 0.0,
            (unsigned long long)moert_session_bytes(session), scratch,
-           timed_allocations, (unsigned long long)moert_model.weights_bytes);
+           timed_allocations, (unsigned long long)moert_model.weights_bytes,
+           peak_rss_bytes());
   } else {
     printf("model:   %s (%s)\n", moert_model.family, moert_model.target);
     printf("threads: %d, prompt %d tokens, generate %d tokens, %d runs\n",
@@ -630,9 +651,10 @@ static int run_bench(moert_session_t *session, const options_t *o) {
     printf("decode:  %10.2f tokens/s  (%.3f ms per token)\n", decode_tps,
            o->gen_len ? decode_time / o->repeat / o->gen_len * 1e3 : 0.0);
     printf("memory:  session %.2f MiB, kernel scratch %.2f MiB (%llu blocks "
-           "allocated while timed)\n",
+           "allocated while timed), peak resident %.2f MiB\n",
            (double)moert_session_bytes(session) / (1 << 20),
-           (double)scratch / (1 << 20), timed_allocations);
+           (double)scratch / (1 << 20), timed_allocations,
+           (double)peak_rss_bytes() / (1 << 20));
   }
   return 0;
 }

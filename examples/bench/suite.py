@@ -1,0 +1,230 @@
+#!/usr/bin/python3
+"""moec's benchmark suite (issue 8; not a CI test: full-size models, minutes).
+
+For every family at its published size (random weights, written by the
+families' own PyTorch references) and every precision asked for:
+
+  - compile with a cold kernel cache, then again with the warm one (seconds);
+  - the executable's size and its weight file's;
+  - --bench (prompt 128, generate 64) on each thread count: one warm-up
+    process, then --runs processes of one timed run each; median, min, max of
+    prefill and decode tokens/s, and the largest peak RSS the executable
+    reports (its VmHWM: getrusage would count this script's memory too);
+  - beside each result, this machine's limits, measured by peaks.c: the
+    decode roofline (DRAM read bandwidth / bytes of active weights per token)
+    and the prefill one (FMA peak / 2 x active parameters), and the fraction
+    of each reached;
+  - llama.cpp's figures on the same shapes where issue 8 measured them.
+
+Writes DIR/report.md and DIR/report.json and prints the markdown.
+
+  examples/bench/suite.py [--families physics,ssmoelm] [--precisions published,q8,q4]
+                          [--threads 1,2] [--runs 5] [--work build/bench/suite]
+
+Active weight bytes are the weight file's bytes times active / total
+parameters (`moec inspect --json`): exact for uniform precision, an
+estimate for SSMoELM's mix of 1- and 4-bit codes.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(ROOT, "test", "reference"))
+
+FAMILIES = ["physics", "ssmoelm", "slimmoe", "moonlight", "linnet"]
+# moec flags of each precision; "published" is the checkpoint as shipped (f32,
+# or SSMoELM's packed codes), "int8" those codes with int8 inputs. SSMoELM's
+# f32, q8, q4 and mixed builds start from its f32 twin (its codes times their
+# scales, as llama.cpp's F32/Q8_0/Q4_0 of that shape would), since --quant
+# keeps weights that are already packed as they are.
+PRECISIONS = {
+    "published": [],
+    "int8": ["--activations=int8"],
+    "f32": [],
+    "q8": ["--quant=q8"],
+    "q4": ["--quant=q4"],
+    "mixed": ["--quant=mixed"],
+}
+# llama.cpp (CPU, llama-bench, random weights in the same shapes, medians of
+# 5; issue 8): (family, precision, threads) -> (llama.cpp type, decode,
+# prefill-128) tokens/s.
+LLAMA_CPP = {
+    ("ssmoelm", "f32", 1): ("F32", 224, 1515),
+    ("ssmoelm", "f32", 2): ("F32", 299, 2490),
+    ("ssmoelm", "q8", 1): ("Q8_0", 785, 1771),
+    ("ssmoelm", "q4", 1): ("Q4_0", 1040, 2554),
+    ("ssmoelm", "q4", 2): ("Q4_0", 876, 4103),
+    ("ssmoelm", "published", 1): ("TQ1_0", 885, 1340),
+    ("ssmoelm", "int8", 1): ("TQ1_0", 885, 1340),
+    ("physics", "published", 1): ("F32", 66, 311),
+    ("physics", "published", 2): ("F32", 97, 575),
+    ("physics", "q8", 1): ("Q8_0", 181, 362),
+    ("physics", "q4", 1): ("Q4_0", 309, 534),
+    ("physics", "q4", 2): ("Q4_0", 310, 990),
+}
+
+
+def log(message):
+    print(message, file=sys.stderr, flush=True)
+
+
+def run_json(cmd):
+    return json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+
+
+def measure_peaks(work, threads):
+    exe = os.path.join(work, "peaks")
+    subprocess.run(["gcc", "-O3", "-march=native", "-pthread",
+                    os.path.join(ROOT, "examples", "bench", "peaks.c"), "-o", exe], check=True)
+    return run_json([exe, str(max(threads))])
+
+
+def runtime_code_bytes():
+    """Text + data of the runtime's own objects (libmoert.a, libmoert_main.a)."""
+    libs = [os.path.join(ROOT, "build", "lib", name) for name in ("libmoert.a", "libmoert_main.a")]
+    out = subprocess.run(["size", "-t"] + libs, check=True, capture_output=True, text=True).stdout
+    total = out.strip().splitlines()[-1].split()
+    return int(total[0]) + int(total[1])
+
+
+def ssmoelm_twin(model, path):
+    """SSMoELM's f32 twin: every packed weight as codes times scales."""
+    if not os.path.exists(os.path.join(path, "model.safetensors")):
+        log("writing the f32 twin of %s to %s" % (model, path))
+        subprocess.run(["/usr/bin/python3",
+                        os.path.join(ROOT, "test", "reference", "ssmoelm_model.py"),
+                        "dequantize", "--model", model, "--out", path],
+                       check=True, stdout=subprocess.DEVNULL)
+    return path
+
+
+def write_model(family, path):
+    if os.path.exists(os.path.join(path, "config.json")) or os.path.exists(
+            os.path.join(path, "model.safetensors")):
+        return
+    import families
+    log("writing a full-size %s checkpoint to %s" % (family, path))
+    start = time.time()
+    families.get(family).write_fixture(path, "full", 1, {})
+    log("  %.0f s" % (time.time() - start))
+
+
+def bench(exe, threads, runs):
+    """--runs processes of one timed --bench run each, after one warm-up
+    process."""
+    cmd = [exe, "--bench", "--json", "-t", str(threads), "--repeat", "1",
+           "--prompt-len", "128", "--gen", "64"]
+    results = []
+    for i in range(runs + 1):
+        result = run_json(cmd)
+        if i > 0:
+            results.append(result)
+
+    def spread(key):
+        values = [r[key] for r in results]
+        return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+    return {"prefill": spread("prefill_tokens_per_s"), "decode": spread("decode_tokens_per_s"),
+            "peak_rss_bytes": max(r["peak_rss_bytes"] for r in results),
+            "session_bytes": results[0]["session_bytes"],
+            "kernel_scratch_bytes": results[0]["kernel_scratch_bytes"]}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--families", default=",".join(FAMILIES))
+    ap.add_argument("--precisions", default="published,q8,q4")
+    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--work", default=os.path.join(ROOT, "build", "bench", "suite"))
+    args = ap.parse_args()
+    moec = os.path.join(ROOT, "build", "bin", "moec")
+    threads = [int(t) for t in args.threads.split(",")]
+    os.makedirs(args.work, exist_ok=True)
+
+    peaks = measure_peaks(args.work, threads)
+    log("machine: %s" % json.dumps(peaks))
+    report = {"machine": peaks, "runtime_code_bytes": runtime_code_bytes(), "results": []}
+    for family in args.families.split(","):
+        model = os.path.join(args.work, "models", family)
+        write_model(family, model)
+        inspect = run_json([moec, "inspect", model, "--json"])
+        total, active = inspect["total_params"], inspect["active_params"]
+        for precision in args.precisions.split(","):
+            if precision in ("int8", "f32") and family != "ssmoelm":
+                continue  # int8: q8/q4 builds have them; f32: published is
+            source, flags = model, list(PRECISIONS[precision])
+            if family == "ssmoelm" and precision not in ("published", "int8"):
+                source = ssmoelm_twin(model, model + "-f32")
+                flags.append("--family=ssmoelm")
+            exe = os.path.join(args.work, "exe", "%s-%s" % (family, precision))
+            os.makedirs(os.path.dirname(exe), exist_ok=True)
+            cache = os.path.join(args.work, "cache", "%s-%s" % (family, precision))
+            shutil.rmtree(cache, ignore_errors=True)
+            compile_cmd = [moec, "compile", source, "-o", exe, "-q",
+                           "--kernel-cache=" + cache] + flags
+            times = []
+            for _ in ("cold", "warm"):
+                start = time.time()
+                subprocess.run(compile_cmd, check=True)
+                times.append(time.time() - start)
+            weights = os.path.getsize(exe + ".weights")
+            active_bytes = weights * active / total
+            entry = {"family": family, "precision": precision, "total_params": total,
+                     "active_params": active, "weights_bytes": weights,
+                     "active_weight_bytes": active_bytes,
+                     "executable_bytes": os.path.getsize(exe),
+                     "compile_cold_s": times[0], "compile_warm_s": times[1], "runs": {}}
+            for t in threads:
+                log("bench %s %s, %d thread(s)" % (family, precision, t))
+                b = bench(exe, t, args.runs)
+                i = min(t, 2) - 1
+                b["decode_roofline"] = peaks["dram_read_gbs"][i] * 1e9 / active_bytes
+                b["prefill_roofline"] = peaks["fma_gflops"][i] * 1e9 / (2 * active)
+                b["llama_cpp"] = LLAMA_CPP.get((family, precision, t))
+                entry["runs"][str(t)] = b
+            report["results"].append(entry)
+            with open(os.path.join(args.work, "report.json"), "w") as f:
+                json.dump(report, f, indent=2)
+
+    lines = ["machine: DRAM read %.0f / %.0f GB/s, cache-sized %.0f / %.0f GB/s, f32 FMA "
+             "%.0f / %.0f GFLOP/s (1 / %d threads); runtime code %.1f KB" % (
+                 peaks["dram_read_gbs"][0], peaks["dram_read_gbs"][1],
+                 peaks["cache_read_gbs"][0], peaks["cache_read_gbs"][1],
+                 peaks["fma_gflops"][0], peaks["fma_gflops"][1], peaks["threads"],
+                 report["runtime_code_bytes"] / 1e3), "",
+             "| model | weights (active) | compile cold / warm | threads | decode tok/s "
+             "(min-max) | of roofline | prefill tok/s (min-max) | of FMA peak | llama.cpp "
+             "decode / prefill | peak RSS / (weights + session) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for e in report["results"]:
+        for t, b in sorted(e["runs"].items()):
+            llama = b["llama_cpp"]
+            budget = e["weights_bytes"] + b["session_bytes"] + b["kernel_scratch_bytes"]
+            lines.append(
+                "| %s %s | %.1f MB (%.1f) | %.1f / %.1f s | %s | %.0f (%.0f-%.0f) | %.0f%% | "
+                "%.0f (%.0f-%.0f) | %.0f%% | %s | %.0f MB / %.0f MB |" % (
+                    e["family"], e["precision"], e["weights_bytes"] / 1e6,
+                    e["active_weight_bytes"] / 1e6, e["compile_cold_s"], e["compile_warm_s"], t,
+                    b["decode"]["median"], b["decode"]["min"], b["decode"]["max"],
+                    100 * b["decode"]["median"] / b["decode_roofline"],
+                    b["prefill"]["median"], b["prefill"]["min"], b["prefill"]["max"],
+                    100 * b["prefill"]["median"] / b["prefill_roofline"],
+                    "%s %d / %d" % llama if llama else "",
+                    b["peak_rss_bytes"] / 1e6, budget / 1e6))
+    text = "\n".join(lines) + "\n"
+    with open(os.path.join(args.work, "report.md"), "w") as f:
+        f.write(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
