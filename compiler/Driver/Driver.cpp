@@ -393,6 +393,11 @@ LogicalResult runCompile(const DriverOptions &options) {
   if (!target) {
     return reportError(target.takeError());
   }
+  if (options.profile) {
+    // Every kernel and the runtime: a feature of the Halide target, so the
+    // kernel cache keeps profiled kernels apart.
+    target->halideTarget += "-profile";
+  }
   // The stages that write the weight file and link with the runtime.
   bool linked =
       options.emit == EmitStage::Exe || options.emit == EmitStage::Lib;

@@ -64,6 +64,8 @@ struct DriverOptions {
   /// ($MOEC_CACHE_DIR, else $XDG_CACHE_HOME/moec, else ~/.cache/moec).
   std::string kernelCache;
   bool noKernelCache = false;
+  /// Kernels with Halide's profiler (the `profile` target feature).
+  bool profile = false;
   /// Print the recogniser's notes and progress.
   bool verbose = true;
   /// --tokenizer: the tokenizer file, instead of the model directory's.

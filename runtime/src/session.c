@@ -75,6 +75,13 @@ static void moert_on_halide_error(void *user_context, const char *message) {
   }
 }
 
+/* Halide's own prints (its profiler's report, debug runtimes) go to
+ * stderr: stdout carries the executable's tokens and text. */
+static void moert_on_halide_print(void *user_context, const char *message) {
+  (void)user_context;
+  fputs(message, stderr);
+}
+
 static void *aligned_zeroed(size_t bytes) {
   size_t rounded = (bytes + 63) / 64 * 64;
   if (rounded == 0) {
@@ -263,6 +270,7 @@ moert_status_t moert_session_create(const moert_model_desc_t *model,
     return MOERT_STATUS_INVALID_ARGUMENT;
   }
   halide_set_error_handler(moert_on_halide_error);
+  halide_set_custom_print(moert_on_halide_print);
   halide_set_custom_malloc(moert_scratch_malloc);
   halide_set_custom_free(moert_scratch_free);
 

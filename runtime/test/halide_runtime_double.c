@@ -27,6 +27,7 @@ halide_set_error_handler(halide_error_handler_t handler) {
 }
 
 halide_malloc_t halide_set_custom_malloc(halide_malloc_t f) { return f; }
+halide_print_t halide_set_custom_print(halide_print_t f) { return f; }
 halide_free_t halide_set_custom_free(halide_free_t f) { return f; }
 
 int moert_test_cpu_lacks_features = 0;

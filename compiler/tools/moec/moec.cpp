@@ -131,6 +131,12 @@ cl::opt<std::string> kernelCache(
 cl::opt<bool> noKernelCache("no-kernel-cache",
                             cl::desc("compile every kernel afresh"),
                             cl::cat(category));
+cl::opt<bool> profile(
+    "profile",
+    cl::desc("compile the kernels with Halide's sampling profiler: the "
+             "executable prints each kernel's time, and each stage's share "
+             "of it, to stderr when it exits"),
+    cl::cat(category));
 cl::opt<std::string> tokenizerPath(
     "tokenizer",
     cl::desc("the tokenizer file (tokenizer.json or *.tiktoken) when the "
@@ -316,6 +322,7 @@ int main(int argc, char **argv) {
   options.jobs = jobs;
   options.kernelCache = kernelCache;
   options.noKernelCache = noKernelCache;
+  options.profile = profile;
   options.tokenizerPath = tokenizerPath;
   options.verbose = !quiet;
   mlir::LogicalResult result = command == "import"
