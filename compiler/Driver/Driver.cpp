@@ -509,6 +509,7 @@ LogicalResult runCompile(const DriverOptions &options) {
   MoECpuKernelPipelineOptions kernelPipelineOptions;
   kernelPipelineOptions.lanes = target->floatLanes();
   kernelPipelineOptions.dot = target->int8Dot.dotBytes;
+  kernelPipelineOptions.panel = target->projectionPanel();
   if (failed(runPipeline(module, [&](OpPassManager &pm) {
         buildMoECpuKernelPipeline(pm, kernelPipelineOptions);
       }))) {

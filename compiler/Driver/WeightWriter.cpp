@@ -174,6 +174,28 @@ void transposeLastTwo(const float *values, ArrayRef<int64_t> shape,
   }
 }
 
+/// Writes into `out` the last two dimensions of `values` (logical shape
+/// `shape`, [.., N, K]) in panels of `panel` rows: [.., N / panel, K,
+/// panel], each panel the transpose of its `panel` rows.
+void panelLastTwo(const float *values, ArrayRef<int64_t> shape, int64_t panel,
+                  float *out) {
+  int64_t rows = shape[shape.size() - 2], cols = shape.back();
+  int64_t total = 1;
+  for (int64_t d : shape) {
+    total *= d;
+  }
+  for (int64_t b = 0; b < total / (rows * cols); ++b) {
+    const float *src = values + b * rows * cols;
+    float *dst = out + b * rows * cols;
+    for (int64_t r = 0; r < rows; ++r) {
+      float *column = dst + (r / panel) * cols * panel + r % panel;
+      for (int64_t c = 0; c < cols; ++c) {
+        column[c * panel] = src[r * cols + c];
+      }
+    }
+  }
+}
+
 /// The checkpoint's bytes of `op`, when they are already what the weight
 /// file wants: one f32 source, all rows, row-major.
 const fe::TensorInfo *writableAsIs(WeightOp op,
@@ -451,6 +473,10 @@ FailureOr<WeightFileInfo> writeWeightFile(ModuleOp module,
       if (op.getLayout() == WeightLayout::Transposed) {
         transposeLastTwo(logical.get(), op.getResult().getType().getShape(),
                          stored.get());
+        data = stored.get();
+      } else if (op.getLayout() == WeightLayout::Panels) {
+        panelLastTwo(logical.get(), op.getResult().getType().getShape(),
+                     *op.getPanel(), stored.get());
         data = stored.get();
       }
     }

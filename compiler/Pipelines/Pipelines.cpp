@@ -52,7 +52,8 @@ void buildMoECpuKernelPipeline(OpPassManager &pm,
                                const MoECpuKernelPipelineOptions &options) {
   // Layouts are chosen while the users of each weight are still visible.
   pm.addPass(cpu::createMoECpuAssignWeightLayoutsPass(
-      cpu::MoECpuAssignWeightLayoutsPassOptions{options.lanes, options.dot}));
+      cpu::MoECpuAssignWeightLayoutsPassOptions{options.lanes, options.dot,
+                                                options.panel}));
   pm.addPass(createMoEOutlineKernelsPass());
   // The views outlining made for each call collapse to one per layer.
   pm.addPass(createCSEPass());

@@ -69,6 +69,11 @@ struct MoECpuKernelPipelineOptions
       llvm::cl::desc("bytes per lane of the target's int8 dot products "
                      "(codes read by int8_activations projections)"),
       llvm::cl::init(4)};
+  Option<int64_t> panel{
+      *this, "panel",
+      llvm::cl::desc("output features per panel of float projection "
+                     "weights (0: transposed, no panels)"),
+      llvm::cl::init(0)};
 };
 
 /// Stage 4 for CPU targets: weight layouts, kernels, memory plans.

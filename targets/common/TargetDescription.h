@@ -16,6 +16,7 @@
 #include "llvm/Support/Error.h"
 #include "llvm/Support/JSON.h"
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -83,6 +84,14 @@ struct TargetDescription {
   std::string source;
 
   int floatLanes() const { return vectorBytes / 4; }
+  /// Output features of one matrix-matrix tile of the CPU projection
+  /// kernels (vectors of them, as many as half the registers hold for 4
+  /// tokens, at most 4), which is also the panel width P of the weights
+  /// they read stored `layout panels(P)`; 0 on a GPU, whose threads read
+  /// transposed weights coalesced without panels.
+  int projectionPanel() const {
+    return isGpu() ? 0 : floatLanes() * std::clamp(vectorRegisters / 8, 1, 4);
+  }
   /// Whether the kernels run on a GPU rather than on the host CPU.
   bool isGpu() const { return backend == "cuda"; }
 

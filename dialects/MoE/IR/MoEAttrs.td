@@ -93,7 +93,13 @@ def MoE_WeightLayout : I32EnumAttr<"WeightLayout",
   I32EnumAttrCase<"RowMajor", 0, "row_major">,
   // The last two logical dimensions swapped: a [N, K] projection stored as
   // [K, N], so that consecutive output features are adjacent in memory.
-  I32EnumAttrCase<"Transposed", 1, "transposed">
+  I32EnumAttrCase<"Transposed", 1, "transposed">,
+  // Transposed and cut into panels of P output features: a [N, K]
+  // projection stored as [N / P, K, P] (`panel` on the moe.weight gives P).
+  // A kernel tile of P outputs then reads one contiguous block, which the
+  // CPU's prefetchers stream at full DRAM speed; transposed, the same tile
+  // reads P features of each row, one row (often a page) apart.
+  I32EnumAttrCase<"Panels", 2, "panels">
 ]> {
   let genSpecializedAttr = 0;
   let cppNamespace = "::mlir::moe";

@@ -204,19 +204,97 @@ static void printBareEnum(OpAsmPrinter &printer, Operation *, AttrT attr) {
   printer << stringifyEnum(attr.getValue());
 }
 
+// custom<WeightLayout>: `transposed`, or `panels(P)` with P the `panel`
+// attribute, which means nothing without the layout.
+static ParseResult parseWeightLayout(OpAsmParser &parser,
+                                     WeightLayoutAttr &layout,
+                                     IntegerAttr &panel) {
+  if (failed(parseBareEnum(parser, layout))) {
+    return failure();
+  }
+  if (succeeded(parser.parseOptionalLParen())) {
+    int64_t width;
+    if (parser.parseInteger(width) || parser.parseRParen()) {
+      return failure();
+    }
+    panel = parser.getBuilder().getI64IntegerAttr(width);
+  }
+  return success();
+}
+
+static void printWeightLayout(OpAsmPrinter &printer, Operation *op,
+                              WeightLayoutAttr layout, IntegerAttr panel) {
+  printBareEnum(printer, op, layout);
+  if (panel) {
+    printer << "(" << panel.getInt() << ")";
+  }
+}
+
 //===----------------------------------------------------------------------===//
 // WeightOp
 //===----------------------------------------------------------------------===//
 
-SmallVector<int64_t>
-mlir::moe::storedWeightShape(RankedTensorType type,
-                             std::optional<WeightLayout> layout) {
+SmallVector<int64_t> mlir::moe::storedWeightShape(
+    RankedTensorType type, std::optional<WeightLayout> layout, int64_t panel) {
   SmallVector<int64_t> shape(type.getShape());
-  if (layout == WeightLayout::Transposed && shape.size() >= 2 &&
-      !type.getElementType().isUnsignedInteger(8)) {
-    std::swap(shape[shape.size() - 1], shape[shape.size() - 2]);
+  if (shape.size() < 2 || type.getElementType().isUnsignedInteger(8)) {
+    return shape;
+  }
+  size_t n = shape.size() - 2;
+  if (layout == WeightLayout::Transposed) {
+    std::swap(shape[n], shape[n + 1]);
+  } else if (layout == WeightLayout::Panels && panel > 0) {
+    int64_t features = shape[n];
+    shape[n] = features / panel;
+    shape.push_back(panel);
   }
   return shape;
+}
+
+void WeightOp::setStorage(WeightLayout layout, int64_t panel) {
+  if (layout == WeightLayout::RowMajor) {
+    removeLayoutAttr();
+  } else {
+    setLayout(layout);
+  }
+  if (layout == WeightLayout::Panels) {
+    setPanel(panel);
+  } else {
+    removePanelAttr();
+  }
+}
+
+LogicalResult WeightOp::verifyLayout() {
+  auto type = getResult().getType();
+  bool codes = type.getElementType().isUnsignedInteger(8);
+  std::optional<WeightLayout> layout = getLayout();
+  // Codes (ui8) have no matrix shape of their own: transposed, they are
+  // in the order of the moe.dequantize that reads them.
+  if (layout == WeightLayout::Transposed && type.getRank() < 2 && !codes) {
+    return emitOpError("expects a transposed layout only for rank >= 2, got ")
+           << type;
+  }
+  if (layout != WeightLayout::Panels) {
+    if (getPanel()) {
+      return emitOpError("expects a panel width only with layout panels");
+    }
+    return success();
+  }
+  std::optional<int64_t> panel = getPanel();
+  if (!panel) {
+    return emitOpError("expects layout panels(P) with its panel width P");
+  }
+  if (codes || type.getRank() < 2 || getQuantize()) {
+    return emitOpError("expects layout panels only for a float weight of "
+                       "rank >= 2, got ")
+           << type;
+  }
+  int64_t features = type.getDimSize(type.getRank() - 2);
+  if (*panel < 1 || features % *panel != 0) {
+    return emitOpError("expects a panel width that divides the ")
+           << features << " output features, got " << *panel;
+  }
+  return success();
 }
 
 /// With `quantize`: the group and logical shape are given, and the result
@@ -323,14 +401,7 @@ LogicalResult WeightOp::verify() {
       return diag;
     }
   }
-  // Codes (ui8) have no matrix shape of their own: transposed, they are
-  // in the order of the moe.dequantize that reads them.
-  if (getLayout() == WeightLayout::Transposed && type.getRank() < 2 &&
-      !type.getElementType().isUnsignedInteger(8)) {
-    return emitOpError("expects a transposed layout only for rank >= 2, got ")
-           << type;
-  }
-  return success();
+  return verifyLayout();
 }
 
 //===----------------------------------------------------------------------===//

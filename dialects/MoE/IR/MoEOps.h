@@ -27,10 +27,12 @@ namespace mlir::moe {
 
 /// The shape a weight of logical type `type` has where it is stored (the
 /// weight file, kernel buffers): a float tensor stored transposed has its
-/// last two dimensions swapped; codes (ui8) keep theirs, since their order
-/// is the reading moe.dequantize's.
+/// last two dimensions swapped, [.., N, K] -> [.., K, N]; in panels of
+/// `panel` features, [.., N / panel, K, panel]. Codes (ui8) keep theirs,
+/// since their order is the reading moe.dequantize's.
 SmallVector<int64_t> storedWeightShape(RankedTensorType type,
-                                       std::optional<WeightLayout> layout);
+                                       std::optional<WeightLayout> layout,
+                                       int64_t panel = 0);
 
 } // namespace mlir::moe
 

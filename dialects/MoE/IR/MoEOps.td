@@ -44,7 +44,8 @@ def MoE_WeightOp : MoE_Op<"weight", [Pure]> {
       for checkpoints that fuse several projections into one tensor (linnet's
       `c_attn` holds Q, K and V).
     * `layout` is how the compiled weight file stores it, chosen by the
-      target (absent: row-major as in the checkpoint).
+      target (absent: row-major as in the checkpoint). `layout panels(P)`
+      stores a `[.., N, K]` float weight as `[.., N / P, K, P]`.
     * `quantize(format, group G, shape S)` quantizes, when the weight file
       is written, the float tensor of logical shape S (`[.., N, K]`) that
       the names select: symmetric codes of `format`, one scale per G
@@ -64,20 +65,22 @@ def MoE_WeightOp : MoE_Op<"weight", [Pure]> {
                        OptionalAttr<MoE_WeightLayoutAttr>:$layout,
                        OptionalAttr<MoE_PackedFormatAttr>:$quantize,
                        OptionalAttr<I64Attr>:$quant_group,
-                       OptionalAttr<DenseI64ArrayAttr>:$quant_shape);
+                       OptionalAttr<DenseI64ArrayAttr>:$quant_shape,
+                       OptionalAttr<I64Attr>:$panel);
   let results = (outs AnyRankedTensor:$result);
   let assemblyFormat = [{
     $sources (`rows` $rows^)?
     (`quantize` `(` custom<BareEnum>($quantize)^ `,` `group` $quant_group `,`
      `shape` $quant_shape `)`)?
-    (`layout` custom<BareEnum>($layout)^)? attr-dict `:` type($result)
+    (`layout` custom<WeightLayout>($layout, $panel)^)? attr-dict `:`
+    type($result)
   }];
   let builders = [
     // A whole checkpoint tensor (or stack of them) as its checkpoint holds it.
     OpBuilder<(ins "Type":$type, "ArrayAttr":$sources), [{
       build($_builder, $_state, type, sources, /*rows=*/nullptr,
             /*layout=*/nullptr, /*quantize=*/nullptr, /*quant_group=*/nullptr,
-            /*quant_shape=*/nullptr);
+            /*quant_shape=*/nullptr, /*panel=*/nullptr);
     }]>
   ];
   let extraClassDeclaration = [{
@@ -90,6 +93,10 @@ def MoE_WeightOp : MoE_Op<"weight", [Pure]> {
 
     /// The `quantize` rules of the verifier.
     LogicalResult verifyQuantized();
+    /// The `layout` rules of the verifier.
+    LogicalResult verifyLayout();
+    /// Stores this weight as `layout`; `panel` is P for `panels`.
+    void setStorage(WeightLayout layout, int64_t panel = 0);
   }];
   let hasVerifier = 1;
 }

@@ -225,6 +225,9 @@ struct OutlineKernelsPass
         attrs.append("moe.layout",
                      WeightLayoutAttr::get(ctx, weight.getLayout().value_or(
                                                     WeightLayout::RowMajor)));
+        if (std::optional<int64_t> panel = weight.getPanel()) {
+          attrs.append("moe.panel", builder.getI64IntegerAttr(*panel));
+        }
       }
       argTypes.push_back(type);
       argAttrs.push_back(attrs.getDictionary(ctx));

@@ -228,10 +228,10 @@ def MoEOutlineKernelsPass : Pass<"moe-outline-kernels", "ModuleOp"> {
     outlined once: the symbol ends with a hash of the kernel's body and
     signature, which is also what targets cache compiled kernels by.
 
-    Weight arguments carry their layout (`moe.layout`) and cache arguments
-    their access (`moe.cache_access = "read" | "write"`) as argument
-    attributes, because a target compiles the kernel from its signature
-    alone.
+    Weight arguments carry their layout (`moe.layout`, and `moe.panel` for
+    panels) and cache arguments their access (`moe.cache_access = "read" |
+    "write"`) as argument attributes, because a target compiles the kernel
+    from its signature alone.
 
     Before:  %h = moe.fused "norm_projection" -> (...) { ... }
     After:   moe.kernel @norm_projection_1a2b3c4d(...) -> (...) { ... }

@@ -35,7 +35,7 @@ struct PlanWeightsPass : impl::MoEPlanWeightsPassBase<PlanWeightsPass> {
       os << "|"
          << stringifyWeightLayout(
                 op.getLayout().value_or(WeightLayout::RowMajor))
-         << "|" << op.getResult().getType();
+         << op.getPanel().value_or(0) << "|" << op.getResult().getType();
       if (std::optional<PackedFormat> format = op.getQuantize()) {
         os << "|" << stringifyPackedFormat(*format) << "/"
            << *op.getQuantGroup();

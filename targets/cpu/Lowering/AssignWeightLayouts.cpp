@@ -3,7 +3,9 @@
 // A projection y[t, n] = sum_k x[t, k] W[n, k] is computed by the CPU
 // kernels with n innermost in vector registers. Stored as PyTorch ships it,
 // W[n, k], consecutive n are a whole row apart; transposed, W^T[k, n], they
-// are adjacent and one vector load feeds one vector of outputs.
+// are adjacent and one vector load feeds one vector of outputs. Cut into
+// panels of the kernels' tile width, W[N/P, K, P], a tile's weights are
+// one contiguous block, streamed at full DRAM speed (see Passes.td).
 //
 //===----------------------------------------------------------------------===//
 
@@ -50,6 +52,18 @@ WeightOp exclusiveWeight(OpBuilder &builder, WeightOp weight, Operation *user) {
 struct AssignWeightLayoutsPass
     : impl::MoECpuAssignWeightLayoutsPassBase<AssignWeightLayoutsPass> {
   using Base::Base;
+
+  /// Whether projection weight `weight` is stored in panels: a float
+  /// matrix (not the scales of a packed one) whose output features divide
+  /// into them.
+  bool inPanels(WeightOp weight) {
+    auto type = weight.getResult().getType();
+    if (panel <= 0 || weight.getQuantize() || type.getRank() < 2 ||
+        !isa<FloatType>(type.getElementType())) {
+      return false;
+    }
+    return type.getDimSize(type.getRank() - 2) % panel == 0;
+  }
 
   /// Stores `dequantize`'s codes in the order projections read them, when
   /// one of its readers is a projection: blocks for the target's dot
@@ -119,10 +133,10 @@ struct AssignWeightLayoutsPass
           }
         }
         first = false;
-        if (layout == WeightLayout::RowMajor) {
-          target.removeLayoutAttr();
+        if (layout == WeightLayout::Transposed && inPanels(target)) {
+          target.setStorage(WeightLayout::Panels, panel);
         } else {
-          target.setLayout(layout);
+          target.setStorage(layout);
         }
       }
     }

@@ -290,9 +290,10 @@ LogicalResult HostEmitter::emitEntry(OpBuilder &b, func::FuncOp func) {
         }
         auto type = cast<RankedTensorType>(value.getType());
         if (auto weight = value.getDefiningOp<WeightOp>()) {
-          type =
-              RankedTensorType::get(storedWeightShape(type, weight.getLayout()),
-                                    type.getElementType());
+          type = RankedTensorType::get(
+              storedWeightShape(type, weight.getLayout(),
+                                weight.getPanel().value_or(0)),
+              type.getElementType());
         }
         args.push_back(tensorBuffer(b, l, host, type, nTokens));
         break;

@@ -129,14 +129,24 @@ private:
     auto it = values.find(value);
     return it == values.end() ? nullptr : &it->second;
   }
-  bool transposed(Value weightArg) {
+  /// How weight argument `weightArg` is stored, and its panel width.
+  std::pair<std::optional<WeightLayout>, int64_t> storage(Value weightArg) {
     auto arg = dyn_cast<BlockArgument>(weightArg);
     if (!arg) {
-      return false;
+      return {std::nullopt, 0};
     }
-    auto layout = kernel.getArgAttrOfType<WeightLayoutAttr>(arg.getArgNumber(),
-                                                            "moe.layout");
-    return layout && layout.getValue() == WeightLayout::Transposed;
+    unsigned index = arg.getArgNumber();
+    auto layout =
+        kernel.getArgAttrOfType<WeightLayoutAttr>(index, "moe.layout");
+    auto panel = kernel.getArgAttrOfType<IntegerAttr>(index, "moe.panel");
+    return {layout ? std::optional(layout.getValue()) : std::nullopt,
+            panel ? panel.getInt() : 0};
+  }
+  /// Whether the algorithms read weight `weightArg` transposed: stored so,
+  /// or in panels, which its Func shows as a transposed view.
+  bool transposed(Value weightArg) {
+    std::optional<WeightLayout> layout = storage(weightArg).first;
+    return layout == WeightLayout::Transposed || layout == WeightLayout::Panels;
   }
   void record(Operation *op, const OpFuncs &funcs, unsigned firstResult = 0) {
     for (size_t i = 0; i < funcs.values.size(); ++i) {
@@ -460,9 +470,8 @@ FailureOr<BuiltKernel> Builder::build() {
                << "take: " << arg.getType();
       }
       auto argType = cast<RankedTensorType>(arg.getType());
-      SmallVector<int64_t> stored = storedWeightShape(
-          argType, transposed(arg) ? std::optional(WeightLayout::Transposed)
-                                   : std::nullopt);
+      auto [layout, panel] = storage(arg);
+      SmallVector<int64_t> stored = storedWeightShape(argType, layout, panel);
       std::vector<int64_t> shape(stored.begin(), stored.end());
       ImageParam param(type, static_cast<int>(shape.size()), name);
       constrainDense(param, shape);
@@ -471,8 +480,24 @@ FailureOr<BuiltKernel> Builder::build() {
       for (int i = 0; i < param.dimensions(); ++i) {
         vars.push_back(Var());
       }
-      f(vars) = param(vars);
-      // Algorithms see the stored shape, which is the Func's.
+      if (layout == WeightLayout::Panels) {
+        // Panels [.., N / P, K, P] read as the transposed [.., K, N]: with
+        // tiles of output features that are whole panels, Halide reduces
+        // the n % P and n / P to the tile's offsets (dense vector loads).
+        vars.pop_back();
+        std::vector<Expr> at(vars.begin(), vars.end());
+        Expr n = vars[0];
+        at[0] = n % static_cast<int>(panel);
+        at.insert(at.begin() + 2, n / static_cast<int>(panel));
+        f(vars) = param(at);
+        SmallVector<int64_t> view =
+            storedWeightShape(argType, WeightLayout::Transposed);
+        shape.assign(view.begin(), view.end());
+      } else {
+        f(vars) = param(vars);
+      }
+      // Algorithms see the Func's shape: the stored one, or the transposed
+      // view of panels.
       values[arg] = TensorFunc{f, shape};
       built.inputs.push_back({param, std::nullopt});
       if (!shape.empty() && ShapedType::isDynamic(shape.front()) &&

@@ -57,6 +57,38 @@ func.func @weight_transposed_vector() {
 
 // -----
 
+func.func @weight_panels_without_width() {
+  // expected-error @+1 {{'moe.weight' op expects layout panels(P) with its panel width P}}
+  %0 = moe.weight ["w"] layout panels : tensor<8x4xf32>
+  return
+}
+
+// -----
+
+func.func @weight_panels_not_dividing() {
+  // expected-error @+1 {{'moe.weight' op expects a panel width that divides the 12 output features, got 8}}
+  %0 = moe.weight ["w"] layout panels(8) : tensor<12x4xf32>
+  return
+}
+
+// -----
+
+func.func @weight_panels_of_codes() {
+  // expected-error @+1 {{'moe.weight' op expects layout panels only for a float weight of rank >= 2, got 'tensor<64xui8>'}}
+  %0 = moe.weight ["w"] layout panels(8) : tensor<64xui8>
+  return
+}
+
+// -----
+
+func.func @weight_width_without_panels() {
+  // expected-error @+1 {{'moe.weight' op expects a panel width only with layout panels}}
+  %0 = moe.weight ["w"] layout transposed(8) : tensor<8x4xf32>
+  return
+}
+
+// -----
+
 func.func @embed_result(%t: tensor<100x64xf32>, %ids: tensor<?xi32>) {
   // expected-error @+1 {{'moe.embed' op expects result of shape ?x64, got ?x32}}
   %0 = moe.embed %t[%ids] : tensor<100x64xf32>, tensor<?xi32> -> tensor<?x32xf32>

@@ -9,7 +9,7 @@
 !conv = !moe.conv_state<layers = 2, channels = 64, width = 3, element = f32>
 
 // CHECK-LABEL: func.func @weights
-func.func @weights() -> (tensor<64x64xf32>, tensor<32x64xf32>, tensor<3x8x4xf32>, tensor<64x32xf32>) {
+func.func @weights() -> (tensor<64x64xf32>, tensor<32x64xf32>, tensor<3x8x4xf32>, tensor<64x32xf32>, tensor<3x8x4xf32>) {
   // CHECK: moe.weight ["embed.weight"] : tensor<64x64xf32>
   %a = moe.weight ["embed.weight"] : tensor<64x64xf32>
   // CHECK: moe.weight ["c_attn"] rows [64, 96] : tensor<32x64xf32>
@@ -18,7 +18,9 @@ func.func @weights() -> (tensor<64x64xf32>, tensor<32x64xf32>, tensor<3x8x4xf32>
   %c = moe.weight ["e.0.w", "e.1.w", "e.2.w"] : tensor<3x8x4xf32>
   // CHECK: moe.weight ["k"] layout transposed : tensor<64x32xf32>
   %d = moe.weight ["k"] layout transposed : tensor<64x32xf32>
-  return %a, %b, %c, %d : tensor<64x64xf32>, tensor<32x64xf32>, tensor<3x8x4xf32>, tensor<64x32xf32>
+  // CHECK: moe.weight ["e.0.w", "e.1.w", "e.2.w"] layout panels(4) : tensor<3x8x4xf32>
+  %e = moe.weight ["e.0.w", "e.1.w", "e.2.w"] layout panels(4) : tensor<3x8x4xf32>
+  return %a, %b, %c, %d, %e : tensor<64x64xf32>, tensor<32x64xf32>, tensor<3x8x4xf32>, tensor<64x32xf32>, tensor<3x8x4xf32>
 }
 
 // The codes and scales of quantized weights: one matrix, rows of a fused

@@ -92,3 +92,31 @@ func.func @int8(%ids: tensor<1xi32>) -> tensor<1x10xf32> {
   %l = moe.logits %x, %e int8_activations(32) : tensor<1x64xf32>, tensor<10x64xf32> -> tensor<1x10xf32>
   return %l : tensor<1x10xf32>
 }
+
+// -----
+
+// With panel=4 (a CPU target's tile), float projection weights whose
+// output features divide into panels are stored in them; others (6 rows)
+// stay transposed, and so do the scales of packed weights.
+// RUN: moe-opt %s --split-input-file --moe-cpu-assign-weight-layouts=panel=4 | FileCheck %s --check-prefix=PANELS
+// PANELS-LABEL: func.func @panels
+// PANELS-DAG: moe.weight ["q"] layout panels(4) : tensor<8x8xf32>
+// PANELS-DAG: moe.weight ["odd"] layout transposed : tensor<6x8xf32>
+// PANELS-DAG: moe.weight ["experts"] layout panels(4) : tensor<4x8x8xf32>
+// PANELS-DAG: moe.weight ["router"] : tensor<4x8xf32>
+// PANELS-DAG: moe.weight ["up"] quantize(int8, group 32, shape [8, 64]) layout transposed : tensor<8x2xf32>
+func.func @panels(%x: tensor<?x8xf32>, %y: tensor<?x64xf32>, %i: tensor<?x2xi32>, %g: tensor<?x2xf32>) -> (tensor<?x8xf32>, tensor<?x6xf32>, tensor<?x8xf32>, tensor<?x2xi32>, tensor<?x8xf32>) {
+  %wq = moe.weight ["q"] : tensor<8x8xf32>
+  %q = moe.linear %x, %wq : tensor<?x8xf32>, tensor<8x8xf32> -> tensor<?x8xf32>
+  %wo = moe.weight ["odd"] : tensor<6x8xf32>
+  %o = moe.linear %x, %wo : tensor<?x8xf32>, tensor<6x8xf32> -> tensor<?x6xf32>
+  %uc = moe.weight ["up"] quantize(int8, group 32, shape [8, 64]) : tensor<512xui8>
+  %us = moe.weight ["up"] quantize(int8, group 32, shape [8, 64]) : tensor<8x2xf32>
+  %u = moe.dequantize %uc, %us format(int8) cols(64) group(32) : tensor<512xui8>, tensor<8x2xf32> -> tensor<8x64xf32>
+  %p = moe.linear %y, %u : tensor<?x64xf32>, tensor<8x64xf32> -> tensor<?x8xf32>
+  %r = moe.weight ["router"] : tensor<4x8xf32>
+  %ri, %rw = moe.route %x, %r scoring(softmax) top_k(2) : tensor<?x8xf32>, tensor<4x8xf32> -> tensor<?x2xi32>, tensor<?x2xf32>
+  %e = moe.weight ["experts"] : tensor<4x8x8xf32>
+  %z = moe.expert_dispatch %x, experts(%i, %g) up %e down %e activation(relu) : (tensor<?x8xf32>, tensor<?x2xi32>, tensor<?x2xf32>, tensor<4x8x8xf32>, tensor<4x8x8xf32>) -> tensor<?x8xf32>
+  return %q, %o, %p, %ri, %z : tensor<?x8xf32>, tensor<?x6xf32>, tensor<?x8xf32>, tensor<?x2xi32>, tensor<?x8xf32>
+}

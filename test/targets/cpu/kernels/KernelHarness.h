@@ -73,6 +73,27 @@ inline Vec transposed(const Vec &m, int batch, int rows, int cols) {
   return t;
 }
 
+/// A row-major [rows, cols] matrix (per leading batch) in panels of
+/// `panel` rows: [rows / panel, cols, panel] (moe.weight `layout panels`).
+inline Vec panels(const Vec &m, int batch, int rows, int cols, int panel) {
+  Vec p(m.size());
+  for (int b = 0; b < batch; ++b) {
+    for (int r = 0; r < rows; ++r) {
+      for (int c = 0; c < cols; ++c) {
+        p[b * rows * cols + ((r / panel) * cols + c) * panel + r % panel] =
+            m[b * rows * cols + r * cols + c];
+      }
+    }
+  }
+  return p;
+}
+
+/// The argument attributes of a weight stored in panels of `panel`.
+inline std::string panelAttrs(int panel) {
+  return "{moe.layout = #moe.weight_layout<panels>, moe.panel = " +
+         std::to_string(panel) + " : i64}";
+}
+
 /// A kernel parsed from IR and built for this machine.
 class Kernel {
 public:

@@ -125,6 +125,52 @@ TEST(CpuKernels, LinearEveryShapeAndLayout) {
   }
 }
 
+/// The panel width the target's projections are tiled by (the CPU
+/// pipeline's choice), or 16 where it stores no panels (a GPU).
+int targetPanel() {
+  const char *name = std::getenv("MOE_KERNEL_TEST_TARGET");
+  auto target = lookupTarget(name ? name : "host");
+  int panel = target ? target->projectionPanel() : 0;
+  if (!target) {
+    llvm::consumeError(target.takeError());
+  }
+  return panel > 0 ? panel : 16;
+}
+
+TEST(CpuKernels, LinearFromPanels) {
+  // Weights in panels of P features ([N / P, K, P]): three panels of the
+  // target's tile, K = 13, and a head projection; then panels narrower
+  // than the tile (8), where one tile reads several panels.
+  for (int P : {targetPanel(), 8}) {
+    int N = 3 * P;
+    for (auto [t, T] : kSchedules) {
+      std::string ir = R"(
+        moe.kernel @k(%x: tensor<Tx13xf32>, %w: tensor<NNx13xf32> ATTRS,
+                      %b: tensor<NNxf32>)
+            -> (tensor<Tx3xPPxf32>, tensor<TxNNxf32>) {
+          %0 = moe.linear %x, %w : tensor<Tx13xf32>, tensor<NNx13xf32> -> tensor<Tx3xPPxf32>
+          %1 = moe.linear %x, %w bias %b : tensor<Tx13xf32>, tensor<NNx13xf32>, tensor<NNxf32> -> tensor<TxNNxf32>
+          moe.yield %0, %1 : tensor<Tx3xPPxf32>, tensor<TxNNxf32>
+        })";
+      ir = std::regex_replace(ir, std::regex("NN"), std::to_string(N));
+      ir = std::regex_replace(ir, std::regex("PP"), std::to_string(P));
+      ir = std::regex_replace(ir, std::regex("ATTRS"), panelAttrs(P));
+      Kernel k(withTokens(ir, t));
+      Vec x = randomValues(T * 13, 50), w = randomValues(N * 13, 51);
+      Vec b = randomValues(N, 52);
+      std::vector<Vec> out = k.run(
+          {{x, {T, 13}}, {panels(w, 1, N, 13, P), {N / P, 13, P}}, {b, {N}}},
+          T);
+      ASSERT_EQ(out.size(), 2u);
+      std::string what = "P=" + std::to_string(P) + " T=" + t;
+      expectClose(out[0], ref::linear(x, w, nullptr, T, 13, N), 1e-5,
+                  "heads " + what);
+      expectClose(out[1], ref::linear(x, w, &b, T, 13, N), 1e-5,
+                  "bias " + what);
+    }
+  }
+}
+
 TEST(CpuKernels, LongReductions) {
   // K = 300: a GPU schedule splits one token's reductions of at least 256
   // into chunks of 32 (rfactor; here with a tail), so the chunks' partial
@@ -698,27 +744,36 @@ TEST(CpuKernels, RouteSigmoidWithSelectionBias) {
              2, false, 0, 1);
 }
 
-/// 5 experts of 7 hidden units over 9 features, 2 per token, with and
-/// without a gate projection, under `strategy`. `routing` picks the
-/// experts of token t.
+/// 5 experts of 7 hidden units over 9 features (with `panel`: of 2 x panel
+/// hidden units over panel features, weights stored in panels), 2 per
+/// token, with and without a gate projection, under `strategy`. `routing`
+/// picks the experts of token t.
 void checkExpertDispatch(const std::string &strategy,
                          const std::vector<std::pair<std::string, int>> &runs,
-                         const std::function<int(int, int)> &routing) {
-  const int E = 5, F = 7, D = 9, K = 2;
+                         const std::function<int(int, int)> &routing,
+                         int panel = 0) {
+  const int E = 5, K = 2;
+  const int F = panel ? 2 * panel : 7, D = panel ? panel : 9;
   for (auto [t, T] : runs) {
     std::string ir = R"(
-      moe.kernel @k(%x: tensor<Tx9xf32>, %i: tensor<Tx2xi32>, %w: tensor<Tx2xf32>,
-                    %g: tensor<5x7x9xf32> {moe.layout = #moe.weight_layout<transposed>},
-                    %u: tensor<5x7x9xf32> {moe.layout = #moe.weight_layout<transposed>},
-                    %d: tensor<5x9x7xf32> {moe.layout = #moe.weight_layout<transposed>})
-          -> (tensor<Tx9xf32>, tensor<Tx9xf32>) {
+      moe.kernel @k(%x: tensor<TxDDxf32>, %i: tensor<Tx2xi32>, %w: tensor<Tx2xf32>,
+                    %g: tensor<5xFFxDDxf32> LAYOUT,
+                    %u: tensor<5xFFxDDxf32> LAYOUT,
+                    %d: tensor<5xDDxFFxf32> LAYOUT)
+          -> (tensor<TxDDxf32>, tensor<TxDDxf32>) {
         %0 = moe.expert_dispatch %x, experts(%i, %w) gate %g up %u down %d activation(silu) strategy(STRATEGY)
-            : (tensor<Tx9xf32>, tensor<Tx2xi32>, tensor<Tx2xf32>, tensor<5x7x9xf32>, tensor<5x7x9xf32>, tensor<5x9x7xf32>) -> tensor<Tx9xf32>
+            : (tensor<TxDDxf32>, tensor<Tx2xi32>, tensor<Tx2xf32>, tensor<5xFFxDDxf32>, tensor<5xFFxDDxf32>, tensor<5xDDxFFxf32>) -> tensor<TxDDxf32>
         %1 = moe.expert_dispatch %x, experts(%i, %w) up %u down %d activation(relu) strategy(STRATEGY)
-            : (tensor<Tx9xf32>, tensor<Tx2xi32>, tensor<Tx2xf32>, tensor<5x7x9xf32>, tensor<5x9x7xf32>) -> tensor<Tx9xf32>
-        moe.yield %0, %1 : tensor<Tx9xf32>, tensor<Tx9xf32>
+            : (tensor<TxDDxf32>, tensor<Tx2xi32>, tensor<Tx2xf32>, tensor<5xFFxDDxf32>, tensor<5xDDxFFxf32>) -> tensor<TxDDxf32>
+        moe.yield %0, %1 : tensor<TxDDxf32>, tensor<TxDDxf32>
       })";
     ir = std::regex_replace(ir, std::regex("STRATEGY"), strategy);
+    ir = std::regex_replace(ir, std::regex("FF"), std::to_string(F));
+    ir = std::regex_replace(ir, std::regex("DD"), std::to_string(D));
+    ir = std::regex_replace(
+        ir, std::regex("LAYOUT"),
+        panel ? panelAttrs(panel)
+              : std::string("{moe.layout = #moe.weight_layout<transposed>}"));
     Kernel k(withTokens(ir, t));
     // A grouped dispatch of several tokens sorts them into expert blocks;
     // one token (static) always gathers.
@@ -729,6 +784,15 @@ void checkExpertDispatch(const std::string &strategy,
     Vec x = randomValues(T * D, 34), w = randomValues(T * K, 35, 0, 1);
     Vec g = randomValues(E * F * D, 36), u = randomValues(E * F * D, 37);
     Vec d = randomValues(E * D * F, 38);
+    // [E, rows, cols] as the kernel reads it, with its stored shape.
+    auto stored = [&](const Vec &m, int rows,
+                      int cols) -> std::pair<Vec, std::vector<int>> {
+      if (panel) {
+        return {panels(m, E, rows, cols, panel),
+                {E, rows / panel, cols, panel}};
+      }
+      return {transposed(m, E, rows, cols), {E, cols, rows}};
+    };
     Vec idx;
     for (int tok = 0; tok < T; ++tok) {
       idx.push_back(float(routing(tok, 0)));
@@ -737,9 +801,9 @@ void checkExpertDispatch(const std::string &strategy,
     std::vector<Vec> out = k.run({{x, {T, D}},
                                   {idx, {T, K}},
                                   {w, {T, K}},
-                                  {transposed(g, E, F, D), {E, D, F}},
-                                  {transposed(u, E, F, D), {E, D, F}},
-                                  {transposed(d, E, D, F), {E, F, D}}},
+                                  stored(g, F, D),
+                                  stored(u, F, D),
+                                  stored(d, D, F)},
                                  T);
     ASSERT_EQ(out.size(), 2u);
     for (int gated = 1; gated >= 0; --gated) {
@@ -766,7 +830,9 @@ void checkExpertDispatch(const std::string &strategy,
           }
         }
       }
-      expectClose(out[gated ? 0 : 1], want, 1e-5,
+      // Sums of 64-128 f32 products (panels) round further from the
+      // double reference than those of 7-9.
+      expectClose(out[gated ? 0 : 1], want, panel ? 1e-4 : 1e-5,
                   strategy + (gated ? " gated experts" : " relu experts") +
                       " T=" + std::to_string(T));
     }
@@ -785,6 +851,15 @@ TEST(CpuKernels, ExpertDispatchGrouped) {
   // 17 and 29 tokens put more than one block of rows on some experts.
   checkExpertDispatch("grouped", {{"?", 5}, {"?", 1}, {"?", 17}, {"?", 29}},
                       spreadRouting);
+}
+
+TEST(CpuKernels, ExpertDispatchFromPanels) {
+  // Both strategies, and each number of tokens, reading panels of the
+  // target's tile width, and narrower ones.
+  for (int panel : {targetPanel(), 8}) {
+    checkExpertDispatch("gather", kSchedules, spreadRouting, panel);
+    checkExpertDispatch("grouped", {{"?", 5}, {"?", 17}}, spreadRouting, panel);
+  }
 }
 
 TEST(CpuKernels, ExpertDispatchGroupedUnevenExperts) {
