@@ -879,17 +879,18 @@ std::pair<Var, int> tileProjection(const KernelEnv &env, Func y, int64_t n,
   return {no, vec};
 }
 
-Var tileRowBlocks(Func f, Var row, Var feature, int extent, int block,
-                  int lanes, int vectors) {
-  Var so("so"), si("si"), fo("fo"), fi("fi");
+void tileBlockRows(Func f, Var row, Var blockVar, Var feature, int extent,
+                   int lanes, int vectors) {
+  Var fo("fo"), fi("fi");
   int tile = staticTile(extent, lanes, vectors);
+  // Blocks inside feature tiles: consecutive blocks are mostly one
+  // expert's, so a tile's weights (K x tile) stay in L2 across them,
+  // instead of each block streaming all of its expert's weights again.
   f.compute_root()
-      .split(row, so, si, block)
       .split(feature, fo, fi, tile, TailStrategy::ShiftInwards)
-      .reorder(fi, si, fo, so)
+      .reorder(fi, row, blockVar, fo)
       .vectorize(fi, std::min(lanes, tile))
-      .parallel(so);
-  return fo;
+      .parallel(fo);
 }
 
 void ExpertBuckets::schedule() {
@@ -922,63 +923,75 @@ OpFuncs expertDispatchGrouped(const KernelEnv &env, const TensorFunc &input,
   ExpertBuckets buckets = bucketByExpert(env, indices, experts, block);
   Func slot = buckets.slot, rowToken = buckets.rowToken,
        blockExpert = buckets.blockExpert;
-  Var s("s"), f("f"), d("d"), t("t");
+  // Rows are addressed as (row si of block b): the expert is then a
+  // function of b alone, so one weight vector loaded per reduction step
+  // serves the whole block. (Indexed by row s, Halide cannot tell that the
+  // eight rows of a tile share s / 8, and loaded each row's weights.)
+  Var si("si"), b("b"), k("k"), f("f"), d("d"), t("t");
+  Expr expert = blockExpert(b);
 
-  // 2. Per row: hidden = act(gate x) * (up x), then y = down hidden.
-  Expr rowExpert = blockExpert(s / block);
-  Expr token = clamp(rowToken(s), 0, env.tokens - 1);
+  // 2. The block's input rows, gathered into one contiguous tile.
+  Func rows(env.name("grouped_rows"));
+  rows(k, si, b) =
+      input.func(k, clamp(rowToken(b * block + si), 0, env.tokens - 1));
+
+  // 3. Per row: hidden = act(gate x) * (up x), then y = down hidden.
   RDom rd(0, width, "rd");
   Func upProj(env.name("grouped_up"));
-  upProj(f, s) = 0.0f;
-  upProj(f, s) += up.func(f, rd, rowExpert) * input.func(rd, token);
+  upProj(f, si, b) = 0.0f;
+  upProj(f, si, b) += up.func(f, rd, expert) * rows(rd, si, b);
   Func gateProj(env.name("grouped_gate"));
   Expr act;
   if (gate) {
-    gateProj(f, s) = 0.0f;
-    gateProj(f, s) += gate->func(f, rd, rowExpert) * input.func(rd, token);
-    act = activate(activation, gateProj(f, s)) * upProj(f, s);
+    gateProj(f, si, b) = 0.0f;
+    gateProj(f, si, b) += gate->func(f, rd, expert) * rows(rd, si, b);
+    act = activate(activation, gateProj(f, si, b)) * upProj(f, si, b);
   } else {
-    act = activate(activation, upProj(f, s));
+    act = activate(activation, upProj(f, si, b));
   }
   Func hid(env.name("grouped_hidden"));
-  hid(f, s) = act;
+  hid(f, si, b) = act;
   env.materialise(hid);
   RDom rf(0, hidden, "rf");
   Func rowOut(env.name("grouped_down"));
-  rowOut(d, s) = 0.0f;
-  rowOut(d, s) += down.func(d, rf, rowExpert) * hid(rf, s);
+  rowOut(d, si, b) = 0.0f;
+  rowOut(d, si, b) += down.func(d, rf, expert) * hid(rf, si, b);
 
-  // 3. Each token sums its k rows with its routing weights.
+  // 4. Each token sums its k rows with its routing weights.
   RDom rj(0, topK, "rj");
   Func out(env.name("expert_dispatch"));
+  Expr row = slot(t * topK + rj);
   out(d, t) = 0.0f;
-  out(d, t) += weights.func(rj, t) * rowOut(d, slot(t * topK + rj));
+  out(d, t) += weights.func(rj, t) * rowOut(d, row % block, row / block);
 
   int lanes = env.lanes;
   int64_t model = input.shape[1];
   bool gated = gate != nullptr;
   RootSchedule schedule = [=](Func &o) mutable {
     buckets.schedule();
-    // Hidden rows: tiles of one block of rows (one expert) by a vector
-    // tile of F; each weight vector loaded once serves the block's rows.
-    Var fo = tileRowBlocks(hid, s, f, hidden, block, lanes, blockVectors);
+    // Hidden rows: tiles of one block (one expert) by a vector tile of F;
+    // each weight vector loaded once serves the block's rows, read from
+    // the block's gathered inputs.
+    tileBlockRows(hid, si, b, f, hidden, lanes, blockVectors);
+    rows.compute_root()
+        .vectorize(k, lanes, TailStrategy::GuardWithIf)
+        .parallel(b);
     int fvec = std::min(lanes, staticTile(hidden, lanes, blockVectors));
     scheduleExpertProjections(gated ? std::vector<Func>{upProj, gateProj}
                                     : std::vector<Func>{upProj},
-                              hid, fo, f, fvec, rd, s);
+                              hid, b, f, fvec, rd, si);
     int dtile = staticTile(model, lanes, blockVectors);
     int dvec = std::min(lanes, dtile);
-    Var ro("ro"), ri("ri"), so("so"), si("si"), dox("do"), di("di");
-    tileRowBlocks(rowOut, s, d, model, block, lanes, blockVectors);
+    Var ro("ro"), ri("ri"), dox("do"), di("di");
+    tileBlockRows(rowOut, si, b, d, model, lanes, blockVectors);
     rowOut.update()
-        .split(s, so, si, block)
         .split(d, dox, di, dtile, TailStrategy::GuardWithIf)
         .split(di, ro, ri, dvec)
-        .reorder(ri, ro, si, rf, dox, so)
+        .reorder(ri, ro, si, rf, b, dox)
         .vectorize(ri)
         .unroll(ro)
         .unroll(si)
-        .parallel(so);
+        .parallel(dox);
     o.compute_root().vectorize(d, lanes, TailStrategy::GuardWithIf).parallel(t);
     o.update().vectorize(d, lanes, TailStrategy::GuardWithIf).parallel(t);
   };

@@ -163,12 +163,13 @@ std::pair<Halide::Var, int> tileProjection(const KernelEnv &env, Halide::Func y,
                                            int64_t n, int vectors,
                                            int64_t weightBytes);
 
-/// Materialises `f`(feature, row) at root in tiles of `block` rows by a
-/// tile of at most `vectors` vectors of `extent` features, blocks of rows
-/// in parallel; returns the tile's feature loop, where the producers of a
-/// tile are computed (the grouped dispatch: one block is one expert's).
-Halide::Var tileRowBlocks(Halide::Func f, Halide::Var row, Halide::Var feature,
-                          int extent, int block, int lanes, int vectors);
+/// Materialises `f`(feature, row, block) at root in tiles of one block
+/// of rows by a tile of at most `vectors` vectors of `extent` features,
+/// feature tiles in parallel and the blocks inside them; a tile's
+/// producers are computed at `blockVar` (the grouped dispatch: one block
+/// is one expert's).
+void tileBlockRows(Halide::Func f, Halide::Var row, Halide::Var blockVar,
+                   Halide::Var feature, int extent, int lanes, int vectors);
 
 /// Materialises the gather dispatch's hidden activations `hid`(f, j, t)
 /// at root in vector tiles of F, each streaming its expert's gate and up

@@ -366,40 +366,44 @@ OpFuncs int8ExpertDispatch(const KernelEnv &env, const TensorFunc &input,
     return {{{out, input.shape}}, {schedule}, false};
   }
 
-  // Grouped: rows sorted by expert, in blocks of one expert.
+  // Grouped: rows sorted by expert, in blocks of one expert, addressed as
+  // (row si of block b) so that the expert, a function of b, is the same
+  // for every row of a tile (see expertDispatchGrouped).
   const int rowBlock = 8;
   ExpertBuckets buckets = bucketByExpert(env, indices, experts, rowBlock);
-  Var s("s");
-  Expr rowExpert = buckets.blockExpert(s / rowBlock);
-  Expr token = clamp(buckets.rowToken(s), 0, env.tokens - 1);
-  Hidden h = hiddenOf({s}, token, rowExpert, "grouped_hidden");
+  Var si("si"), bk("bk");
+  Expr expert = buckets.blockExpert(bk);
+  Expr token = clamp(buckets.rowToken(bk * rowBlock + si), 0, env.tokens - 1);
+  Hidden h = hiddenOf({si, bk}, token, expert, "grouped_hidden");
   Func hid = h.hid;
   Var f = h.up.n;
-  Int8Input hin = quantizeInput(env, hid, hidden, block, 1);
-  Int8Projection downP = int8Project(env, down, hin, {s}, {s}, {rowExpert});
+  Int8Input hin = quantizeInput(env, hid, hidden, block, 2);
+  Int8Projection downP =
+      int8Project(env, down, hin, {si, bk}, {si, bk}, {expert});
   Func rowOut(env.name("grouped_down"));
-  rowOut(d, s) = downP.result(d, s);
+  rowOut(d, si, bk) = downP.result(d, si, bk);
   RDom rj(0, topK, "rj");
   Func out(env.name("expert_dispatch"));
+  Expr row = buckets.slot(t * topK + rj);
   out(d, t) = 0.0f;
-  out(d, t) += weights.func(rj, t) * rowOut(d, buckets.slot(t * topK + rj));
+  out(d, t) += weights.func(rj, t) * rowOut(d, row % rowBlock, row / rowBlock);
 
   // Int and f32 accumulators of eight rows share the registers.
   int blockVectors = std::max(1, env.tileVectors(rowBlock) / 2);
   RootSchedule schedule = [=](Func &o) mutable {
     ExpertBuckets sort = buckets;
     sort.schedule();
-    Var fo = tileRowBlocks(hid, s, f, hidden, rowBlock, lanes, blockVectors);
+    tileBlockRows(hid, si, bk, f, hidden, lanes, blockVectors);
     int fvec = std::min(lanes, staticTile(hidden, lanes, blockVectors));
-    scheduleInt8Projection(h.up, LoopLevel(hid, fo), fvec, {{s, rowBlock}});
+    scheduleInt8Projection(h.up, LoopLevel(hid, bk), fvec, {{si, rowBlock}});
     if (h.gate) {
-      scheduleInt8Projection(*h.gate, LoopLevel(hid, fo), fvec,
-                             {{s, rowBlock}});
+      scheduleInt8Projection(*h.gate, LoopLevel(hid, bk), fvec,
+                             {{si, rowBlock}});
     }
-    Var dox = tileRowBlocks(rowOut, s, d, model, rowBlock, lanes, blockVectors);
+    tileBlockRows(rowOut, si, bk, d, model, lanes, blockVectors);
     int dvec = std::min(lanes, staticTile(model, lanes, blockVectors));
-    scheduleInt8Projection(downP, LoopLevel(rowOut, dox), dvec,
-                           {{s, rowBlock}});
+    scheduleInt8Projection(downP, LoopLevel(rowOut, bk), dvec,
+                           {{si, rowBlock}});
     o.compute_root().vectorize(d, lanes, TailStrategy::GuardWithIf).parallel(t);
     o.update().vectorize(d, lanes, TailStrategy::GuardWithIf).parallel(t);
   };
