@@ -16,7 +16,9 @@ families' own PyTorch references) and every precision asked for:
     of each reached;
   - llama.cpp's figures on the same shapes where issue 8 measured them.
 
-Writes DIR/report.md and DIR/report.json and prints the markdown.
+Writes DIR/report.md and DIR/report.json and prints the markdown. Results
+are merged into an existing report.json by (family, precision), so a run
+of some families or precisions updates their rows and keeps the others.
 
   examples/bench/suite.py [--families physics,ssmoelm] [--precisions published,q8,q4]
                           [--threads 1,2] [--runs 5] [--work build/bench/suite]
@@ -137,6 +139,29 @@ def bench(exe, threads, runs):
             "kernel_scratch_bytes": results[0]["kernel_scratch_bytes"]}
 
 
+def torch_or_exit():
+    """The checkpoints are written by the families' PyTorch references:
+    fail before benchmarking anything when torch is not importable."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        sys.exit("suite.py: needs torch to write the checkpoints; run it with "
+                 "/usr/bin/python3 (Debian's python3-torch), not %s" % sys.executable)
+
+
+def merged_results(path, fresh):
+    """report.json's earlier results, with those of this run replacing the
+    same (family, precision)."""
+    try:
+        with open(path) as f:
+            old = json.load(f).get("results", [])
+    except (OSError, ValueError):
+        old = []
+    key = lambda e: (e["family"], e["precision"])
+    done = {key(e) for e in fresh}
+    return [e for e in old if key(e) not in done] + fresh
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--families", default=",".join(FAMILIES))
@@ -149,9 +174,13 @@ def main():
     threads = [int(t) for t in args.threads.split(",")]
     os.makedirs(args.work, exist_ok=True)
 
+    torch_or_exit()
     peaks = measure_peaks(args.work, threads)
     log("machine: %s" % json.dumps(peaks))
-    report = {"machine": peaks, "runtime_code_bytes": runtime_code_bytes(), "results": []}
+    report_path = os.path.join(args.work, "report.json")
+    earlier = merged_results(report_path, [])
+    fresh = []
+    report = {"machine": peaks, "runtime_code_bytes": runtime_code_bytes(), "results": earlier}
     for family in args.families.split(","):
         model = os.path.join(args.work, "models", family)
         write_model(family, model)
@@ -190,8 +219,9 @@ def main():
                 b["prefill_roofline"] = peaks["fma_gflops"][i] * 1e9 / (2 * active)
                 b["llama_cpp"] = LLAMA_CPP.get((family, precision, t))
                 entry["runs"][str(t)] = b
-            report["results"].append(entry)
-            with open(os.path.join(args.work, "report.json"), "w") as f:
+            fresh.append(entry)
+            report["results"] = merged_results(report_path, fresh)
+            with open(report_path, "w") as f:
                 json.dump(report, f, indent=2)
 
     lines = ["machine: DRAM read %.0f / %.0f GB/s, cache-sized %.0f / %.0f GB/s, f32 FMA "
@@ -204,7 +234,9 @@ def main():
              "(min-max) | of roofline | prefill tok/s (min-max) | of FMA peak | llama.cpp "
              "decode / prefill | peak RSS / (weights + session) |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for e in report["results"]:
+    order = lambda e: (FAMILIES.index(e["family"]) if e["family"] in FAMILIES else 99,
+                       list(PRECISIONS).index(e["precision"]))
+    for e in sorted(report["results"], key=order):
         for t, b in sorted(e["runs"].items()):
             llama = b["llama_cpp"]
             budget = e["weights_bytes"] + b["session_bytes"] + b["kernel_scratch_bytes"]

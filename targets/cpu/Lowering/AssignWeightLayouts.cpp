@@ -5,7 +5,9 @@
 // W[n, k], consecutive n are a whole row apart; transposed, W^T[k, n], they
 // are adjacent and one vector load feeds one vector of outputs. Cut into
 // panels of the kernels' tile width, W[N/P, K, P], a tile's weights are
-// one contiguous block, streamed at full DRAM speed (see Passes.td).
+// one contiguous block, streamed at full DRAM speed (see Passes.td):
+// measured on full-size models at f32, decode x1.3 (physics, 1 thread;
+// x2 on 2 threads) and x1.6 (SSMoELM), prefill x1.3 and x1.8.
 //
 //===----------------------------------------------------------------------===//
 

@@ -885,7 +885,8 @@ void tileBlockRows(Func f, Var row, Var blockVar, Var feature, int extent,
   int tile = staticTile(extent, lanes, vectors);
   // Blocks inside feature tiles: consecutive blocks are mostly one
   // expert's, so a tile's weights (K x tile) stay in L2 across them,
-  // instead of each block streaming all of its expert's weights again.
+  // instead of each block streaming all of its expert's weights again
+  // (physics f32 prefill x1.1 over blocks outermost).
   f.compute_root()
       .split(feature, fo, fi, tile, TailStrategy::ShiftInwards)
       .reorder(fi, row, blockVar, fo)
@@ -927,6 +928,8 @@ OpFuncs expertDispatchGrouped(const KernelEnv &env, const TensorFunc &input,
   // function of b alone, so one weight vector loaded per reduction step
   // serves the whole block. (Indexed by row s, Halide cannot tell that the
   // eight rows of a tile share s / 8, and loaded each row's weights.)
+  // Measured, with tileBlockRows' loop order: full-size physics prefill
+  // (128 tokens, f32, 1 thread) 357 -> about 500 tokens/s, q8 x1.16.
   Var si("si"), b("b"), k("k"), f("f"), d("d"), t("t");
   Expr expert = blockExpert(b);
 

@@ -88,6 +88,18 @@ inline Vec panels(const Vec &m, int batch, int rows, int cols, int panel) {
   return p;
 }
 
+/// The panel width the target's projections are tiled by (the CPU
+/// pipeline's choice), or 16 where it stores no panels (a GPU).
+inline int targetPanel() {
+  const char *name = std::getenv("MOE_KERNEL_TEST_TARGET");
+  auto target = lookupTarget(name ? name : "host");
+  int panel = target ? target->projectionPanel() : 0;
+  if (!target) {
+    llvm::consumeError(target.takeError());
+  }
+  return panel > 0 ? panel : 16;
+}
+
 /// The argument attributes of a weight stored in panels of `panel`.
 inline std::string panelAttrs(int panel) {
   return "{moe.layout = #moe.weight_layout<panels>, moe.panel = " +

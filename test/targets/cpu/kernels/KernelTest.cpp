@@ -125,18 +125,6 @@ TEST(CpuKernels, LinearEveryShapeAndLayout) {
   }
 }
 
-/// The panel width the target's projections are tiled by (the CPU
-/// pipeline's choice), or 16 where it stores no panels (a GPU).
-int targetPanel() {
-  const char *name = std::getenv("MOE_KERNEL_TEST_TARGET");
-  auto target = lookupTarget(name ? name : "host");
-  int panel = target ? target->projectionPanel() : 0;
-  if (!target) {
-    llvm::consumeError(target.takeError());
-  }
-  return panel > 0 ? panel : 16;
-}
-
 TEST(CpuKernels, LinearFromPanels) {
   // Weights in panels of P features ([N / P, K, P]): three panels of the
   // target's tile, K = 13, and a head projection; then panels narrower
