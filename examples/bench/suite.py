@@ -16,7 +16,8 @@ families' own PyTorch references) and every precision asked for:
     of each reached;
   - llama.cpp's figures on the same shapes where issue 8 measured them.
 
-Writes DIR/report.md and DIR/report.json and prints the markdown. Results
+Writes DIR/report.md and DIR/report.json and prints the markdown
+(--report-only: the markdown again from report.json). Results
 are merged into an existing report.json by (family, precision), so a run
 of some families or precisions updates their rows and keeps the others.
 
@@ -162,6 +163,42 @@ def merged_results(path, fresh):
     return [e for e in old if key(e) not in done] + fresh
 
 
+def write_markdown(report, work):
+    """report.md from a report (the one report.json holds)."""
+    peaks = report["machine"]
+    lines = ["machine: DRAM read %.0f / %.0f GB/s, cache-sized %.0f / %.0f GB/s, f32 FMA "
+             "%.0f / %.0f GFLOP/s (1 / %d threads); runtime code %.1f KB" % (
+                 peaks["dram_read_gbs"][0], peaks["dram_read_gbs"][1],
+                 peaks["cache_read_gbs"][0], peaks["cache_read_gbs"][1],
+                 peaks["fma_gflops"][0], peaks["fma_gflops"][1], peaks["threads"],
+                 report["runtime_code_bytes"] / 1e3), "",
+             "| model | weights (active) | compile cold / warm | threads | decode tok/s "
+             "(min-max) | of roofline | prefill tok/s (min-max) | of FMA peak | llama.cpp "
+             "decode / prefill | peak RSS / (weights + session) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    order = lambda e: (FAMILIES.index(e["family"]) if e["family"] in FAMILIES else 99,
+                       list(PRECISIONS).index(e["precision"]))
+    for e in sorted(report["results"], key=order):
+        for t, b in sorted(e["runs"].items()):
+            llama = b["llama_cpp"]
+            budget = e["weights_bytes"] + b["session_bytes"] + b["kernel_scratch_bytes"]
+            lines.append(
+                "| %s %s | %.1f MB (%.1f) | %.1f / %.1f s | %s | %.0f (%.0f-%.0f) | %.0f%% | "
+                "%.0f (%.0f-%.0f) | %.0f%% | %s | %.0f MB / %.0f MB |" % (
+                    e["family"], e["precision"], e["weights_bytes"] / 1e6,
+                    e["active_weight_bytes"] / 1e6, e["compile_cold_s"], e["compile_warm_s"], t,
+                    b["decode"]["median"], b["decode"]["min"], b["decode"]["max"],
+                    100 * b["decode"]["median"] / b["decode_roofline"],
+                    b["prefill"]["median"], b["prefill"]["min"], b["prefill"]["max"],
+                    100 * b["prefill"]["median"] / b["prefill_roofline"],
+                    "%s %d / %d" % tuple(llama) if llama else "",
+                    b["peak_rss_bytes"] / 1e6, budget / 1e6))
+    text = "\n".join(lines) + "\n"
+    with open(os.path.join(work, "report.md"), "w") as f:
+        f.write(text)
+    print(text)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--families", default=",".join(FAMILIES))
@@ -169,7 +206,13 @@ def main():
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--work", default=os.path.join(ROOT, "build", "bench", "suite"))
+    ap.add_argument("--report-only", action="store_true",
+                    help="write report.md from the work directory's report.json, and stop")
     args = ap.parse_args()
+    if args.report_only:
+        with open(os.path.join(args.work, "report.json")) as f:
+            write_markdown(json.load(f), args.work)
+        return 0
     moec = os.path.join(ROOT, "build", "bin", "moec")
     threads = [int(t) for t in args.threads.split(",")]
     os.makedirs(args.work, exist_ok=True)
@@ -224,37 +267,7 @@ def main():
             with open(report_path, "w") as f:
                 json.dump(report, f, indent=2)
 
-    lines = ["machine: DRAM read %.0f / %.0f GB/s, cache-sized %.0f / %.0f GB/s, f32 FMA "
-             "%.0f / %.0f GFLOP/s (1 / %d threads); runtime code %.1f KB" % (
-                 peaks["dram_read_gbs"][0], peaks["dram_read_gbs"][1],
-                 peaks["cache_read_gbs"][0], peaks["cache_read_gbs"][1],
-                 peaks["fma_gflops"][0], peaks["fma_gflops"][1], peaks["threads"],
-                 report["runtime_code_bytes"] / 1e3), "",
-             "| model | weights (active) | compile cold / warm | threads | decode tok/s "
-             "(min-max) | of roofline | prefill tok/s (min-max) | of FMA peak | llama.cpp "
-             "decode / prefill | peak RSS / (weights + session) |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    order = lambda e: (FAMILIES.index(e["family"]) if e["family"] in FAMILIES else 99,
-                       list(PRECISIONS).index(e["precision"]))
-    for e in sorted(report["results"], key=order):
-        for t, b in sorted(e["runs"].items()):
-            llama = b["llama_cpp"]
-            budget = e["weights_bytes"] + b["session_bytes"] + b["kernel_scratch_bytes"]
-            lines.append(
-                "| %s %s | %.1f MB (%.1f) | %.1f / %.1f s | %s | %.0f (%.0f-%.0f) | %.0f%% | "
-                "%.0f (%.0f-%.0f) | %.0f%% | %s | %.0f MB / %.0f MB |" % (
-                    e["family"], e["precision"], e["weights_bytes"] / 1e6,
-                    e["active_weight_bytes"] / 1e6, e["compile_cold_s"], e["compile_warm_s"], t,
-                    b["decode"]["median"], b["decode"]["min"], b["decode"]["max"],
-                    100 * b["decode"]["median"] / b["decode_roofline"],
-                    b["prefill"]["median"], b["prefill"]["min"], b["prefill"]["max"],
-                    100 * b["prefill"]["median"] / b["prefill_roofline"],
-                    "%s %d / %d" % llama if llama else "",
-                    b["peak_rss_bytes"] / 1e6, budget / 1e6))
-    text = "\n".join(lines) + "\n"
-    with open(os.path.join(args.work, "report.md"), "w") as f:
-        f.write(text)
-    print(text)
+    write_markdown(report, args.work)
     return 0
 
 
