@@ -53,6 +53,11 @@ std::string shapeText(llvm::ArrayRef<int64_t> shape) {
          "]";
 }
 
+/// The largest model size (a dimension, a context length) taken from a
+/// description or a config: larger ones are refused before any conversion
+/// or allocation.
+constexpr double kLargestSize = 1e15;
+
 std::string numberText(double value) {
   if (value == std::floor(value) && std::abs(value) < 1e15) {
     return std::to_string(static_cast<int64_t>(value));
@@ -1490,13 +1495,16 @@ llvm::Expected<ModelDescription> Recognition::run() {
         std::pair("head_dim", &model.headDim)}) {
     auto value = lookup(name);
     if (!value) {
-      return value.takeError();
+      return descError(std::string("dims.") + name,
+                       llvm::toString(value.takeError()));
+    }
+    // Checked before the conversion, which is undefined for NaN and for
+    // values past int64_t (found by test/fuzz/fuzz_family).
+    if (!(*value >= 1 && *value <= kLargestSize)) {
+      return ckptError(llvm::formatv("{0} = {1}: must be a positive size", name,
+                                     numberText(*value)));
     }
     *target = static_cast<int64_t>(*value);
-    if (*target <= 0) {
-      return ckptError(
-          llvm::formatv("{0} = {1}: must be positive", name, *target));
-    }
   }
   if (model.nHeads % model.nKvHeads != 0) {
     return ckptError(llvm::formatv("{0} query heads are not a multiple of "
@@ -1505,7 +1513,11 @@ llvm::Expected<ModelDescription> Recognition::run() {
   }
   auto context = lookup("context");
   if (!context) {
-    return context.takeError();
+    return descError("dims.context", llvm::toString(context.takeError()));
+  }
+  if (!(*context >= 1 && *context <= kLargestSize)) {
+    return ckptError("context = " + numberText(*context) +
+                     ": must be a positive size");
   }
   model.contextLength = static_cast<int64_t>(*context);
 

@@ -314,8 +314,12 @@ llvm::Expected<Tokenizer> readHuggingFaceTokenizer(llvm::StringRef path) {
   if (!buffer) {
     return error(path + ": " + buffer.getError().message());
   }
+  return parseHuggingFaceTokenizer((*buffer)->getBuffer(), path);
+}
+
+llvm::Expected<Tokenizer> parseHuggingFaceTokenizer(llvm::StringRef text,
+                                                    llvm::StringRef path) {
   try {
-    llvm::StringRef text = (*buffer)->getBuffer();
     json root = json::parse(text.begin(), text.end());
     auto tokenizer = parseHuggingFace(root);
     if (!tokenizer) {
@@ -336,10 +340,16 @@ readTiktokenRanks(llvm::StringRef path,
   if (!buffer) {
     return error(path + ": " + buffer.getError().message());
   }
+  return parseTiktokenRanks((*buffer)->getBuffer(), path, special);
+}
+
+llvm::Expected<Tokenizer>
+parseTiktokenRanks(llvm::StringRef contents, llvm::StringRef path,
+                   const std::map<std::string, uint32_t> &special) {
   Tokenizer tokenizer;
   tokenizer.kind = MOERT_TOKENIZER_BYTE_LEVEL;
   llvm::SmallVector<llvm::StringRef> lines;
-  (*buffer)->getBuffer().split(lines, '\n', -1, /*KeepEmpty=*/false);
+  contents.split(lines, '\n', -1, /*KeepEmpty=*/false);
   for (size_t i = 0; i < lines.size(); ++i) {
     auto [encoded, rankText] = lines[i].trim().split(' ');
     uint32_t rank;

@@ -49,12 +49,19 @@ struct Tokenizer {
 
 /// Reads a Hugging Face tokenizer.json. Errors name the file and the key.
 llvm::Expected<Tokenizer> readHuggingFaceTokenizer(llvm::StringRef path);
+/// The same from the file's `text`; `path` names it in errors.
+llvm::Expected<Tokenizer> parseHuggingFaceTokenizer(llvm::StringRef text,
+                                                    llvm::StringRef path);
 
 /// Reads tiktoken ranks ("<base64 token> <rank>" per line) and adds
 /// `special` (text -> id) as special tokens; ids may lie past the ranks.
 llvm::Expected<Tokenizer>
 readTiktokenRanks(llvm::StringRef path,
                   const std::map<std::string, uint32_t> &special);
+/// The same from the file's `text`; `path` names it in errors.
+llvm::Expected<Tokenizer>
+parseTiktokenRanks(llvm::StringRef contents, llvm::StringRef path,
+                   const std::map<std::string, uint32_t> &special);
 
 /// Either, by the file's name (*.json or *.tiktoken).
 llvm::Expected<Tokenizer>

@@ -182,8 +182,11 @@ readZipArchive(llvm::ArrayRef<uint8_t> bytes, llvm::StringRef name) {
     uint64_t extraEnd = c.position() + extraLength;
     while (c.position() + 4 <= extraEnd) {
       uint64_t id, length;
-      c.read(id, 2);
-      c.read(length, 2);
+      // A field header past the end of the directory: without this check
+      // the loop made no progress (found by test/fuzz/fuzz_torch).
+      if (!c.read(id, 2) || !c.read(length, 2)) {
+        return fail("member '" + memberName + "' is cut off");
+      }
       uint64_t fieldEnd = c.position() + length;
       if (fieldEnd > extraEnd) {
         return fail("member '" + memberName + "' has a malformed extra field");
