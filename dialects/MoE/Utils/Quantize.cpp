@@ -6,7 +6,10 @@
 #include "frontends/checkpoint/DType.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <thread>
+#include <vector>
 
 namespace mlir::moe {
 
@@ -100,17 +103,28 @@ QuantizedMatrices quantizeMatrices(const float *values, int64_t count,
   QuantizedMatrices out;
   out.codes.assign(count * bytes, 0);
   out.scales.resize(count * rows * groups);
-  std::vector<int> q(group), trial(group);
-  for (int64_t m = 0; m < count; ++m) {
+
+  // Work in chunks of kChunkRows rows of one matrix, on every core. A
+  // chunk starts at a multiple of 8 rows, so at a whole byte of codes: no
+  // two chunks write one byte. Each chunk sums its own errors and the sums
+  // are added in chunk order, so the report does not depend on the number
+  // of threads.
+  constexpr int64_t kChunkRows = 256;
+  int64_t chunksPerMatrix = (rows + kChunkRows - 1) / kChunkRows;
+  int64_t chunks = count * chunksPerMatrix;
+  std::vector<double> squares(chunks, 0), errors(chunks, 0);
+  auto quantizeChunk = [&](int64_t chunk, int *q, int *trial) {
+    int64_t m = chunk / chunksPerMatrix;
+    int64_t first = chunk % chunksPerMatrix * kChunkRows;
     uint8_t *codes = out.codes.data() + m * bytes;
-    for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t r = first; r < std::min(rows, first + kChunkRows); ++r) {
       const float *row = values + (m * rows + r) * cols;
       for (int64_t g = 0; g < groups; ++g) {
         int64_t begin = g * group, n = std::min(group, cols - begin);
         const float *w = row + begin;
         double d = format == PackedFormat::Sign1
-                       ? quantizeSignGroup(w, n, q.data())
-                       : quantizeIntGroup(w, n, bits, q.data(), trial.data());
+                       ? quantizeSignGroup(w, n, q)
+                       : quantizeIntGroup(w, n, bits, q, trial);
         float scale = static_cast<float>(d);
         if (halfScales) {
           scale =
@@ -119,8 +133,8 @@ QuantizedMatrices quantizeMatrices(const float *values, int64_t count,
         out.scales[(m * rows + r) * groups + g] = scale;
         for (int64_t i = 0; i < n; ++i) {
           double e = w[i] - static_cast<double>(scale) * q[i];
-          out.sumSquares += static_cast<double>(w[i]) * w[i];
-          out.sumSquaredError += e * e;
+          squares[chunk] += static_cast<double>(w[i]) * w[i];
+          errors[chunk] += e * e;
           // Code i of the matrix: slot i % perByte of byte i / perByte,
           // from the most significant end; signs store 1 for +1.
           int64_t index = r * cols + begin + i;
@@ -132,6 +146,27 @@ QuantizedMatrices quantizeMatrices(const float *values, int64_t count,
         }
       }
     }
+  };
+  std::atomic<int64_t> next{0};
+  auto worker = [&] {
+    std::vector<int> q(group), trial(group);
+    for (int64_t chunk = next++; chunk < chunks; chunk = next++) {
+      quantizeChunk(chunk, q.data(), trial.data());
+    }
+  };
+  int64_t threads = std::min<int64_t>(
+      chunks, std::max(1u, std::thread::hardware_concurrency()));
+  std::vector<std::thread> pool;
+  for (int64_t t = 1; t < threads; ++t) {
+    pool.emplace_back(worker);
+  }
+  worker();
+  for (std::thread &thread : pool) {
+    thread.join();
+  }
+  for (int64_t chunk = 0; chunk < chunks; ++chunk) {
+    out.sumSquares += squares[chunk];
+    out.sumSquaredError += errors[chunk];
   }
   return out;
 }
