@@ -77,6 +77,32 @@ std::string typeOf(const json &node) {
   return node.is_object() ? node.value("type", std::string()) : std::string();
 }
 
+/// `object[key]`, or null when `object` is not an object or has no `key`.
+/// (operator[] of a const json with a missing key is undefined behaviour:
+/// a tokenizer.json without a "decoder" read freed memory, found by
+/// test/fuzz/fuzz_tokenizer.)
+const json &member(const json &object, const char *key) {
+  static const json null;
+  if (!object.is_object()) {
+    return null;
+  }
+  auto it = object.find(key);
+  return it == object.end() ? null : *it;
+}
+
+/// A token id: a whole number in [0, 2^24). (get<uint32_t>() of 1e54 is
+/// undefined behaviour, found by test/fuzz/fuzz_tokenizer.)
+llvm::Expected<uint32_t> tokenId(const json &value, const std::string &what) {
+  if (!value.is_number_integer() || value.get<int64_t>() < 0 ||
+      value.get<int64_t>() >= (int64_t(1) << 24)) {
+    return error(what +
+                 ": expected a token id (an integer in [0, 16777216)), "
+                 "got " +
+                 value.dump());
+  }
+  return static_cast<uint32_t>(value.get<int64_t>());
+}
+
 /// The SentencePiece conventions a byte-fallback tokenizer.json spells out
 /// in its normalizer, pre-tokenizer and decoder.
 llvm::Error readMetaspaceFlags(const json &root, Tokenizer &tokenizer) {
@@ -85,7 +111,8 @@ llvm::Error readMetaspaceFlags(const json &root, Tokenizer &tokenizer) {
     std::string type = typeOf(n);
     if (type == "Prepend" && n.value("prepend", "") == meta) {
       tokenizer.flags |= MOERT_TOKENIZER_PREPEND_META;
-    } else if (type == "Replace" && n["pattern"].value("String", "") == " " &&
+    } else if (type == "Replace" &&
+               member(n, "pattern").value("String", "") == " " &&
                n.value("content", "") == meta) {
       tokenizer.flags |= MOERT_TOKENIZER_SPACE_TO_META;
     } else {
@@ -95,9 +122,9 @@ llvm::Error readMetaspaceFlags(const json &root, Tokenizer &tokenizer) {
     }
     return llvm::Error::success();
   };
-  const json &norm = root["normalizer"];
+  const json &norm = member(root, "normalizer");
   if (typeOf(norm) == "Sequence") {
-    for (const json &n : norm["normalizers"]) {
+    for (const json &n : member(norm, "normalizers")) {
       if (llvm::Error err = normalizer(n)) {
         return err;
       }
@@ -107,7 +134,7 @@ llvm::Error readMetaspaceFlags(const json &root, Tokenizer &tokenizer) {
       return err;
     }
   }
-  const json &pre = root["pre_tokenizer"];
+  const json &pre = member(root, "pre_tokenizer");
   if (typeOf(pre) == "Metaspace") {
     if (pre.value("replacement", meta) != meta) {
       return error("pre_tokenizer Metaspace with a replacement other than "
@@ -135,10 +162,10 @@ llvm::Error readMetaspaceFlags(const json &root, Tokenizer &tokenizer) {
                  "Metaspace)");
   }
   // The decoder strips the space the normalizer prepended.
-  const json &decoder = root["decoder"];
+  const json &decoder = member(root, "decoder");
   std::vector<json> decoders;
   if (typeOf(decoder) == "Sequence") {
-    decoders = decoder["decoders"].get<std::vector<json>>();
+    decoders = member(decoder, "decoders").get<std::vector<json>>();
   } else if (!decoder.is_null()) {
     decoders.push_back(decoder);
   }
@@ -179,7 +206,7 @@ llvm::Expected<Tokenizer> parseHuggingFace(const json &root) {
     }
   }
   Tokenizer tokenizer;
-  const json &pre = root["pre_tokenizer"];
+  const json &pre = member(root, "pre_tokenizer");
   bool byteLevel = typeOf(pre) == "ByteLevel";
   tokenizer.kind =
       byteLevel ? MOERT_TOKENIZER_BYTE_LEVEL : MOERT_TOKENIZER_BYTE_FALLBACK;
@@ -187,7 +214,7 @@ llvm::Expected<Tokenizer> parseHuggingFace(const json &root) {
     if (llvm::Error err = readByteLevelFlags(pre, tokenizer)) {
       return std::move(err);
     }
-    if (!root["normalizer"].is_null()) {
+    if (!member(root, "normalizer").is_null()) {
       return error("a normalizer with a ByteLevel pre_tokenizer is not "
                    "supported");
     }
@@ -203,8 +230,12 @@ llvm::Expected<Tokenizer> parseHuggingFace(const json &root) {
 
   // Ids: the vocabulary's and the added tokens'; a gap is an empty token.
   std::vector<std::pair<std::string, uint32_t>> entries;
-  for (const auto &[piece, id] : model.at("vocab").items()) {
-    entries.emplace_back(piece, id.get<uint32_t>());
+  for (const auto &[piece, value] : model.at("vocab").items()) {
+    auto id = tokenId(value, "model.vocab['" + piece + "']");
+    if (!id) {
+      return id.takeError();
+    }
+    entries.emplace_back(piece, *id);
   }
   const json &addedTokens =
       root.contains("added_tokens") && root["added_tokens"].is_array()
@@ -215,7 +246,11 @@ llvm::Expected<Tokenizer> parseHuggingFace(const json &root) {
     count = std::max<uint64_t>(count, entry.second + 1ull);
   }
   for (const json &added : addedTokens) {
-    count = std::max<uint64_t>(count, added.at("id").get<uint32_t>() + 1ull);
+    auto id = tokenId(added.at("id"), "added_tokens[].id");
+    if (!id) {
+      return id.takeError();
+    }
+    count = std::max<uint64_t>(count, *id + 1ull);
   }
   if (count == 0 || count > (1u << 24)) {
     return error("model.vocab has " + llvm::Twine(count) +
@@ -240,7 +275,11 @@ llvm::Expected<Tokenizer> parseHuggingFace(const json &root) {
     }
   }
   for (const json &added : addedTokens) {
-    uint32_t id = added.at("id").get<uint32_t>();
+    auto checked = tokenId(added.at("id"), "added_tokens[].id");
+    if (!checked) {
+      return checked.takeError();
+    }
+    uint32_t id = *checked;
     tokenizer.texts[id] = added.at("content").get<std::string>();
     uint32_t flags = 0;
     if (added.value("special", false)) {
