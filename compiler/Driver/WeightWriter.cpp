@@ -24,6 +24,7 @@
 #include "moert/hash.h"
 #include "moert/weights_format.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <map>
@@ -70,6 +71,58 @@ int64_t numElements(ArrayRef<int64_t> shape) {
     count *= d;
   }
   return count;
+}
+
+/// The index of the first NaN or infinity among `count` f32 values at
+/// `bytes` (any alignment), or -1. It tests exponent bits, so it means the
+/// same under any floating-point flags, and scans in chunks the compiler
+/// vectorises: a 1 GB checkpoint costs about 0.1 s.
+int64_t firstNonFinite(const uint8_t *bytes, int64_t count) {
+  constexpr int64_t kChunk = 4096;
+  constexpr uint32_t kExponent = 0x7f800000u;
+  for (int64_t begin = 0; begin < count; begin += kChunk) {
+    int64_t end = std::min(count, begin + kChunk);
+    uint32_t any = 0;
+    for (int64_t i = begin; i < end; ++i) {
+      uint32_t bits;
+      std::memcpy(&bits, bytes + 4 * i, 4);
+      any |= (bits & kExponent) == kExponent;
+    }
+    if (any) {
+      for (int64_t i = begin; i < end; ++i) {
+        uint32_t bits;
+        std::memcpy(&bits, bytes + 4 * i, 4);
+        if ((bits & kExponent) == kExponent) {
+          return i;
+        }
+      }
+    }
+  }
+  return -1;
+}
+
+/// Refuses a NaN or infinite weight, naming the checkpoint, the tensor and
+/// the element (`first` is the index of values[0] in the checkpoint
+/// tensor; `values` may be unaligned): a model with one computes NaN from the
+/// first token it reaches, and a quantizer has no code for it.
+LogicalResult checkFinite(WeightOp op, const fe::TensorSource &tensors,
+                          StringRef name, const void *values, int64_t count,
+                          int64_t first) {
+  const auto *bytes = static_cast<const uint8_t *>(values);
+  int64_t bad = firstNonFinite(bytes, count);
+  if (bad < 0) {
+    return success();
+  }
+  float value;
+  std::memcpy(&value, bytes + 4 * bad, 4);
+  Location file = FileLineColLoc::get(op.getContext(), tensors.path(), 0, 0);
+  const char *what = std::isnan(value) ? "NaN"
+                     : value > 0       ? "+infinity"
+                                       : "-infinity";
+  return emitError(file) << "tensor '" << name << "' holds " << what
+                         << " at element " << first + bad
+                         << ": a weight must be finite (a model with a NaN "
+                            "or infinite weight computes NaN)";
 }
 
 /// The tensor the names of `op` select, as f32 in its logical shape
@@ -119,6 +172,10 @@ LogicalResult logicalValues(WeightOp op, const fe::TensorSource &tensors,
     const uint8_t *src =
         tensor->bytes.data() + rowBegin * rowElements * elementBytes;
     fe::convertToF32(tensor->dtype, src, count, values + at);
+    if (failed(checkFinite(op, tensors, name, values + at, count,
+                           rowBegin * rowElements))) {
+      return failure();
+    }
     at += count;
   }
   return success();
@@ -235,16 +292,6 @@ public:
       return nullptr;
     }
     ArrayRef<int64_t> shape = *op.getQuantShape();
-    // A NaN or infinity has no code: say where it is rather than write
-    // garbage.
-    int64_t count = numElements(shape);
-    for (int64_t i = 0; i < count; ++i) {
-      if (!std::isfinite(scratch[i])) {
-        op.emitOpError("cannot quantize: element ")
-            << i << " of " << op.getSources() << " is " << scratch[i];
-        return nullptr;
-      }
-    }
     size_t lead = shape.size() - 2;
     int64_t rows = shape[lead], cols = shape[lead + 1];
     cached = quantizeMatrices(scratch, numElements(shape) / (rows * cols), rows,
@@ -465,6 +512,11 @@ FailureOr<WeightFileInfo> writeWeightFile(ModuleOp module,
       bytes = packed.size();
     } else if (const fe::TensorInfo *tensor = writableAsIs(op, tensors)) {
       data = tensor->bytes.data();
+      if (failed(checkFinite(op, tensors,
+                             cast<StringAttr>(op.getSources()[0]).getValue(),
+                             data, numElements(tensor->shape), 0))) {
+        return failure();
+      }
     } else {
       if (failed(logicalValues(op, tensors, logical.get()))) {
         return failure();

@@ -507,12 +507,14 @@ llvm::Error Recognition::decideConfigTrust() {
   std::vector<std::string> disagreements;
   for (auto it = agrees->begin(); it != agrees->end(); ++it) {
     auto field = config->find(it.key());
-    if (field == config->end()) {
+    if (field == config->end() || field->is_null()) {
       continue;
     }
+    // A size that is not a number is a broken config, not one describing
+    // another model: say so rather than fall back to the defaults.
     if (!field->is_number()) {
-      disagreements.push_back(it.key() + " is not a number");
-      continue;
+      return error(configPath + ": '" + it.key() +
+                   "' should be a number, got " + field->dump());
     }
     auto dim = evaluate(it.value(), "config_agrees." + it.key());
     if (!dim) {

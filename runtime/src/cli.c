@@ -346,6 +346,9 @@ static int parse_args(int argc, char **argv, options_t *o) {
       *(!strcmp(a, "--tokenize") ? &o->tokenize
         : !strcmp(a, "--system") ? &o->text.system
                                  : &o->text.prompt) = next;
+      if (!strcmp(a, "-p") || !strcmp(a, "--prompt")) {
+        o->text.prompt_source = NULL;
+      }
       ++i;
     } else if (!strcmp(a, "-f") || !strcmp(a, "--file")) {
       if (!next) {
@@ -354,6 +357,7 @@ static int parse_args(int argc, char **argv, options_t *o) {
       if (read_prompt_file(next, &o->text.prompt)) {
         return 1;
       }
+      o->text.prompt_source = next;
       ++i;
     } else if (!strcmp(a, "--chat")) {
       o->text.chat = 1;
@@ -754,16 +758,15 @@ int main(int argc, char **argv) {
     return 1;
   }
   char weights_path[PATH_MAX + 16];
+  char self[PATH_MAX];
+  ssize_t self_length = readlink("/proc/self/exe", self, sizeof(self) - 1);
+  self[self_length > 0 ? self_length : 0] = '\0';
   if (o.weights) {
     snprintf(weights_path, sizeof(weights_path), "%s", o.weights);
-  } else {
-    char self[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-    if (n <= 0) {
-      return cli_fail("cannot find the executable's path; pass --weights FILE");
-    }
-    self[n] = '\0';
+  } else if (self_length > 0) {
     snprintf(weights_path, sizeof(weights_path), "%s.weights", self);
+  } else {
+    return cli_fail("cannot find the executable's path; pass --weights FILE");
   }
   moert_llm_options llm_options;
   moert_llm_options_initialize(&llm_options);
@@ -776,7 +779,14 @@ int main(int argc, char **argv) {
   if (moert_llm_open(&moert_model, moert_model_text,
                      (uint64_t)moert_model_text_size, &llm_options, &llm, error,
                      sizeof(error)) != MOERT_STATUS_OK) {
-    return cli_fail("%s", error);
+    cli_fail("%s", error);
+    if (o.weights && self[0]) {
+      /* Name both sides: the file given and the one compiled with us. */
+      fprintf(stderr,
+              "note: this executable is %s; its own weights are %s.weights\n",
+              self, self);
+    }
+    return 1;
   }
   moert_session_t *session = moert_llm_session(llm);
   moert_text_interface *text = moert_llm_text_interface(llm);

@@ -134,6 +134,16 @@ static int generate(moert_session_t *session, const moert_text_interface *text,
   return rc;
 }
 
+/* What a message about the prompt names: "-p", or "-f FILE". */
+static const char *prompt_name(const text_options_t *o) {
+  static char name[4200];
+  if (!o->prompt_source) {
+    return "-p";
+  }
+  snprintf(name, sizeof(name), "-f %s", o->prompt_source);
+  return name;
+}
+
 int cli_run_prompt(moert_session_t *session, const moert_text_interface *text,
                    const text_options_t *o) {
   moert_token_list tokens = {0};
@@ -145,16 +155,17 @@ int cli_run_prompt(moert_session_t *session, const moert_text_interface *text,
   int32_t context = moert_session_context(session);
   if (tokens.count == 0) {
     moert_token_list_free(&tokens);
-    return cli_fail("-p: the prompt is empty (and %s has no BOS token to start "
+    return cli_fail("%s: the prompt is empty (and %s has no BOS token to start "
                     "from)",
-                    moert_model.family);
+                    prompt_name(o), moert_model.family);
   }
   if ((int64_t)tokens.count >= context) {
     fprintf(stderr,
-            "error: -p: the prompt is %zu tokens and the context holds %d: "
+            "error: %s: the prompt is %zu tokens and the context holds %d: "
             "shorten it or raise -c/--ctx-size (the model was trained on "
             "%lld)\n",
-            tokens.count, context, (long long)moert_model.context_length);
+            prompt_name(o), tokens.count, context,
+            (long long)moert_model.context_length);
     moert_token_list_free(&tokens);
     return 1;
   }

@@ -12,9 +12,10 @@
 #include "moert/moert.h"
 
 typedef struct text_options_t {
-  const char *prompt; /* -p */
-  const char *system; /* --system */
-  int chat;           /* --chat */
+  const char *prompt;        /* -p, or the text of -f's file */
+  const char *prompt_source; /* -f's file name; NULL for -p */
+  const char *system;        /* --system */
+  int chat;                  /* --chat */
   int32_t generate;   /* -n; -1: until a stop token or the context ends */
   int display_prompt; /* print the prompt before the continuation */
   moert_sampler_params sampling;
