@@ -50,6 +50,8 @@
 #include "llvm/Support/Threading.h"
 #include "llvm/Support/raw_ostream.h"
 
+#include "moert/hash.h"
+
 #include <chrono>
 #include <unistd.h>
 
@@ -274,20 +276,39 @@ loadAndImport(MLIRContext &context, const DriverOptions &options,
   return std::make_pair(std::move(*loaded), std::move(*module));
 }
 
-std::string manifest(ModuleOp module, const fe::ModelDescription &model,
+std::string hexHash(uint64_t hash) {
+  return "0x" + llvm::utohexstr(hash, /*LowerCase=*/true, /*Width=*/16);
+}
+
+/// Each input file's path, size and content hash (moert_hash64, the weight
+/// file's hash: about 10 GB/s, so a 1 GB checkpoint, already in the page
+/// cache from the compile, costs about 0.1 s). Contents rather than
+/// modification times, so copying a model elsewhere compiles to the same
+/// bytes and a changed file shows.
+llvm::json::Array inputManifest(const std::vector<std::string> &paths) {
+  llvm::json::Array inputs;
+  for (const std::string &path : paths) {
+    llvm::json::Object input{{"path", path}};
+    auto buffer = llvm::MemoryBuffer::getFile(path, /*IsText=*/false,
+                                              /*RequiresNullTerminator=*/false);
+    if (buffer) {
+      llvm::StringRef bytes = (*buffer)->getBuffer();
+      input["bytes"] = static_cast<int64_t>(bytes.size());
+      input["hash"] = hexHash(moert_hash64(bytes.data(), bytes.size(), 0));
+    }
+    inputs.push_back(std::move(input));
+  }
+  return inputs;
+}
+
+std::string manifest(ModuleOp module, const fe::LoadedModel &loaded,
                      const TargetDescription &target,
                      const std::string &halideTarget, int kernels,
                      uint64_t weightsHash, llvm::json::Object quantization) {
+  const fe::ModelDescription &model = loaded.description;
   llvm::json::Array notes;
   for (const std::string &note : model.notes) {
     notes.push_back(note);
-  }
-  llvm::json::Object checkpoint{{"path", model.checkpointPath}};
-  llvm::sys::fs::file_status status;
-  if (!llvm::sys::fs::status(model.checkpointPath, status)) {
-    checkpoint["bytes"] = static_cast<int64_t>(status.getSize());
-    checkpoint["modified"] = static_cast<int64_t>(
-        llvm::sys::toTimeT(status.getLastModificationTime()));
   }
   llvm::json::Object root{
       {"moec", MOEC_VERSION},
@@ -295,7 +316,8 @@ std::string manifest(ModuleOp module, const fe::ModelDescription &model,
       {"halide", "14"},
       {"family", model.family},
       {"family_source", model.descriptionSource},
-      {"checkpoint", std::move(checkpoint)},
+      {"checkpoint", model.checkpointPath},
+      {"inputs", inputManifest(loaded.inputFiles)},
       {"target", target.name},
       {"halide_target", halideTarget},
       {"quantization", std::move(quantization)},
@@ -304,8 +326,7 @@ std::string manifest(ModuleOp module, const fe::ModelDescription &model,
       {"kernels", kernels},
       {"prefill_chunk",
        module->getAttrOfType<IntegerAttr>("moe.prefill_chunk").getInt()},
-      {"weights_hash", "0x" + llvm::utohexstr(weightsHash, /*LowerCase=*/true,
-                                              /*Width=*/16)},
+      {"weights_hash", hexHash(weightsHash)},
       {"notes", std::move(notes)}};
   std::string text;
   llvm::raw_string_ostream os(text);
@@ -648,8 +669,8 @@ LogicalResult runCompile(const DriverOptions &options) {
   }
   module->setAttr("moe.manifest",
                   b.getStringAttr(manifest(
-                      module, loaded.description, *target, halideTarget,
-                      numKernels, weightsHash, std::move(quantization))));
+                      module, loaded, *target, halideTarget, numKernels,
+                      weightsHash, std::move(quantization))));
 
   // Host code.
   std::string source;
@@ -732,6 +753,13 @@ llvm::Error attachTextInterface(fe::LoadedModel &loaded,
   auto textBlob = fe::buildTextBlob(textOptions, loaded.description.notes);
   if (!textBlob) {
     return textBlob.takeError();
+  }
+  if (auto tokenizer = fe::findTokenizerFile(textOptions)) {
+    if (!tokenizer->empty()) {
+      loaded.inputFiles.push_back(*tokenizer);
+    }
+  } else {
+    llvm::consumeError(tokenizer.takeError());
   }
   loaded.textBlob = std::move(*textBlob);
   return llvm::Error::success();

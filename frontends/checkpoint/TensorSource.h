@@ -46,6 +46,9 @@ public:
   virtual ~TensorSource() = default;
   /// The file the tensors come from, for messages.
   virtual const std::string &path() const = 0;
+  /// Every file the tensors are read from (an index and its shards), for
+  /// the build manifest.
+  virtual std::vector<std::string> files() const { return {path()}; }
   /// All tensors, sorted by name.
   virtual llvm::ArrayRef<TensorInfo> tensors() const = 0;
   /// Free-form string metadata of the container (safetensors __metadata__;

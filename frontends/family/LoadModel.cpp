@@ -216,6 +216,13 @@ llvm::Expected<LoadedModel> loadModel(llvm::StringRef path,
   description->notes.insert(description->notes.begin(),
                             (*file)->notes().begin(), (*file)->notes().end());
   LoadedModel model;
+  model.inputFiles = (*file)->files();
+  if (*config) {
+    model.inputFiles.push_back(configPath);
+  }
+  if (!llvm::StringRef(family->source).starts_with("built-in:")) {
+    model.inputFiles.push_back(family->source);
+  }
   model.modelDir = dir;
   model.family = *family;
   model.tensors = std::move(*file);

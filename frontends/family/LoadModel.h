@@ -38,6 +38,10 @@ struct LoadedModel {
   /// The tokenizer, chat format and sampling defaults the executable embeds
   /// (frontends/text/TextBlob.h); none when the model has no tokenizer.
   std::optional<std::string> textBlob;
+  /// Every file the model was read from: the checkpoint (an index and its
+  /// shards), config.json, a family description file and the tokenizer, in
+  /// that order; the build manifest records each one's size and hash.
+  std::vector<std::string> inputFiles;
 };
 
 /// A built-in family by name, or a description file.

@@ -104,4 +104,12 @@ ShardedSafetensors::open(llvm::StringRef indexPath) {
   return source;
 }
 
+std::vector<std::string> ShardedSafetensors::files() const {
+  std::vector<std::string> paths{indexPath};
+  for (const auto &shard : shards) {
+    paths.push_back(shard->path());
+  }
+  return paths;
+}
+
 } // namespace moe::frontend

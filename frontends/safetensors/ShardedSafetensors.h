@@ -23,6 +23,7 @@ public:
   open(llvm::StringRef indexPath);
 
   const std::string &path() const override { return indexPath; }
+  std::vector<std::string> files() const override;
   llvm::ArrayRef<TensorInfo> tensors() const override { return all; }
   const std::map<std::string, std::string> &metadata() const override {
     return meta;
