@@ -53,6 +53,7 @@
 #include "moert/hash.h"
 
 #include <chrono>
+#include <sys/resource.h>
 #include <unistd.h>
 
 namespace mlir::moe {
@@ -104,6 +105,18 @@ using Clock = std::chrono::steady_clock;
 
 double secondsSince(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+/// "peak memory N MB": moec's peak resident memory (getrusage), for a user
+/// sizing a machine for a compile. It counts the checkpoint's pages that
+/// were read, which the kernel can drop; Halide compiles in this process.
+/// (The C compiler and linker it runs are small beside it; getrusage's
+/// figure for children is not theirs, as they start as copies of moec.)
+std::string peakMemoryText() {
+  struct rusage self = {};
+  getrusage(RUSAGE_SELF, &self);
+  // ru_maxrss is in KiB on Linux.
+  return llvm::formatv("peak memory {0:f0} MB", self.ru_maxrss * 1024.0 / 1e6);
 }
 
 /// Prints every diagnostic as `moec: <severity>: <where>: <message>`.
@@ -715,8 +728,8 @@ LogicalResult runCompile(const DriverOptions &options) {
       std::string name = llvm::sys::path::filename(exePath).str();
       llvm::errs() << llvm::formatv(
           "moec: wrote {0}/lib{1}.a, {0}/{1}.h and {0}/{1}.weights in {2:f1} "
-          "s; link with: {3}\n",
-          dir, name, secondsSince(start),
+          "s, {3}; link with: {4}\n",
+          dir, name, secondsSince(start), peakMemoryText(),
           modelLibraryLinkCommand(*target, dir, name));
     }
     return success();
@@ -735,8 +748,8 @@ LogicalResult runCompile(const DriverOptions &options) {
     uint64_t exeBytes = 0;
     llvm::sys::fs::file_size(exePath, exeBytes);
     llvm::errs() << llvm::formatv(
-        "moec: wrote {0} ({1:f2} MB) and {0}.weights in {2:f1} s\n", exePath,
-        exeBytes / 1e6, secondsSince(start));
+        "moec: wrote {0} ({1:f2} MB) and {0}.weights in {2:f1} s, {3}\n",
+        exePath, exeBytes / 1e6, secondsSince(start), peakMemoryText());
   }
   return success();
 }

@@ -84,9 +84,14 @@ moert_status_t moert_llm_open(const moert_model_desc_t *model, const void *text,
     session_options.context = options->context;
     session_options.error = error;
     session_options.error_size = error_size;
+    if (error && error_size) {
+      error[0] = '\0';
+    }
     status = moert_session_create(model, llm->weights, &session_options,
                                   &llm->session);
-    if (status != MOERT_STATUS_OK && status != MOERT_STATUS_NO_DEVICE) {
+    /* The session's own message, when it wrote one, says more. */
+    if (status != MOERT_STATUS_OK && status != MOERT_STATUS_NO_DEVICE &&
+        !(error && error_size && error[0])) {
       moert_error(status, error, error_size, "cannot create a session: %s",
                   moert_status_name(status));
     }

@@ -19,6 +19,7 @@
 
 #include "moert/session.h"
 
+#include "memory.h"
 #include "scratch.h"
 
 #include <stdarg.h>
@@ -92,6 +93,34 @@ static void *aligned_zeroed(size_t bytes) {
     memset(p, 0, rounded);
   }
   return p;
+}
+
+/* Refuses a session whose host memory would not fit, before allocating it:
+ * with overcommit the allocation would succeed and the process be killed
+ * when the KV cache fills. Says what needs what, and what to lower. */
+static moert_status_t check_fits(const moert_session_t *session,
+                                 const uint64_t *bytes, size_t last_bytes,
+                                 const moert_session_options_t *options) {
+  uint64_t need = bytes[MOERT_REGION_ARENA] + bytes[MOERT_REGION_KV] +
+                  bytes[MOERT_REGION_CONV] + bytes[MOERT_REGION_TOKENS] +
+                  bytes[MOERT_REGION_LOGITS] + last_bytes;
+  const char *bound = "";
+  uint64_t available = moert_memory_available(&bound);
+  if (need <= available) {
+    return MOERT_STATUS_OK;
+  }
+  if (options && options->error && options->error_size) {
+    const double mib = 1024.0 * 1024.0;
+    snprintf(options->error, options->error_size,
+             "the session needs %.1f MiB (KV cache %.1f MiB for a context of "
+             "%d tokens, arena %.1f MiB, logits %.1f MiB) and %s leaves %.1f "
+             "MiB: lower -c/--ctx-size",
+             need / mib, bytes[MOERT_REGION_KV] / mib, session->context,
+             bytes[MOERT_REGION_ARENA] / mib,
+             (bytes[MOERT_REGION_LOGITS] + last_bytes) / mib, bound,
+             available / mib);
+  }
+  return MOERT_STATUS_OUT_OF_MEMORY;
 }
 
 /* Bytes per row of a region's 2-d device allocation. */
@@ -299,6 +328,13 @@ moert_status_t moert_session_create(const moert_model_desc_t *model,
   /* The host keeps the tokens and the logits scratch; on the CPU also the
    * arena, KV cache and conv state. */
   int on_device = model->device_interface != 0;
+  if (!on_device) {
+    moert_status_t fits = check_fits(session, bytes, last_bytes, options);
+    if (fits != MOERT_STATUS_OK) {
+      moert_session_release(session);
+      return fits;
+    }
+  }
   moert_exec_t *exec = &session->exec;
   exec->user_context = session;
   exec->kv_capacity = (int32_t)context;

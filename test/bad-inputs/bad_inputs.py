@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import shutil
 import struct
 import subprocess
@@ -71,9 +72,10 @@ class Case:
     """One bad input: `make(work, model_dir)` writes it and returns the command
     (a list; MOEC and EXE are replaced) and the paths that must not exist."""
 
-    def __init__(self, name, what, expect, make, needs_exe=False):
+    def __init__(self, name, what, expect, make, needs_exe=False, address_space=None):
         self.name, self.what, self.expect, self.make = name, what, expect, make
         self.needs_exe = needs_exe
+        self.address_space = address_space  # bytes: run under ulimit -v
 
 
 def model_copy(work, good, name):
@@ -329,6 +331,10 @@ CASES = [
     Case("bad-run-flag", "-t is not a number",
          [r"-t: 'many' is not a whole number"], run_exe("-t", "many", "--tokens", "1"),
          needs_exe=True),
+    Case("context-past-memory", "-c asks for a KV cache larger than the memory left (ulimit -v 2 GiB)",
+         [r"the session needs \d+\.\d MiB \(KV cache \d+\.\d MiB for a context of 16000000 tokens, "
+          r".*\) and the address-space limit \(ulimit -v\) leaves \d+\.\d MiB: lower -c/--ctx-size"],
+         run_exe("-c", "16000000", "--tokens", "1"), needs_exe=True, address_space=2 << 30),
     Case("foreign-weights", "the weight file of another compile",
          [r"other\.out\.weights: weight hash 0x[0-9a-f]+, the executable expects 0x[0-9a-f]+",
           r"this executable is .*good\.out; its own weights are .*good\.out\.weights"],
@@ -369,7 +375,12 @@ def run_case(case, work, good, moec, exe, env):
     cmd = [moec if a == "MOEC" else exe if a == "EXE" else a for a in cmd]
     before = set(os.listdir(work))
     try:
-        proc = subprocess.run(cmd, capture_output=True, timeout=TIMEOUT_S, env=env)
+        limit = None
+        if case.address_space:
+            def limit():
+                resource.setrlimit(resource.RLIMIT_AS, (case.address_space, case.address_space))
+        proc = subprocess.run(cmd, capture_output=True, timeout=TIMEOUT_S, env=env,
+                              preexec_fn=limit)
     except subprocess.TimeoutExpired:
         return "hung (no exit in %d s)" % TIMEOUT_S, cmd, ""
     err = proc.stderr.decode(errors="replace")
