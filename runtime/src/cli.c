@@ -34,6 +34,7 @@ extern const uint64_t moert_model_text_size;
 
 typedef struct options_t {
   text_options_t text;
+  char *prompt_file; /* -f's text, owned (text.prompt points at it) */
   const char *tokenize;
   /* Which sampling flags were given (they override the family's). */
   int set_temperature, set_top_k, set_top_p, set_min_p, set_penalty, set_last_n,
@@ -90,7 +91,14 @@ static void dump_tensor(void *context, const char *name, const void *data,
            code == MOERT_FLOAT ? "f32" : "i32");
   FILE *f = fopen(path, seen ? "ab" : "wb");
   size_t n = (size_t)n_tokens * (size_t)width;
-  if (!f || fwrite(data, 4, n, f) != n || fclose(f) != 0) {
+  int failed = !f;
+  if (f) {
+    /* Closed even when the write fails: a full disk must not leak a file
+     * per tensor. */
+    failed = fwrite(data, 4, n, f) != n;
+    failed |= fclose(f) != 0;
+  }
+  if (failed) {
     snprintf(d->error, sizeof(d->error), "cannot write %s: %s", path,
              strerror(errno));
   }
@@ -267,8 +275,8 @@ static int parse_seed(const char *flag, const char *text, uint64_t *out) {
   return 0;
 }
 
-/* Reads a prompt file whole (kept for the life of the process). */
-static int read_prompt_file(const char *path, const char **out) {
+/* Reads a prompt file whole into a new string. */
+static int read_prompt_file(const char *path, char **out) {
   FILE *f = fopen(path, "rb");
   if (!f) {
     return cli_fail("-f: cannot open '%s': %s", path, strerror(errno));
@@ -302,6 +310,16 @@ static int read_prompt_file(const char *path, const char **out) {
   }
   *out = text;
   return 0;
+}
+
+/* Frees what parse_args allocated: the text of -f's file. */
+static void free_options(options_t *o) {
+  if (o->prompt_file) {
+    free(o->prompt_file);
+    o->prompt_file = NULL;
+    o->text.prompt = NULL;
+    o->text.prompt_source = NULL;
+  }
 }
 
 static int parse_args(int argc, char **argv, options_t *o) {
@@ -347,16 +365,19 @@ static int parse_args(int argc, char **argv, options_t *o) {
         : !strcmp(a, "--system") ? &o->text.system
                                  : &o->text.prompt) = next;
       if (!strcmp(a, "-p") || !strcmp(a, "--prompt")) {
-        o->text.prompt_source = NULL;
+        free_options(o);
+        o->text.prompt = next;
       }
       ++i;
     } else if (!strcmp(a, "-f") || !strcmp(a, "--file")) {
       if (!next) {
         return cli_fail("%s needs a file name", a);
       }
-      if (read_prompt_file(next, &o->text.prompt)) {
+      free_options(o); /* a second -f replaces the first */
+      if (read_prompt_file(next, &o->prompt_file)) {
         return 1;
       }
+      o->text.prompt = o->prompt_file;
       o->text.prompt_source = next;
       ++i;
     } else if (!strcmp(a, "--chat")) {
@@ -755,6 +776,7 @@ static void print_info(const char *weights_path, const moert_session_t *session,
 int main(int argc, char **argv) {
   options_t o;
   if (parse_args(argc, argv, &o)) {
+    free_options(&o);
     return 1;
   }
   char weights_path[PATH_MAX + 16];
@@ -766,6 +788,7 @@ int main(int argc, char **argv) {
   } else if (self_length > 0) {
     snprintf(weights_path, sizeof(weights_path), "%s.weights", self);
   } else {
+    free_options(&o);
     return cli_fail("cannot find the executable's path; pass --weights FILE");
   }
   moert_llm_options llm_options;
@@ -786,6 +809,7 @@ int main(int argc, char **argv) {
               "note: this executable is %s; its own weights are %s.weights\n",
               self, self);
     }
+    free_options(&o);
     return 1;
   }
   moert_session_t *session = moert_llm_session(llm);
@@ -796,6 +820,7 @@ int main(int argc, char **argv) {
   if (o.dump_dir) {
     if (mkdir(o.dump_dir, 0755) != 0 && errno != EEXIST) {
       moert_llm_free(llm);
+      free_options(&o);
       return cli_fail("--dump-activations: cannot create %s: %s", o.dump_dir,
                       strerror(errno));
     }
@@ -836,6 +861,10 @@ int main(int argc, char **argv) {
   for (int i = 0; i < dump.count; ++i) {
     free(dump.names[i]);
   }
+  /* main runs once per process, but leaves nothing behind all the same
+   * (test/fuzz/fuzz_cli.c calls it again and again). */
+  memset(&dump, 0, sizeof(dump));
   moert_llm_free(llm);
+  free_options(&o);
   return rc;
 }

@@ -1,0 +1,129 @@
+//===- fuzz_cli.c - The compiled executable's command line and prompts ----===//
+//
+// A compiled executable's main() (runtime/src/cli.c, renamed moert_cli_main)
+// linked with a real tiny physics model that moec compiles at build time
+// (make_cli_model.py): the fuzzer chooses the arguments, the prompt and
+// what --chat reads on stdin, and the model runs them.
+//
+// Input: arguments separated by NUL bytes; an empty argument (two NULs)
+// ends them, and the rest is stdin. The weight file is given first, so a
+// fuzzed --weights overrides it. Every run must return exit status 0 or 1.
+//
+// Left out, so that runs stay fast and inside the build tree: --help (it
+// exits the process), paths with '/' for the flags that write files
+// (--logits-out, --dump-activations), and sizes that make one run slow or
+// large (-c above 4096, -t above 4, --repeat above 2, --prompt-len and
+// --gen above 256). Their parsing is the same parse_int as the flags run.
+//
+//===----------------------------------------------------------------------===//
+
+#include <fcntl.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdio_ext.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+int moert_cli_main(int argc, char **argv);
+
+enum { kMaxArgs = 48 };
+
+static char work_dir[] = "/tmp/moec-fuzz-cli-XXXXXX";
+// What --chat reads: a file in work_dir that fd 0 points at during a run.
+static int stdin_fd = -1;
+
+int LLVMFuzzerInitialize(int *argc, char ***argv) {
+  (void)argc;
+  (void)argv;
+  // Files the executable writes (--logits-out, --dump-activations) land in
+  // a scratch directory.
+  if (!mkdtemp(work_dir) || chdir(work_dir) != 0) {
+    perror("fuzz_cli: scratch directory");
+    abort();
+  }
+  stdin_fd = open("stdin", O_RDWR | O_CREAT | O_TRUNC, 0600);
+  if (stdin_fd < 0) {
+    perror("fuzz_cli: stdin file");
+    abort();
+  }
+  return 0;
+}
+
+static long number_after(char **args, int count, int i) {
+  return i + 1 < count ? strtol(args[i + 1], NULL, 10) : 0;
+}
+
+// Whether the arguments stay inside what this harness runs (see above).
+static int runnable(char **args, int count) {
+  for (int i = 0; i < count; ++i) {
+    const char *a = args[i];
+    if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+      return 0;
+    }
+    if ((!strcmp(a, "--logits-out") || !strcmp(a, "--dump-activations")) &&
+        i + 1 < count && (strchr(args[i + 1], '/') || args[i + 1][0] == '.')) {
+      return 0;
+    }
+    long n = number_after(args, count, i);
+    if (((!strcmp(a, "-c") || !strcmp(a, "--ctx-size")) && n > 4096) ||
+        ((!strcmp(a, "-t") || !strcmp(a, "--threads")) && n > 4) ||
+        (!strcmp(a, "--repeat") && n > 2) ||
+        ((!strcmp(a, "--prompt-len") || !strcmp(a, "--gen")) && n > 256)) {
+      return 0;
+    }
+  }
+  return 1;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+  char *copy = malloc(size + 1);
+  memcpy(copy, data, size);
+  copy[size] = '\0';
+
+  static char name[] = "fuzz_cli", weights_flag[] = "--weights",
+              weights[] = MOE_FUZZ_CLI_WEIGHTS;
+  char *argv[kMaxArgs + 4];
+  int argc = 0;
+  argv[argc++] = name;
+  argv[argc++] = weights_flag;
+  argv[argc++] = weights;
+  int first = argc;
+  size_t at = 0;
+  const char *input = "";
+  size_t input_size = 0;
+  while (at < size && argc < kMaxArgs) {
+    size_t length = strlen(copy + at);
+    if (length == 0) {
+      input = copy + at + 1;
+      input_size = size - at - 1;
+      break;
+    }
+    argv[argc++] = copy + at;
+    at += length + 1;
+  }
+  argv[argc] = NULL;
+
+  if (runnable(argv + first, argc - first)) {
+    // fd 0 reads this input's stdin from the start; stdin's FILE forgets
+    // what it buffered and its EOF from the run before.
+    if (ftruncate(stdin_fd, 0) != 0 ||
+        pwrite(stdin_fd, input, input_size, 0) != (ssize_t)input_size ||
+        dup2(stdin_fd, STDIN_FILENO) < 0 ||
+        lseek(STDIN_FILENO, 0, SEEK_SET) != 0) {
+      perror("fuzz_cli: stdin");
+      abort();
+    }
+    __fpurge(stdin);
+    clearerr(stdin);
+    int rc = moert_cli_main(argc, argv);
+    fflush(stdout);
+    if (rc != 0 && rc != 1) {
+      fprintf(stderr, "fuzz_cli: exit status %d, expected 0 or 1\n", rc);
+      abort();
+    }
+  }
+  free(copy);
+  return 0;
+}
