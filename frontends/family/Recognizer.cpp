@@ -542,7 +542,11 @@ llvm::Error Recognition::decideConfigTrust() {
 
 llvm::Expected<double> Recognition::setting(llvm::StringRef name) {
   std::string path = ("settings." + name).str();
-  const json &def = root["settings"][name.str()];
+  // Found, not indexed: a const json's operator[] with a missing key is
+  // undefined behaviour (evaluate() calls this only for names it found).
+  const json &settings = root["settings"]; // checked to be an object
+  auto found = settings.find(name.str());
+  const json &def = found != settings.end() ? *found : kEmptyArray;
   if (!def.is_object()) {
     return descError(path, "expected an object with 'value', or 'config' "
                            "and 'default'");
@@ -682,7 +686,8 @@ llvm::Error Recognition::stackExperts(const json &def, llvm::StringRef defPath,
   if (!count) {
     return count.takeError();
   }
-  std::string pattern = def["name"].get<std::string>();
+  // One pattern (bindRole checks it), as a string or a list of one.
+  std::string pattern = namePatterns(def).front();
   if (pattern.find("{e}") == std::string::npos || *count < 1) {
     return descError((defPath + ".stack").str(),
                      "stacks tensors whose 'name' has an {e} (expert index), "

@@ -133,6 +133,17 @@ TEST(Recognizer, UntrustedConfigFallsBackToDefaults) {
       << error;
 }
 
+TEST(Recognizer, ConfigSizeOfTheWrongTypeIsAnError) {
+  MemoryTensors tensors = physics();
+  json config = tinyConfig();
+  config["n_layers"] = "three";
+  EXPECT_EQ(
+      recognitionError(physicsFamily(), tensors, &config),
+      "fixture/config.json: 'n_layers' should be a number, got \"three\"");
+  config["n_layers"] = nullptr; // null is absent, as Hugging Face writes it
+  EXPECT_EQ(recognitionError(physicsFamily(), tensors, &config), "");
+}
+
 TEST(Recognizer, NoConfigUsesDefaults) {
   MemoryTensors tensors;
   // head_dim 64 fits the default partial RoPE of 32.
@@ -264,6 +275,22 @@ TEST(Recognizer, DescriptionErrorsNameTheField) {
                        tensors, &config);
   EXPECT_NE(error.find("top_k = 9 must be in [1, 4]"), std::string::npos)
       << error;
+
+  // A setting the description lacks: the expression using it is named.
+  error = recognitionError(
+      edited([](json &root) { root["settings"].erase("rope_theta"); }), tensors,
+      &config);
+  EXPECT_EQ(error, "edited.json: architecture.attention.rope.theta: in "
+                   "expression 'rope_theta' at column 11: unknown name "
+                   "'rope_theta' (not in dims or settings)");
+
+  // A stacked role's one pattern may be spelled as a list.
+  error = recognitionError(edited([](json &root) {
+                             json &gate = root["layer_tensors"]["expert_gate"];
+                             gate["name"] = json::array({gate["name"]});
+                           }),
+                           tensors, &config);
+  EXPECT_EQ(error, "") << error;
 }
 
 TEST(Recognizer, ParseDescriptionChecksSections) {
