@@ -9,30 +9,20 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "frontends/family/LoadModel.h"
 #include "frontends/family/Recognizer.h"
 #include "test/fuzz/FuzzChecks.h"
 #include "test/unit/frontends/TinyCheckpoints.h"
 
 using namespace moe::frontend;
 
-namespace {
-
-const FamilyDescription &builtinPhysics() {
-  for (const FamilyDescription &family : builtinFamilies()) {
-    if (family.name == "moe100m-physics") {
-      return family;
-    }
-  }
-  abort();
-}
-
-} // namespace
-
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (size < 1) {
     return 0;
   }
   static const MemoryTensors tensors = physics();
+  static const FamilyDescription builtinPhysics =
+      llvm::cantFail(resolveFamily("moe100m-physics"));
   llvm::StringRef text(reinterpret_cast<const char *>(data + 1), size - 1);
   if ((data[0] & 1) == 0) {
     auto family = parseFamilyDescription(text, "fuzz-family.json");
@@ -54,12 +44,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (config.is_discarded()) {
     return 0; // moec reports JSON syntax errors before this point
   }
-  auto model =
-      recognizeModel(builtinPhysics(), tensors, &config, "config.json");
+  auto model = recognizeModel(builtinPhysics, tensors, &config, "config.json");
   if (!model) {
     moe::fuzz::expectNamedError(
         model.takeError(),
-        {"config.json", tensors.path(), builtinPhysics().source});
+        {"config.json", tensors.path(), builtinPhysics.source});
   }
   return 0;
 }

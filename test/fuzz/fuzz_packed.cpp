@@ -11,6 +11,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "frontends/family/LoadModel.h"
 #include "frontends/family/Recognizer.h"
 #include "frontends/safetensors/SafetensorsReader.h"
 #include "test/fuzz/FuzzChecks.h"
@@ -22,15 +23,6 @@
 using namespace moe::frontend;
 
 namespace {
-
-const FamilyDescription &builtinSsmoelm() {
-  for (const FamilyDescription &family : builtinFamilies()) {
-    if (family.name == "ssmoelm") {
-      return family;
-    }
-  }
-  abort();
-}
 
 const nlohmann::json &tinyConfig() {
   static const nlohmann::json config = [] {
@@ -93,7 +85,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     moe::fuzz::expectNamedError(file.takeError(), {"fuzz.safetensors"});
     return 0;
   }
-  const FamilyDescription &family = builtinSsmoelm();
+  static const FamilyDescription family =
+      llvm::cantFail(resolveFamily("ssmoelm"));
   auto model = recognizeModel(family, **file, &tinyConfig(), "config.json");
   if (!model) {
     moe::fuzz::expectNamedError(
