@@ -22,6 +22,16 @@
 
 namespace mlir::moe {
 
+/// Vectors of output features in a CPU matrix-matrix register tile of
+/// `rows` tokens with `registers` vector registers: its accumulators take
+/// at most half the registers, leaving the rest to the loaded weights and
+/// inputs (four rows: 2 vectors with 16 registers as on AVX2, 4 with 32 as
+/// on AVX-512 and NEON). The kernels' schedules and the weights' panel
+/// width both follow it.
+inline int tileVectors(int registers, int rows) {
+  return std::clamp(registers / 2 / rows, 1, 4);
+}
+
 struct TargetDescription {
   /// The --target name: host, x86-64, x86-64-avx2, x86-64-avx512, aarch64.
   std::string name;
@@ -84,13 +94,12 @@ struct TargetDescription {
   std::string source;
 
   int floatLanes() const { return vectorBytes / 4; }
-  /// Output features of one matrix-matrix tile of the CPU projection
-  /// kernels (vectors of them, as many as half the registers hold for 4
-  /// tokens, at most 4), which is also the panel width P of the weights
+  /// Output features of one 4-token matrix-matrix tile of the CPU
+  /// projection kernels, which is also the panel width P of the weights
   /// they read stored `layout panels(P)`; 0 on a GPU, whose threads read
   /// transposed weights coalesced without panels.
   int projectionPanel() const {
-    return isGpu() ? 0 : floatLanes() * std::clamp(vectorRegisters / 8, 1, 4);
+    return isGpu() ? 0 : floatLanes() * tileVectors(vectorRegisters, 4);
   }
   /// Whether the kernels run on a GPU rather than on the host CPU.
   bool isGpu() const { return backend == "cuda"; }

@@ -60,11 +60,9 @@ struct KernelEnv {
   bool gpu = false;
 
   /// Vectors of output features in a matrix-matrix register tile of `rows`
-  /// tokens: its accumulators take at most half the registers, leaving the
-  /// rest to the loaded weights and inputs (four rows: 2 vectors with 16
-  /// registers as on AVX2, 4 with 32 as on AVX-512 and NEON).
+  /// tokens (mlir::moe::tileVectors, which also sets the panel width).
   int tileVectors(int rows) const {
-    return std::clamp(registers / 2 / rows, 1, 4);
+    return ::mlir::moe::tileVectors(registers, rows);
   }
   /// The number of tokens of this call, and whether it is known to be 1
   /// (decode), which changes schedules from matrix-matrix to matrix-vector.
