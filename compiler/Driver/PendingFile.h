@@ -2,7 +2,9 @@
 //
 // Every file moec writes goes through a temporary name beside it and is
 // renamed into place once complete, so a failed compile never leaves a
-// half-written output.
+// half-written output. The temporary file is also removed when moec is
+// interrupted (SIGINT, SIGTERM, SIGHUP: LLVM's signal handlers, installed
+// by InitLLVM), so Ctrl-C leaves nothing behind either.
 //
 //===----------------------------------------------------------------------===//
 
@@ -14,6 +16,7 @@
 #include "llvm/ADT/STLFunctionalExtras.h"
 #include "llvm/Support/Error.h"
 #include "llvm/Support/FileSystem.h"
+#include "llvm/Support/Signals.h"
 #include "llvm/Support/raw_ostream.h"
 
 #include <string>
@@ -27,13 +30,16 @@ class PendingFile {
 public:
   explicit PendingFile(std::string path)
       : final(std::move(path)),
-        temp(final + ".tmp" + std::to_string(::getpid())) {}
+        temp(final + ".tmp" + std::to_string(::getpid())) {
+    llvm::sys::RemoveFileOnSignal(temp);
+  }
   PendingFile(const PendingFile &) = delete;
   PendingFile &operator=(const PendingFile &) = delete;
   ~PendingFile() {
     if (!committed) {
       llvm::sys::fs::remove(temp);
     }
+    llvm::sys::DontRemoveFileOnSignal(temp);
   }
   const std::string &tempPath() const { return temp; }
   /// Writes the temporary file through `write`; an error names the final
@@ -60,6 +66,7 @@ public:
       return failure();
     }
     committed = true;
+    llvm::sys::DontRemoveFileOnSignal(temp);
     return success();
   }
 

@@ -24,10 +24,12 @@ import os
 import re
 import resource
 import shutil
+import signal
 import struct
 import subprocess
 import sys
 import tempfile
+import time
 import zipfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -369,6 +371,34 @@ def compile_good(work, good, moec, env):
     return os.path.join(work, "good.out")
 
 
+def interrupted_compile(work, good, moec, env):
+    """Ctrl-C at several moments of a compile: never a temporary file left,
+    and never an executable without its weights. Returns what went wrong
+    ('' when nothing did)."""
+    out = os.path.join(work, "interrupted", "m")
+    problems = []
+    # With the kernels cached (compile_good compiled this model), the weight
+    # file is written from about 0.15 s and the executable linked by about
+    # 1.3 s: most of these land while temporary files exist.
+    for delay in (0.1, 0.3, 0.5, 0.7, 0.9, 1.1, 1.25):
+        shutil.rmtree(os.path.dirname(out), ignore_errors=True)
+        os.makedirs(os.path.dirname(out))
+        proc = subprocess.Popen([moec, "compile", good, "-o", out, "-q"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=TIMEOUT_S)
+        left = sorted(os.listdir(os.path.dirname(out)))
+        if any(".tmp" in name for name in left):
+            problems.append("after %.1f s: left %s" % (delay, ", ".join(left)))
+        # The weights are renamed into place just before the executable, so
+        # an interrupt between the two leaves weights without an executable
+        # (harmless); never an executable without its weights.
+        elif left not in ([], ["m.weights"], ["m", "m.weights"]):
+            problems.append("after %.1f s: only %s" % (delay, ", ".join(left)))
+    return "; ".join(problems)
+
+
 def run_case(case, work, good, moec, exe, env):
     """'' when the case gives its error, else what went wrong."""
     cmd, must_not_exist = case.make(work, good, case.name)
@@ -413,7 +443,7 @@ def main():
             print("%-20s %s" % (case.name, case.what))
         return 0
     cases = [c for c in CASES if not args.case or c.name in args.case]
-    unknown = set(args.case or []) - {c.name for c in CASES}
+    unknown = set(args.case or []) - {c.name for c in CASES} - {"interrupted-compile"}
     if unknown:
         print("error: --case: no case named %s (--list shows them)" % ", ".join(sorted(unknown)))
         return 2
@@ -423,7 +453,9 @@ def main():
     env = dict(os.environ)
     moec = os.path.abspath(args.moec)
     good = make_good(work, moec, env)
-    exe = compile_good(work, good, moec, env) if any(c.needs_exe for c in cases) else None
+    interrupt = not args.case or "interrupted-compile" in args.case
+    exe = (compile_good(work, good, moec, env)
+           if interrupt or any(c.needs_exe for c in cases) else None)
 
     failed = 0
     for case in cases:
@@ -435,6 +467,15 @@ def main():
                   % (case.name, case.what, problem, " ".join(cmd), err.strip()))
         else:
             print("ok   %-20s %s" % (case.name, first))
+    if interrupt:
+        problem = interrupted_compile(work, good, moec, env)
+        if problem:
+            failed += 1
+            print("FAIL %-20s %s" % ("interrupted-compile", problem))
+        else:
+            print("ok   %-20s Ctrl-C at 7 moments left no temporary file and no lone "
+                  "output" % "interrupted-compile")
+        cases = cases + [None]
     print("%d of %d bad inputs gave their error" % (len(cases) - failed, len(cases)))
     if not args.keep and not args.work:
         shutil.rmtree(work, ignore_errors=True)
