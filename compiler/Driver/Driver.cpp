@@ -694,8 +694,17 @@ LogicalResult runCompile(const DriverOptions &options) {
   if (failed(writeText(hostC, [&](llvm::raw_ostream &os) { os << source; }))) {
     return failure();
   }
-  if (llvm::Error err = compileHostCode(*target, *runtime, hostC, hostO)) {
+  Clock::time_point hostStart = Clock::now();
+  bool hostFromCache = false;
+  if (llvm::Error err =
+          compileHostCode(*target, *runtime, hostC, hostO,
+                          kernelOptions.cacheDir, &hostFromCache)) {
     return reportError(std::move(err));
+  }
+  if (options.verbose) {
+    llvm::errs() << llvm::formatv("moec: host code {0} in {1:f1} s\n",
+                                  hostFromCache ? "from the cache" : "compiled",
+                                  secondsSince(hostStart));
   }
   std::string textC = work.path + "/text.c", textO = work.path + "/text.o";
   if (failed(writeText(textC, [&](llvm::raw_ostream &os) {

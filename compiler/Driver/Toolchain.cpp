@@ -3,6 +3,7 @@
 #include "compiler/Driver/Toolchain.h"
 
 #include "compiler/Driver/DriverConfig.h"
+#include "targets/common/ObjectCache.h"
 #include "targets/common/TargetRegistry.h"
 
 #include "llvm/ADT/StringExtras.h"
@@ -12,9 +13,35 @@
 #include "llvm/Support/Process.h"
 #include "llvm/Support/Program.h"
 
+#include <algorithm>
+
 namespace mlir::moe {
 
 namespace {
+
+std::string readOrEmpty(llvm::StringRef path) {
+  auto buffer = llvm::MemoryBuffer::getFile(path);
+  return buffer ? (*buffer)->getBuffer().str() : std::string();
+}
+
+/// The runtime headers host code includes, in a fixed order: a moec built
+/// from other runtime sources must not reuse this one's objects.
+std::string headersText(const RuntimeLocation &runtime) {
+  std::vector<std::string> paths;
+  std::error_code ec;
+  for (llvm::sys::fs::directory_iterator it(runtime.includeDir + "/moert", ec),
+       end;
+       it != end && !ec; it.increment(ec)) {
+    paths.push_back(it->path());
+  }
+  std::sort(paths.begin(), paths.end());
+  paths.push_back(runtime.halideIncludeDir + "/HalideRuntime.h");
+  std::string text;
+  for (const std::string &path : paths) {
+    text += path + "\n" + readOrEmpty(path);
+  }
+  return text;
+}
 
 /// The compiler driver and the flags every use of it shares.
 std::vector<std::string> compilerDriver(const TargetDescription &target) {
@@ -110,13 +137,38 @@ llvm::Expected<RuntimeLocation> findRuntime(const char *argv0,
 
 llvm::Error compileHostCode(const TargetDescription &target,
                             const RuntimeLocation &runtime,
-                            llvm::StringRef source, llvm::StringRef object) {
-  std::vector<std::string> argv = compilerDriver(target);
-  argv.insert(argv.end(), target.cflags.begin(), target.cflags.end());
-  argv.insert(argv.end(), {"-std=c11", "-fPIC", "-I" + runtime.includeDir,
-                           "-I" + runtime.halideIncludeDir, "-c", source.str(),
-                           "-o", object.str()});
-  return run(target, argv, "compile the host code");
+                            llvm::StringRef source, llvm::StringRef object,
+                            llvm::StringRef cacheDir, bool *fromCache) {
+  std::vector<std::string> flags = compilerDriver(target);
+  flags.insert(flags.end(), target.cflags.begin(), target.cflags.end());
+  flags.insert(flags.end(), {"-std=c11", "-fPIC", "-I" + runtime.includeDir,
+                             "-I" + runtime.halideIncludeDir, "-c"});
+  std::vector<std::string> argv = flags;
+  argv.insert(argv.end(), {source.str(), "-o", object.str()});
+  if (fromCache) {
+    *fromCache = false;
+  }
+  std::string cached;
+  if (!cacheDir.empty()) {
+    // Everything the object is built from (the work directory's paths
+    // are not: they differ every compile).
+    std::string what = MOEC_VERSION "\n" + llvm::join(flags, " ") + "\n" +
+                       readOrEmpty(source) + headersText(runtime);
+    cached = (cacheDir + "/host-" + cacheKey(what) + ".o").str();
+    if (llvm::sys::fs::exists(cached) && copyAtomically(cached, object)) {
+      if (fromCache) {
+        *fromCache = true;
+      }
+      return llvm::Error::success();
+    }
+  }
+  if (llvm::Error err = run(target, argv, "compile the host code")) {
+    return err;
+  }
+  if (!cached.empty()) {
+    copyAtomically(object, cached);
+  }
+  return llvm::Error::success();
 }
 
 llvm::Error linkExecutable(const TargetDescription &target,

@@ -18,6 +18,7 @@
 #include "targets/cpu/kernels/KernelCompiler.h"
 
 #include "dialects/MoE/Transforms/Passes.h"
+#include "targets/common/ObjectCache.h"
 #include "targets/common/TargetRegistry.h"
 #include "targets/cpu/kernels/KernelBuilder.h"
 #include "targets/cpu/kernels/KernelSourceHash.h"
@@ -26,7 +27,6 @@
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/Path.h"
-#include "llvm/Support/xxhash.h"
 
 #include <Halide.h>
 
@@ -45,23 +45,6 @@ struct Job {
   std::string listing; // stmt or assembly path, if requested
   std::string halideTarget;
 };
-
-std::string hashText(llvm::StringRef text) {
-  return llvm::utohexstr(llvm::xxh3_64bits(text), /*LowerCase=*/true, 16);
-}
-
-/// Copies `from` to `to` through a temporary, so `to` is never partial.
-bool copyAtomically(llvm::StringRef from, llvm::StringRef to) {
-  std::string temp = (to + ".tmp" + std::to_string(getpid())).str();
-  if (llvm::sys::fs::copy_file(from, temp)) {
-    return false;
-  }
-  if (llvm::sys::fs::rename(temp, to)) {
-    llvm::sys::fs::remove(temp);
-    return false;
-  }
-  return true;
-}
 
 /// Writes the GPU code of `module` (Halide embeds it as a buffer named
 /// `<api>_gpu_source_kernels`: PTX for CUDA) to `job.listing`.
@@ -184,7 +167,7 @@ FailureOr<CompiledKernels> compileKernels(ModuleOp module,
     job.symbol = kernel.getSymName().str();
     // Only kernels with int8 dot products get the target's extra features.
     job.halideTarget = usesInt8Dot(kernel) ? int8Target : halideTarget;
-    job.key = hashText(kernelContentHash(kernel) + "|" + job.symbol + "|" +
+    job.key = cacheKey(kernelContentHash(kernel) + "|" + job.symbol + "|" +
                        job.halideTarget + "|" + schedule + "|" + version + "|" +
                        MOE_KERNEL_SOURCE_HASH);
     llvm::SmallString<256> path(options.workDir);
@@ -274,7 +257,7 @@ FailureOr<CompiledKernels> compileKernels(ModuleOp module,
   Halide::Target runtimeTarget =
       Halide::Target(halideTarget).without_feature(Halide::Target::NoRuntime);
   std::string runtimeKey =
-      hashText("runtime|" + runtimeTarget.to_string() + "|" + version);
+      cacheKey("runtime|" + runtimeTarget.to_string() + "|" + version);
   std::string runtimeObject = options.workDir + "/halide_runtime.o";
   std::string cachedRuntime = options.cacheDir + "/" + runtimeKey + ".o";
   if (options.cacheDir.empty() || !llvm::sys::fs::exists(cachedRuntime) ||
