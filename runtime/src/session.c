@@ -481,7 +481,12 @@ moert_status_t moert_session_prefill(moert_session_t *session,
            (size_t)n * sizeof(int32_t));
     float *out =
         logits ? logits + (int64_t)start * vocab : session->scratch_logits;
-    MOERT_RETURN_IF_ERROR(run(session, model->prefill, n, out));
+    /* Without `logits` only each call's last row is read (below); a run
+     * reporting its intermediates reports every row's. */
+    session->exec.logits_last_only = logits == NULL && !session->exec.dump;
+    moert_status_t status = run(session, model->prefill, n, out);
+    session->exec.logits_last_only = 0;
+    MOERT_RETURN_IF_ERROR(status);
     memcpy(session->last_logits, out + (int64_t)(n - 1) * vocab,
            (size_t)vocab * sizeof(float));
   }

@@ -32,7 +32,7 @@ extern "C" {
 #endif
 
 /* Bumped whenever a struct below or the host code's expectations change. */
-#define MOERT_ABI_VERSION 6
+#define MOERT_ABI_VERSION 7
 
 /* Receives a named intermediate (a layer's hidden state, its router's
  * choices) after the kernel that computed it: n_tokens rows of `width`
@@ -72,6 +72,9 @@ typedef struct moert_exec_t {
    * memory the session owns and returns it (NULL on failure). */
   const void *(*fetch)(struct moert_exec_t *exec, int32_t region,
                        int64_t offset, int64_t bytes);
+  /* 1: the caller reads only the last token's logits, so the head runs on
+   * the last token alone (moert_logits_rows); 0: every token's. */
+  int32_t logits_last_only;
 } moert_exec_t;
 
 /* An entry point: runs n_tokens tokens starting at cache position
@@ -162,6 +165,28 @@ static inline moert_ref_t moert_tokens_at(moert_exec_t *exec) {
 
 static inline moert_ref_t moert_logits_at(moert_exec_t *exec) {
   return moert_region_at(exec, MOERT_REGION_LOGITS, 0);
+}
+
+/* How many of a call's n_tokens rows of logits to compute: the last alone
+ * when the session reads only those (exec->logits_last_only). */
+static inline int32_t moert_logits_rows(const moert_exec_t *exec,
+                                        int32_t n_tokens) {
+  return exec->logits_last_only && n_tokens > 1 ? 1 : n_tokens;
+}
+
+/* `ref` moved to the first of the last `rows` of `n_rows` rows of
+ * `row_bytes` each (on the host and, for a GPU model, the device). */
+static inline moert_ref_t moert_ref_last_rows(moert_ref_t ref, int32_t n_rows,
+                                              int32_t rows, int64_t row_bytes) {
+  int64_t skip = (int64_t)(n_rows - rows) * row_bytes;
+  if (ref.host) {
+    ref.host += skip;
+  }
+  if (ref.device) {
+    ref.device += (uint64_t)skip;
+  }
+  ref.offset += skip;
+  return ref;
 }
 
 /* Points `b` at `ref`: the host address, and on a GPU the device address,

@@ -270,6 +270,29 @@ LogicalResult HostEmitter::emitEntry(OpBuilder &b, func::FuncOp func) {
     if (found == abis.end()) {
       return call.emitOpError("calls an unknown kernel");
     }
+    // The kernel whose only result is the logits runs on the last rows the
+    // session wants (moert_logits_rows: the last alone when it reads only
+    // the last token's logits, as generation does), its per-token tensors
+    // viewed from that row: a prefill's head then costs one token's, not
+    // the prompt's (23% of SSMoELM's f32 prefill was the head).
+    Value callTokens = nTokens;
+    // Only a kernel of tensors alone: one reading the KV cache at the call's
+    // position would need the position of the row, not of the call.
+    bool lastRows = false;
+    if (call.getNumResults() == 1 && arena.asArrayRef()[0] < 0 &&
+        llvm::all_of(
+            found->second,
+            [](const KernelAbiSlot &slot) {
+              return slot.kind == KernelAbiSlot::Kind::InputTensor ||
+                     slot.kind == KernelAbiSlot::Kind::OutputTensor;
+            })) {
+      auto type = dyn_cast<RankedTensorType>(call.getResult(0).getType());
+      lastRows = type && type.getRank() > 0 && type.isDynamicDim(0);
+    }
+    if (lastRows) {
+      callTokens = callOpaque(b, call.getLoc(), i32Type, "moert_logits_rows",
+                              {exec, nTokens}, {operandRef(0), operandRef(1)});
+    }
     SmallVector<Value> args{userContext};
     for (const KernelAbiSlot &slot : found->second) {
       using Kind = KernelAbiSlot::Kind;
@@ -295,7 +318,18 @@ LogicalResult HostEmitter::emitEntry(OpBuilder &b, func::FuncOp func) {
                                 weight.getPanel().value_or(0)),
               type.getElementType());
         }
-        args.push_back(tensorBuffer(b, l, host, type, nTokens));
+        if (lastRows && type.getRank() > 0 && type.isDynamicDim(0) &&
+            !llvm::any_of(type.getShape().drop_front(),
+                          ShapedType::isDynamic)) {
+          int64_t rowBytes = type.getElementTypeBitWidth() / 8;
+          for (int64_t d : type.getShape().drop_front()) {
+            rowBytes *= d;
+          }
+          host = callOpaque(
+              b, l, ref, "moert_ref_last_rows", {host, nTokens, callTokens},
+              {operandRef(0), operandRef(1), operandRef(2), i64(rowBytes)});
+        }
+        args.push_back(tensorBuffer(b, l, host, type, callTokens));
         break;
       }
       case Kind::CacheKeysRead:

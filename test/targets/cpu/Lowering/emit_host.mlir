@@ -17,8 +17,10 @@
 // CHECK: call_opaque "MOERT_CHECK"(%[[S]])
 // A transposed [8, 8] weight is described as stored.
 // CHECK: call_opaque "moert_weight_at"(%{{.+}}) {args = [0 : index, 0]}
-// The entry's result goes to the caller's logits.
+// The entry's result goes to the caller's logits; computed at the call's
+// position from the KV cache, every row is (no moert_logits_rows).
 // CHECK: call_opaque "moert_logits_at"
+// CHECK-NOT: moert_logits_rows
 // Layer 1's keys (0) and values (1), the whole capacity.
 // CHECK: call_opaque "moert_kv_buffer"({{.+}}) {args = [0 : index, 1 : index, 1 : i32, 0 : i32, 1 : i32, 4 : i32, 0 : i32, 2 : index]}
 // CHECK: call_opaque "moert_kv_buffer"({{.+}}) {args = [0 : index, 1 : index, 1 : i32, 1 : i32, 1 : i32, 4 : i32, 0 : i32, 2 : index]}
@@ -47,6 +49,37 @@ module attributes {moe.family = "test", moe.vocab = 10 : i64, moe.prefill_chunk 
     %v = moe.kv_cache_layer %c[1] : !moe.kv_cache<layers = 2, kv_heads = 1, head_dim = 4, element = f32> -> !moe.kv_cache<layers = 1, kv_heads = 1, head_dim = 4, element = f32>
     %o = moe.call @attend_k(%q, %v, %p) {moe.arena = array<i64: -1>} : (tensor<?x2x4xf32>, !moe.kv_cache<layers = 1, kv_heads = 1, head_dim = 4, element = f32>, index) -> tensor<?x2x4xf32>
     return %o : tensor<?x2x4xf32>
+  }
+}
+
+// -----
+
+// A kernel of tensors alone that writes the logits runs on the rows the
+// session wants (the last alone for generation): its per-token operands
+// start moert_logits_rows rows before the end, weights as they are.
+// CHECK-LABEL: // -----
+// CHECK-LABEL: emitc.func @moe_prefill(
+// CHECK: %[[ROWS:.+]] = call_opaque "moert_logits_rows"(%arg0, %arg1)
+// CHECK: %[[X:.+]] = call_opaque "moert_ref_last_rows"({{.+}}, %arg1, %[[ROWS]]) {args = [0 : index, 1 : index, 2 : index, 32]}
+// CHECK: call_opaque "moert_buffer"({{.+}}%[[X]], %[[ROWS]]) {args = [0 : index, 1 : index, 2 : i32, 32 : i32, 2 : i32, 8 : i32, 2 : index, 1 : i32, 1 : i32]}
+// CHECK: call_opaque "moert_buffer"({{.+}}) {args = [0 : index, 1 : index, 2 : i32, 32 : i32, 2 : i32, 8 : i32, 10 : i32, 1 : i32, 1 : i32]}
+// CHECK: %[[L:.+]] = call_opaque "moert_ref_last_rows"({{.+}}, %arg1, %[[ROWS]]) {args = [0 : index, 1 : index, 2 : index, 40]}
+// CHECK: call_opaque "moert_buffer"({{.+}}%[[L]], %[[ROWS]])
+// CHECK: call @head_k(
+module attributes {moe.family = "test", moe.vocab = 10 : i64, moe.prefill_chunk = 4 : i64, moe.arena_bytes = 128 : i64, moe.weights_bytes = 640 : i64} {
+  moe.kernel @embed_k(%t: tensor<10x8xf32>, %ids: tensor<?xi32>) -> tensor<?x8xf32> {
+    %0 = moe.embed %t[%ids] : tensor<10x8xf32>, tensor<?xi32> -> tensor<?x8xf32>
+    moe.yield %0 : tensor<?x8xf32>
+  }
+  moe.kernel @head_k(%x: tensor<?x8xf32>, %w: tensor<10x8xf32>) -> tensor<?x10xf32> {
+    %0 = moe.logits %x, %w : tensor<?x8xf32>, tensor<10x8xf32> -> tensor<?x10xf32>
+    moe.yield %0 : tensor<?x10xf32>
+  }
+  func.func @prefill(%ids: tensor<?xi32>, %p: index) -> tensor<?x10xf32> attributes {moe.entry = "prefill"} {
+    %w = moe.weight ["embed"] {moe.offset = 0 : i64} : tensor<10x8xf32>
+    %x = moe.call @embed_k(%w, %ids) {moe.arena = array<i64: 0>} : (tensor<10x8xf32>, tensor<?xi32>) -> tensor<?x8xf32>
+    %l = moe.call @head_k(%x, %w) {moe.arena = array<i64: -1>} : (tensor<?x8xf32>, tensor<10x8xf32>) -> tensor<?x10xf32>
+    return %l : tensor<?x10xf32>
   }
 }
 
