@@ -9,9 +9,10 @@
 // ends them, and the rest is stdin. The weight file is given first, so a
 // fuzzed --weights overrides it. Every run must return exit status 0 or 1.
 //
-// Left out, so that runs stay fast and inside the build tree: --help (it
-// exits the process), paths with '/' for the flags that write files
-// (--logits-out, --dump-activations), and sizes that make one run slow or
+// Left out, so that runs stay fast and write only to a scratch directory:
+// --help (it exits the process), names with '/' or a leading '.' for the
+// flags that write files (--logits-out, --dump-activations, whose names
+// then move into the scratch directory), and sizes that make one run slow or
 // large (-c above 4096, -t above 4, --repeat above 2, --prompt-len and
 // --gen above 256). Their parsing is the same parse_int as the flags run.
 //
@@ -38,12 +39,15 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
   (void)argc;
   (void)argv;
   // Files the executable writes (--logits-out, --dump-activations) land in
-  // a scratch directory.
-  if (!mkdtemp(work_dir) || chdir(work_dir) != 0) {
+  // a scratch directory: their names are rewritten into it (no chdir, so
+  // the corpus paths libFuzzer was given stay valid).
+  if (!mkdtemp(work_dir)) {
     perror("fuzz_cli: scratch directory");
     abort();
   }
-  stdin_fd = open("stdin", O_RDWR | O_CREAT | O_TRUNC, 0600);
+  char path[sizeof(work_dir) + 8];
+  snprintf(path, sizeof(path), "%s/stdin", work_dir);
+  stdin_fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
   if (stdin_fd < 0) {
     perror("fuzz_cli: stdin file");
     abort();
@@ -106,6 +110,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   argv[argc] = NULL;
 
   if (runnable(argv + first, argc - first)) {
+    // Names of files to write (checked above to hold no '/') move into the
+    // scratch directory.
+    static char rewritten[kMaxArgs][256];
+    for (int i = first; i + 1 < argc; ++i) {
+      if (!strcmp(argv[i], "--logits-out") ||
+          !strcmp(argv[i], "--dump-activations")) {
+        snprintf(rewritten[i], sizeof(rewritten[i]), "%s/%s", work_dir,
+                 argv[i + 1]);
+        argv[i + 1] = rewritten[i];
+      }
+    }
     // fd 0 reads this input's stdin from the start; stdin's FILE forgets
     // what it buffered and its EOF from the run before.
     if (ftruncate(stdin_fd, 0) != 0 ||
