@@ -271,9 +271,9 @@ const fe::TensorInfo *writableAsIs(WeightOp op,
   return tensor;
 }
 
-/// Quantizes the weights of `quantize(..)` ops. The codes and the scales
-/// of one tensor are two ops, usually planned next to each other: the last
-/// result is kept for the second.
+/// Quantizes the weights of `quantize(..)` ops. The codes, the scales and
+/// the offsets of one tensor are two or three ops, usually planned next to
+/// each other: the last result is kept for the others.
 class Quantizer {
 public:
   Quantizer(const fe::TensorSource &tensors, float *scratch)
@@ -282,8 +282,9 @@ public:
   /// The quantized form of the tensor `op` stands for, with its scales
   /// rounded to f16 when `halfScales`; null on error.
   const QuantizedMatrices *get(WeightOp op, bool halfScales) {
-    Key key{op.getSourcesAttr(), op.getRowsAttr(), *op.getQuantize(),
-            static_cast<int64_t>(*op.getQuantGroup()), halfScales};
+    Key key{op.getSourcesAttr(), op.getRowsAttr(),
+            *op.getQuantize(),   static_cast<int64_t>(*op.getQuantGroup()),
+            halfScales,          op.getQuantAsymmetric()};
     if (cached && key == cachedKey) {
       return &*cached;
     }
@@ -295,14 +296,19 @@ public:
     size_t lead = shape.size() - 2;
     int64_t rows = shape[lead], cols = shape[lead + 1];
     cached = quantizeMatrices(scratch, numElements(shape) / (rows * cols), rows,
-                              cols, key.format, key.group, key.halfScales);
-    for (float scale : cached->scales) {
-      if (!std::isfinite(scale)) {
-        op.emitOpError("cannot quantize ")
-            << op.getSources() << ": a scale (" << scale
-            << ") is beyond f16; use --quant-scale=f32";
-        cached.reset();
-        return nullptr;
+                              cols, key.format, key.group, key.halfScales,
+                              key.asymmetric);
+    for (const std::vector<float> *values :
+         {&cached->scales, &cached->offsets}) {
+      for (float value : *values) {
+        if (!std::isfinite(value)) {
+          op.emitOpError("cannot quantize ")
+              << op.getSources() << ": "
+              << (values == &cached->scales ? "a scale" : "an offset") << " ("
+              << value << ") is beyond f16; use --quant-scale=f32";
+          cached.reset();
+          return nullptr;
+        }
       }
     }
     cachedKey = key;
@@ -315,9 +321,11 @@ private:
     PackedFormat format;
     int64_t group;
     bool halfScales;
+    bool asymmetric;
     bool operator==(const Key &o) const {
       return sources == o.sources && rows == o.rows && format == o.format &&
-             group == o.group && halfScales == o.halfScales;
+             group == o.group && halfScales == o.halfScales &&
+             asymmetric == o.asymmetric;
     }
   };
   const fe::TensorSource &tensors;
@@ -376,10 +384,14 @@ QuantizedWeightReport reportOf(WeightOp op, const QuantizedMatrices &q,
         " (+" + std::to_string(op.getSources().size() - 1) + " stacked)";
   }
   report.format = stringifyPackedFormat(*op.getQuantize()).str();
+  if (op.getQuantAsymmetric()) {
+    report.format += "a";
+  }
   report.scale = halfScales ? "f16" : "f32";
   report.group = *op.getQuantGroup();
   report.params = numElements(*op.getQuantShape());
-  report.bytes = q.codes.size() + q.scales.size() * (halfScales ? 2 : 4);
+  report.bytes = q.codes.size() +
+                 (q.scales.size() + q.offsets.size()) * (halfScales ? 2 : 4);
   report.relativeError =
       q.sumSquares > 0 ? std::sqrt(q.sumSquaredError / q.sumSquares) : 0.0;
   return report;
@@ -478,16 +490,19 @@ FailureOr<WeightFileInfo> writeWeightFile(ModuleOp module,
         bytes = q->codes.size();
         info.quantized.push_back(reportOf(op, *q, halfScales));
       } else {
-        const float *scales = q->scales.data();
+        // The scales, or the offsets beside them.
+        const std::vector<float> &perGroup =
+            op.getQuantOffsets() ? q->offsets : q->scales;
+        const float *scales = perGroup.data();
         if (op.getLayout() == WeightLayout::Transposed) {
           transposeLastTwo(scales, op.getResult().getType().getShape(),
                            stored.get());
           scales = stored.get();
         }
         data = scales;
-        bytes = q->scales.size() * sizeof(float);
+        bytes = perGroup.size() * sizeof(float);
         if (halfScales) {
-          halves.resize(q->scales.size());
+          halves.resize(perGroup.size());
           for (size_t i = 0; i < halves.size(); ++i) {
             halves[i] = fe::floatToHalf(scales[i]);
           }
@@ -579,7 +594,7 @@ void printQuantizationReport(const WeightFileInfo &info,
   for (const QuantizedWeightReport &r : info.quantized) {
     width = std::max(width, r.name.size());
   }
-  os << llvm::formatv("{0} {1,-11} {2,11} {3,11} {4,6} {5,9}\n",
+  os << llvm::formatv("{0} {1,-12} {2,11} {3,11} {4,6} {5,9}\n",
                       llvm::left_justify("tensor", width), "format", "params",
                       "bytes", "bits/w", "rel.error");
   int64_t params = 0;
@@ -587,8 +602,8 @@ void printQuantizationReport(const WeightFileInfo &info,
   double weightedSquaredError = 0;
   for (const QuantizedWeightReport &r : info.quantized) {
     double bits = 8.0 * static_cast<double>(r.bytes) / r.params;
-    // format/group scale-type, e.g. "int4/32 f16".
-    os << llvm::formatv("{0} {1,-11} {2,11} {3,11} {4,6:f2} {5,9:f4}\n",
+    // format/group scale-type, e.g. "int4/32 f16" ("int4a": asymmetric).
+    os << llvm::formatv("{0} {1,-12} {2,11} {3,11} {4,6:f2} {5,9:f4}\n",
                         llvm::left_justify(r.name, width),
                         r.format + "/" + std::to_string(r.group) + " " +
                             r.scale,

@@ -21,7 +21,7 @@ struct QuantizedWeightReport {
   std::string scale;
   int64_t group = 0;
   int64_t params = 0;
-  /// Codes and scales.
+  /// Codes, scales and offsets.
   uint64_t bytes = 0;
   /// ||w - dequantized|| / ||w|| over the whole tensor.
   double relativeError = 0;

@@ -100,6 +100,7 @@ private:
                                    b.getStrArrayAttr(scaleNames));
     return DequantizeOp::create(
         b, l, RankedTensorType::get(ref.shape, f32), codes, scale,
+        /*offset=*/Value(),
         PackedFormatAttr::get(b.getContext(),
                               p.format == fe::PackedFormat::Sign1
                                   ? PackedFormat::Sign1

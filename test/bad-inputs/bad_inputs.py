@@ -322,7 +322,7 @@ CASES = [
     Case("broken-tokenizer", "a vocabulary entry whose id is a string",
          [r"tokenizer\.json: .*'!'"], broken_tokenizer),
     Case("bad-compile-flag", "--quant names no precision",
-         [r"--quant: 'q5': expected q8, q4, q2, q1, mixed or none"], bad_compile_flag),
+         [r"--quant: 'q5': expected q8, q4, q2, q1, q8a, q4a, q2a, q1a, mixed or none"], bad_compile_flag),
     # The compiled executable.
     Case("prompt-past-context", "a prompt longer than the context",
          [r"-f .*long-prompt\.txt: the prompt is \d+ tokens and the context holds 256"], run_exe("-f", long_prompt_file, "-n", "1"),

@@ -6,6 +6,9 @@ precision, feeds every build the same tokens in one prefill (teacher
 forcing), and compares each position's logits with the f32 build's:
 
   top-1 agreement  share of positions whose argmax equals the f32 build's
+  KL divergence    mean over positions of KL(p_f32 || p_build), in nats:
+                   how far the whole next-token distribution moved (what
+                   llama.cpp's perplexity tool reports as KLD)
   perplexity       exp(mean -log p(next token)), over the text's own tokens
 
 The tokens are a text (--text, tokenized by the model's own tokenizer) or,
@@ -62,11 +65,20 @@ def logits_of(runner, exe, tokens, work):
     return values.reshape(len(tokens), -1).astype(np.float64)
 
 
+def log_softmax(logits):
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+
+
+def kl_divergence(reference, logits):
+    """Mean over positions of KL(softmax(reference) || softmax(logits))."""
+    p, q = log_softmax(reference), log_softmax(logits)
+    return float((np.exp(p) * (p - q)).sum(axis=1).mean())
+
+
 def perplexity(logits, tokens):
     """exp(mean -log softmax(logits[t])[tokens[t + 1]])."""
-    rows = logits[:-1]
-    shifted = rows - rows.max(axis=1, keepdims=True)
-    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    log_probs = log_softmax(logits[:-1])
     nll = -log_probs[np.arange(len(tokens) - 1), tokens[1:]]
     return float(np.exp(nll.mean()))
 
@@ -142,19 +154,21 @@ def main():
         logits = logits_of(runner, exe, tokens, work)
         ppl = perplexity(logits, np.array(tokens))
         if reference is None:
-            reference = (logits.argmax(axis=1), ppl)
-        agreement = 100.0 * float((logits.argmax(axis=1) == reference[0]).mean())
+            reference = (logits, ppl)
+        agreement = 100.0 * float((logits.argmax(axis=1) == reference[0].argmax(axis=1)).mean())
+        kld = kl_divergence(reference[0], logits)
         weight_bytes = os.path.getsize(exe + ".weights")
-        rows.append((quant, weight_bytes, agreement, ppl, ppl - reference[1]))
+        rows.append((quant, weight_bytes, agreement, kld, ppl, ppl - reference[1]))
         if quant in gates and agreement < gates[quant]:
             failed.append("%s: top-1 agreement %.2f%% < %.2f%%" % (quant, agreement, gates[quant]))
 
     print("model: %s; scored: %s; target: %s" % (model_dir, source, args.target))
     print()
-    print("| precision | weight file | top-1 agreement | perplexity | change |")
-    print("|---|---:|---:|---:|---:|")
-    for quant, size, agreement, ppl, delta in rows:
-        print("| %s | %.2f MB | %.2f%% | %.3f | %+.3f |" % (quant, size / 1e6, agreement, ppl, delta))
+    print("| precision | weight file | top-1 agreement | KL divergence | perplexity | change |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for quant, size, agreement, kld, ppl, delta in rows:
+        print("| %s | %.2f MB | %.2f%% | %.5f | %.3f | %+.3f |"
+              % (quant, size / 1e6, agreement, kld, ppl, delta))
     for message in failed:
         print("FAILED " + message)
     for quant in gates:

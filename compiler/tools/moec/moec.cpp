@@ -91,14 +91,16 @@ cl::opt<std::string> prefillStrategy(
 cl::opt<std::string> quant(
     "quant",
     cl::desc("store projection, embedding and expert weights packed: q8 | "
-             "q4 | q2 | q1 (signs) for all, or mixed (embedding and head "
-             "q8, attention q4, other projections q8, experts q4); prints a "
-             "report of what it cost"),
+             "q4 | q2 | q1 (signs) for all, each symmetric, or with an 'a' "
+             "(q4a) asymmetric: an offset per group beside its scale; or "
+             "mixed (embedding and head q8, attention q4a, other projections "
+             "q8, experts q4a); prints a report of what it cost"),
     cl::value_desc("mode"), cl::cat(category));
 cl::opt<std::string> quantPolicy(
     "quant-policy",
-    cl::desc("precisions over --quant, comma-separated KEY=q8|q4|q2|q1|f32; "
-             "KEY is a role (embedding, head, attention, ffn, experts) or a "
+    cl::desc("precisions over --quant, comma-separated KEY=PRECISION, a "
+             "--quant mode but mixed (q4, q4a, ..) or f32; KEY is a role "
+             "(embedding, head, attention, ffn, experts) or a "
              "glob on checkpoint tensor names, e.g. "
              "'experts=q2,*.o_proj.weight=q8'"),
     cl::value_desc("rules"), cl::cat(category));

@@ -302,11 +302,15 @@ LogicalResult WeightOp::verifyLayout() {
 LogicalResult WeightOp::verifyQuantized() {
   std::optional<PackedFormat> format = getQuantize();
   if (!format) {
-    if (getQuantGroup() || getQuantShape()) {
-      return emitOpError("expects quantize(..) with a quantization group "
-                         "or shape");
+    if (getQuantGroup() || getQuantShape() || getQuantAsymmetric() ||
+        getQuantOffsets()) {
+      return emitOpError("expects quantize(..) with a quantization group, "
+                         "shape, asymmetric or offsets");
     }
     return success();
+  }
+  if (getQuantOffsets() && !getQuantAsymmetric()) {
+    return emitOpError("expects offsets only of an asymmetric quantization");
   }
   std::optional<int64_t> group = getQuantGroup();
   std::optional<ArrayRef<int64_t>> shape = getQuantShape();
@@ -330,6 +334,9 @@ LogicalResult WeightOp::verifyQuantized() {
   auto type = getResult().getType();
   Type element = type.getElementType();
   if (element.isUnsignedInteger(8)) {
+    if (getQuantOffsets()) {
+      return emitOpError("expects offsets of f32 or f16, got ") << type;
+    }
     expected.push_back(DequantizeOp::codeBytes(*format, rows, cols));
   } else if (element.isF32() || element.isF16()) {
     expected.append({rows, DequantizeOp::scalesPerRow(cols, group)});
@@ -346,10 +353,12 @@ LogicalResult WeightOp::verifyQuantized() {
                 type.getShape().back() >= expected.back();
   if (type.getShape() != ArrayRef<int64_t>(expected) && !padded) {
     return emitOpError("expects ")
-           << (isa<FloatType>(element) ? "scales" : "codes") << " of shape "
-           << shapeString(expected) << " for " << stringifyPackedFormat(*format)
-           << " " << shapeString(*shape) << " in groups of " << *group
-           << ", got " << type;
+           << (getQuantOffsets()         ? "offsets"
+               : isa<FloatType>(element) ? "scales"
+                                         : "codes")
+           << " of shape " << shapeString(expected) << " for "
+           << stringifyPackedFormat(*format) << " " << shapeString(*shape)
+           << " in groups of " << *group << ", got " << type;
   }
   return success();
 }
@@ -809,6 +818,10 @@ LogicalResult DequantizeOp::verify() {
   }
   if (getOffsetBinary() && getFormat() == PackedFormat::Sign1) {
     return emitOpError("offset_binary applies to int2, int4 and int8 codes");
+  }
+  if (Value offset = getOffset(); offset && offset.getType() != scale) {
+    return emitOpError("expects offsets of the scales' type ")
+           << scale << ", got " << offset.getType();
   }
   return success();
 }

@@ -52,12 +52,17 @@ def MoE_WeightOp : MoE_Op<"weight", [Pure]> {
       columns of a row. The result is either part of it, as
       `moe.dequantize` reads them: the codes (`ui8 [.., B]`) or the scales
       (`f16` or `f32` `[.., N, ceil(K / G)]`, as the element type says).
+      With `asymmetric`, every group also has an offset (codes span the
+      group from its least to its largest weight, not around zero), and a
+      third part, marked `offsets`, holds them: the scales' shape and type.
 
     ```mlir
     %wq = moe.weight ["blocks.0.attn.q_proj.weight"] : tensor<640x640xf32>
     %wk = moe.weight ["h.0.attn.c_attn.weight"] rows [768, 1024] : tensor<256x768xf32>
     %q4 = moe.weight ["wq"] quantize(int4, group 32, shape [256, 768]) : tensor<98304xui8>
     %s4 = moe.weight ["wq"] quantize(int4, group 32, shape [256, 768]) : tensor<256x24xf16>
+    %o4 = moe.weight ["wq"] quantize(int4, group 32, shape [256, 768]) asymmetric offsets
+        : tensor<256x24xf16>
     ```
   }];
   let arguments = (ins StrArrayAttr:$sources,
@@ -66,12 +71,14 @@ def MoE_WeightOp : MoE_Op<"weight", [Pure]> {
                        OptionalAttr<MoE_PackedFormatAttr>:$quantize,
                        OptionalAttr<I64Attr>:$quant_group,
                        OptionalAttr<DenseI64ArrayAttr>:$quant_shape,
+                       UnitAttr:$quant_asymmetric, UnitAttr:$quant_offsets,
                        OptionalAttr<I64Attr>:$panel);
   let results = (outs AnyRankedTensor:$result);
   let assemblyFormat = [{
     $sources (`rows` $rows^)?
     (`quantize` `(` custom<BareEnum>($quantize)^ `,` `group` $quant_group `,`
-     `shape` $quant_shape `)`)?
+     `shape` $quant_shape `)`)? (`asymmetric` $quant_asymmetric^)?
+    (`offsets` $quant_offsets^)?
     (`layout` custom<WeightLayout>($layout, $panel)^)? attr-dict `:`
     type($result)
   }];
@@ -80,12 +87,13 @@ def MoE_WeightOp : MoE_Op<"weight", [Pure]> {
     OpBuilder<(ins "Type":$type, "ArrayAttr":$sources), [{
       build($_builder, $_state, type, sources, /*rows=*/nullptr,
             /*layout=*/nullptr, /*quantize=*/nullptr, /*quant_group=*/nullptr,
-            /*quant_shape=*/nullptr, /*panel=*/nullptr);
+            /*quant_shape=*/nullptr, /*quant_asymmetric=*/nullptr,
+            /*quant_offsets=*/nullptr, /*panel=*/nullptr);
     }]>
   ];
   let extraClassDeclaration = [{
     /// Whether this is the codes part of a quantized weight (else, with
-    /// `quantize`, its scales).
+    /// `quantize`, its scales or, with `offsets`, its offsets).
     bool isQuantizedCodes() {
       return getQuantize() &&
              getResult().getType().getElementType().isUnsignedInteger(8);
@@ -110,6 +118,11 @@ def MoE_DequantizeOp : MoE_Op<"dequantize", [Pure]> {
     Without `group(G)` there is one scale per row (`scale [.., N]`); with
     it one per G consecutive columns of a row (`scale [.., N, ceil(K / G)]`).
     Scales are f32 or f16.
+
+    With `offset(%o)` (asymmetric codes, as llama.cpp's Q4_1), each scale
+    has an offset beside it, of the scale's shape, type and layout:
+    `result[.., r, c] = scale[.., r, c / G] * code(i) + offset[.., r, c / G]`.
+    A group whose weights are not centred on zero then uses all its codes.
 
     Code `i` of a `bits`-wide format is bits-slot `i % (8 / bits)` of byte
     `i / (8 / bits)`, slots counted from the most significant end (from the
@@ -154,10 +167,13 @@ def MoE_DequantizeOp : MoE_Op<"dequantize", [Pure]> {
         : tensor<98304xui8>, tensor<256x24xf32> -> tensor<256x768xf32>
     %d = moe.dequantize %q4, %s format(int4) cols(768) group(32) dot(4)
         : tensor<98304xui8>, tensor<256x24xf16> -> tensor<256x768xf32>
+    %a = moe.dequantize %q4, %s offset(%o) format(int4) cols(768) group(32)
+        : tensor<98304xui8>, tensor<256x24xf16>, tensor<256x24xf16> -> tensor<256x768xf32>
     ```
   }];
   let arguments = (ins RankedTensorOf<[UI8]>:$packed,
                        RankedTensorOf<[F32, F16]>:$scale,
+                       Optional<RankedTensorOf<[F32, F16]>>:$offset,
                        MoE_PackedFormatAttr:$format, I64Attr:$cols,
                        OptionalAttr<I64Attr>:$group,
                        UnitAttr:$low_bits_first, UnitAttr:$offset_binary,
@@ -165,9 +181,10 @@ def MoE_DequantizeOp : MoE_Op<"dequantize", [Pure]> {
                        OptionalAttr<I64Attr>:$dot);
   let results = (outs RankedTensorOf<[F32]>:$result);
   let assemblyFormat = [{
-    $packed `,` $scale `format` `(` custom<BareEnum>($format) `)` `cols` `(` $cols `)`
-    (`group` `(` $group^ `)`)? (`transposed` $transposed^)? (`lanes` `(` $lanes^ `)`)?
-    (`dot` `(` $dot^ `)`)? attr-dict `:` type($packed) `,` type($scale) `->` type($result)
+    $packed `,` $scale (`offset` `(` $offset^ `)`)? `format` `(` custom<BareEnum>($format) `)`
+    `cols` `(` $cols `)` (`group` `(` $group^ `)`)? (`transposed` $transposed^)?
+    (`lanes` `(` $lanes^ `)`)? (`dot` `(` $dot^ `)`)? attr-dict `:` type($packed) `,`
+    type($scale) (`,` type($offset)^)? `->` type($result)
   }];
   let extraClassDeclaration = [{
     /// Bits per code of `format`.

@@ -24,11 +24,14 @@ def MoEQuantizeWeightsPass : Pass<"moe-quantize-weights", "func::FuncOp"> {
     (with the head when tied), `head`, `attention` (projections that reach
     or read an attention), `ffn` (every other projection) or `experts`.
     `mode` is q8, q4, q2 or q1 for every role, `mixed` for
-    "embedding=q8,head=q8,attention=q4,ffn=q8,experts=q4", or `none`;
+    "embedding=q8,head=q8,attention=q4a,ffn=q8,experts=q4a", or `none`;
     `rules` (`key=precision,...`, key a role or a glob on checkpoint names,
     precision q8|q4|q2|q1|f32) override it. Codes are symmetric, one
-    scale (`scale-type`, f16 by default) per `group` columns. Norms, routers, biases and already packed
-    weights are left as they are.
+    scale (`scale-type`, f16 by default) per `group` columns; a precision
+    with an `a` (q8a, q4a, q2a, q1a) is asymmetric: a third weight, marked
+    `offsets`, holds an offset per scale, read by `moe.dequantize ..
+    offset(..)`. Norms, routers, biases and already packed weights are left
+    as they are.
 
     Before:  %w = moe.weight ["wq"] : tensor<64x96xf32>
              %q = moe.linear %x, %w : tensor<?x96xf32>, tensor<64x96xf32> -> tensor<?x64xf32>
@@ -39,7 +42,8 @@ def MoEQuantizeWeightsPass : Pass<"moe-quantize-weights", "func::FuncOp"> {
   }];
   let options = [
     Option<"mode", "mode", "std::string", /*default=*/"\"q8\"",
-           "precision of every role: q8|q4|q2|q1|mixed|none">,
+           "precision of every role: q8|q4|q2|q1 (symmetric), q8a|q4a|q2a|q1a "
+           "(asymmetric), mixed or none">,
     Option<"rules", "rules", "std::string", /*default=*/"\"\"",
            "overrides: role=precision or glob=precision, comma-separated">,
     Option<"group", "group", "int64_t", /*default=*/"32",

@@ -20,8 +20,8 @@ struct PlanWeightsPass : impl::MoEPlanWeightsPassBase<PlanWeightsPass> {
       return signalPassFailure();
     }
     // Weights are identified by what they read and how they are stored: the
-    // same tensor in two layouts, or the codes and the scales of one
-    // quantized tensor, are two weights.
+    // same tensor in two layouts, or the codes, the scales and the offsets
+    // of one quantized tensor, are different weights.
     std::map<std::string, int64_t> offsets;
     int64_t end = 0;
     auto i64 = IntegerType::get(&getContext(), 64);
@@ -38,7 +38,8 @@ struct PlanWeightsPass : impl::MoEPlanWeightsPassBase<PlanWeightsPass> {
          << op.getPanel().value_or(0) << "|" << op.getResult().getType();
       if (std::optional<PackedFormat> format = op.getQuantize()) {
         os << "|" << stringifyPackedFormat(*format) << "/"
-           << *op.getQuantGroup();
+           << *op.getQuantGroup() << (op.getQuantAsymmetric() ? "a" : "")
+           << (op.getQuantOffsets() ? "|offsets" : "");
       }
       auto [it, inserted] = offsets.try_emplace(key, end);
       if (inserted) {

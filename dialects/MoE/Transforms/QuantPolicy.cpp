@@ -16,15 +16,24 @@ llvm::Error policyError(const llvm::Twine &message) {
   return llvm::createStringError(llvm::inconvertibleErrorCode(), message.str());
 }
 
-/// q8, q4, q2, q1 or f32 (keep float); nullopt when `text` is none of them.
+/// q8, q4, q2, q1, each with an `a` for asymmetric, or f32 (keep float);
+/// nullopt when `text` is none of them.
 std::optional<QuantChoice> parsePrecision(llvm::StringRef text) {
-  return llvm::StringSwitch<std::optional<QuantChoice>>(text)
-      .Case("q8", QuantChoice(PackedFormat::Int8))
-      .Case("q4", QuantChoice(PackedFormat::Int4))
-      .Case("q2", QuantChoice(PackedFormat::Int2))
-      .Case("q1", QuantChoice(PackedFormat::Sign1))
-      .Case("f32", QuantChoice(std::nullopt))
-      .Default(std::nullopt);
+  if (text == "f32") {
+    return QuantChoice(std::nullopt);
+  }
+  bool asymmetric = text.consume_back("a");
+  std::optional<PackedFormat> format =
+      llvm::StringSwitch<std::optional<PackedFormat>>(text)
+          .Case("q8", PackedFormat::Int8)
+          .Case("q4", PackedFormat::Int4)
+          .Case("q2", PackedFormat::Int2)
+          .Case("q1", PackedFormat::Sign1)
+          .Default(std::nullopt);
+  if (!format) {
+    return std::nullopt;
+  }
+  return QuantChoice(QuantFormat{*format, asymmetric});
 }
 
 /// Applies the comma-separated `key=precision` rules of `rules`.
@@ -39,7 +48,8 @@ llvm::Error applyRules(QuantPolicy &policy, llvm::StringRef rules) {
     if (key.empty() || !choice) {
       return policyError("'" + item.trim() +
                          "': expected ROLE=PRECISION or GLOB=PRECISION, "
-                         "with PRECISION one of q8, q4, q2, q1, f32");
+                         "with PRECISION one of q8, q4, q2, q1, q8a, q4a, "
+                         "q2a, q1a, f32");
     }
     bool isRole = false;
     for (WeightRole role : kRoles) {
@@ -111,7 +121,8 @@ llvm::Expected<QuantPolicy> parseQuantPolicy(llvm::StringRef mode,
     }
   } else if (mode != "none") {
     return policyError("'" + mode +
-                       "': expected q8, q4, q2, q1, mixed or none");
+                       "': expected q8, q4, q2, q1, q8a, q4a, q2a, q1a, "
+                       "mixed or none");
   }
   if (llvm::Error err = applyRules(policy, overrides)) {
     return std::move(err);

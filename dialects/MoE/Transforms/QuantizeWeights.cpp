@@ -127,10 +127,11 @@ struct QuantizeWeightsPass
     for (Attribute name : weight.getSources()) {
       sources.push_back(cast<StringAttr>(name).getValue());
     }
-    QuantChoice format = policy.choose(*role, sources);
-    if (!format) {
+    QuantChoice choice = policy.choose(*role, sources);
+    if (!choice) {
       return;
     }
+    PackedFormat format = choice->format;
 
     OpBuilder b(weight);
     b.setInsertionPointAfter(weight);
@@ -140,27 +141,35 @@ struct QuantizeWeightsPass
     int64_t rows = shape[lead], cols = shape[lead + 1];
     SmallVector<int64_t> codesShape(shape.begin(), shape.begin() + lead);
     SmallVector<int64_t> scaleShape = codesShape;
-    codesShape.push_back(DequantizeOp::codeBytes(*format, rows, cols));
+    codesShape.push_back(DequantizeOp::codeBytes(format, rows, cols));
     scaleShape.append({rows, DequantizeOp::scalesPerRow(cols, int64_t(group))});
     auto part = [&](RankedTensorType partType) {
       auto op = WeightOp::create(b, loc, partType, weight.getSources());
       if (std::optional<ArrayRef<int64_t>> r = weight.getRows()) {
         op.setRows(*r);
       }
-      op.setQuantize(*format);
+      op.setQuantize(format);
       op.setQuantGroup(group);
       op.setQuantShape(shape);
+      op.setQuantAsymmetric(choice->asymmetric);
       return op;
     };
     auto u8 = IntegerType::get(&getContext(), 8, IntegerType::Unsigned);
     WeightOp codes = part(RankedTensorType::get(codesShape, u8));
     Type scaleElement =
         scaleType == "f16" ? Type(b.getF16Type()) : Type(b.getF32Type());
-    WeightOp scale = part(RankedTensorType::get(scaleShape, scaleElement));
+    auto scaleTensor = RankedTensorType::get(scaleShape, scaleElement);
+    WeightOp scale = part(scaleTensor);
+    Value offset;
+    if (choice->asymmetric) {
+      WeightOp offsets = part(scaleTensor);
+      offsets.setQuantOffsets(true);
+      offset = offsets;
+    }
     auto dequantized = DequantizeOp::create(
-        b, loc, type, codes, scale,
-        PackedFormatAttr::get(&getContext(), *format),
-        b.getI64IntegerAttr(cols), b.getI64IntegerAttr(group),
+        b, loc, type, codes, scale, offset,
+        PackedFormatAttr::get(&getContext(), format), b.getI64IntegerAttr(cols),
+        b.getI64IntegerAttr(group),
         /*low_bits_first=*/UnitAttr(), /*offset_binary=*/UnitAttr(),
         /*transposed=*/UnitAttr(), /*lanes=*/IntegerAttr(),
         /*dot=*/IntegerAttr());

@@ -15,25 +15,67 @@ namespace mlir::moe {
 
 namespace {
 
-/// Squared error of `group` values with codes `q` and scale `d`.
-double groupError(const float *w, const int *q, int64_t n, double d) {
+/// `w ~ scale * q + offset` (offset 0 for symmetric codes).
+struct AffineFit {
+  double scale = 0, offset = 0;
+};
+
+/// Squared error of `n` values against `scale * q + offset`.
+double affineError(const float *w, const int *q, int64_t n, AffineFit f) {
   double error = 0;
   for (int64_t i = 0; i < n; ++i) {
-    double e = w[i] - d * q[i];
+    double e = w[i] - (f.scale * q[i] + f.offset);
     error += e * e;
   }
   return error;
 }
 
-/// Codes of `n` values for scale `d` (0: all zero), in [qmin, qmax].
-void roundCodes(const float *w, int64_t n, double d, int qmin, int qmax,
-                int *q) {
+/// The least-squares scale (and, when `withOffset`, offset) for fixed
+/// codes; nullopt when it is not defined (all codes zero, or all equal
+/// with an offset).
+std::optional<AffineFit> refit(const float *w, const int *q, int64_t n,
+                               bool withOffset) {
+  double sq = 0, sqq = 0, sw = 0, sqw = 0;
   for (int64_t i = 0; i < n; ++i) {
-    q[i] = d == 0 ? 0
-                  : std::clamp(static_cast<int>(std::lround(w[i] / d)), qmin,
-                               qmax);
+    sq += q[i];
+    sqq += static_cast<double>(q[i]) * q[i];
+    sw += w[i];
+    sqw += static_cast<double>(q[i]) * w[i];
   }
+  if (!withOffset) {
+    return sqq > 0 ? std::optional(AffineFit{sqw / sqq, 0}) : std::nullopt;
+  }
+  double count = static_cast<double>(n), det = count * sqq - sq * sq;
+  if (det <= 0) {
+    return std::nullopt;
+  }
+  double scale = (count * sqw - sq * sw) / det;
+  return AffineFit{scale, (sw - scale * sq) / count};
 }
+
+/// The candidate of least error among those offered, and its codes.
+class BestFit {
+public:
+  BestFit(const float *w, int64_t n, int *q) : w(w), n(n), q(q) {}
+
+  /// Keeps `fit` with codes `trial` if it beats every earlier offer.
+  void offer(AffineFit fit, const int *trial) {
+    double e = affineError(w, trial, n, fit);
+    if (e < error) {
+      error = e;
+      best = fit;
+      std::copy(trial, trial + n, q);
+    }
+  }
+  AffineFit fit() const { return best; }
+
+private:
+  const float *w;
+  int64_t n;
+  int *q;
+  AffineFit best;
+  double error = INFINITY;
+};
 
 /// The scale and codes of one group of an integer format of `bits`;
 /// `trial` is scratch for n codes.
@@ -46,38 +88,33 @@ double quantizeIntGroup(const float *w, int64_t n, int bits, int *q,
       extreme = w[i];
     }
   }
+  if (extreme == 0) {
+    std::fill(q, q + n, 0);
+    return 0;
+  }
   // The extreme value lands exactly on qmin, so the range is used from
-  // both ends: its sign decides which end has the extra code.
-  double best = extreme / static_cast<double>(qmin);
-  roundCodes(w, n, best, qmin, qmax, q);
-  if (bits > 4 || extreme == 0) {
-    return best;
-  }
-  double bestError = groupError(w, q, n, best);
-  for (int step = -10; step <= 10; ++step) {
-    if (step == 0) {
-      continue;
-    }
+  // both ends: its sign decides which end has the extra code. For 4 bits
+  // and fewer, nearby scales are tried, each refitted for its codes.
+  BestFit best(w, n, q);
+  auto tryScale = [&](int step) {
     double d = extreme / (qmin + 0.1 * step);
-    roundCodes(w, n, d, qmin, qmax, trial);
-    // For fixed codes the best scale is sum(w q) / sum(q^2).
-    double wq = 0, qq = 0;
     for (int64_t i = 0; i < n; ++i) {
-      wq += static_cast<double>(w[i]) * trial[i];
-      qq += static_cast<double>(trial[i]) * trial[i];
+      trial[i] =
+          std::clamp(static_cast<int>(std::lround(w[i] / d)), qmin, qmax);
     }
-    if (qq == 0) {
-      continue;
+    if (step == 0) {
+      best.offer({d, 0}, trial);
+    } else if (std::optional<AffineFit> fit = refit(w, trial, n, false)) {
+      best.offer(*fit, trial);
     }
-    double refit = wq / qq;
-    double error = groupError(w, trial, n, refit);
-    if (error < bestError) {
-      bestError = error;
-      best = refit;
-      std::copy(trial, trial + n, q);
+  };
+  tryScale(0); // first: it wins ties
+  for (int step = -10; step <= 10 && bits <= 4; ++step) {
+    if (step != 0) {
+      tryScale(step);
     }
   }
-  return best;
+  return best.fit().scale;
 }
 
 /// Signs (+1 / -1) and the group's mean magnitude.
@@ -90,12 +127,69 @@ double quantizeSignGroup(const float *w, int64_t n, int *q) {
   return sum / static_cast<double>(n);
 }
 
+/// The scale, offset and codes of one group of an integer format of
+/// `bits`, asymmetric: the codes span the group from its least to its
+/// largest value. For b <= 4 bits, 20 nearby spans are also tried; every
+/// candidate's scale and offset are refitted for its codes.
+AffineFit quantizeAffineIntGroup(const float *w, int64_t n, int bits, int *q,
+                                 int *trial) {
+  int qmin = -(1 << (bits - 1)), qmax = (1 << (bits - 1)) - 1;
+  auto [lo, hi] = std::minmax_element(w, w + n);
+  double least = *lo, span = static_cast<double>(*hi) - *lo;
+  if (span == 0) {
+    std::fill(q, q + n, 0);
+    return {0, least};
+  }
+  BestFit best(w, n, q);
+  int steps = bits > 4 ? 0 : 10;
+  for (int step = -steps; step <= steps; ++step) {
+    double d = span / (qmax - qmin + 0.1 * step);
+    for (int64_t i = 0; i < n; ++i) {
+      trial[i] = std::clamp(
+          static_cast<int>(std::lround((w[i] - least) / d)) + qmin, qmin, qmax);
+    }
+    best.offer(
+        refit(w, trial, n, true).value_or(AffineFit{d, least - d * qmin}),
+        trial);
+  }
+  return best.fit();
+}
+
+/// Two levels per group, `o - d` and `o + d`: the means of the values on
+/// either side of their midpoint (a few Lloyd iterations from the mean).
+AffineFit quantizeAffineSignGroup(const float *w, int64_t n, int *q) {
+  double threshold = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    threshold += w[i];
+  }
+  threshold /= static_cast<double>(n);
+  AffineFit fit{0, threshold};
+  for (int iteration = 0; iteration < 4; ++iteration) {
+    double sums[2] = {0, 0};
+    int64_t counts[2] = {0, 0};
+    for (int64_t i = 0; i < n; ++i) {
+      int side = w[i] >= threshold ? 1 : 0;
+      q[i] = side ? 1 : -1;
+      sums[side] += w[i];
+      ++counts[side];
+    }
+    if (counts[0] == 0 || counts[1] == 0) {
+      std::fill(q, q + n, 1);
+      return {0, threshold};
+    }
+    double low = sums[0] / counts[0], high = sums[1] / counts[1];
+    fit = {(high - low) / 2, (high + low) / 2};
+    threshold = fit.offset;
+  }
+  return fit;
+}
+
 } // namespace
 
 QuantizedMatrices quantizeMatrices(const float *values, int64_t count,
                                    int64_t rows, int64_t cols,
                                    PackedFormat format, int64_t group,
-                                   bool halfScales) {
+                                   bool halfScales, bool asymmetric) {
   int bits = static_cast<int>(DequantizeOp::bitsOf(format));
   int64_t groups = DequantizeOp::scalesPerRow(cols, group);
   int64_t bytes = DequantizeOp::codeBytes(format, rows, cols);
@@ -103,6 +197,9 @@ QuantizedMatrices quantizeMatrices(const float *values, int64_t count,
   QuantizedMatrices out;
   out.codes.assign(count * bytes, 0);
   out.scales.resize(count * rows * groups);
+  if (asymmetric) {
+    out.offsets.resize(count * rows * groups);
+  }
 
   // Work in chunks of kChunkRows rows of one matrix, on every core. A
   // chunk starts at a multiple of 8 rows, so at a whole byte of codes: no
@@ -122,17 +219,30 @@ QuantizedMatrices quantizeMatrices(const float *values, int64_t count,
       for (int64_t g = 0; g < groups; ++g) {
         int64_t begin = g * group, n = std::min(group, cols - begin);
         const float *w = row + begin;
-        double d = format == PackedFormat::Sign1
-                       ? quantizeSignGroup(w, n, q)
-                       : quantizeIntGroup(w, n, bits, q, trial);
-        float scale = static_cast<float>(d);
-        if (halfScales) {
-          scale =
-              ::moe::frontend::halfToFloat(::moe::frontend::floatToHalf(scale));
+        AffineFit fit;
+        if (asymmetric) {
+          fit = format == PackedFormat::Sign1
+                    ? quantizeAffineSignGroup(w, n, q)
+                    : quantizeAffineIntGroup(w, n, bits, q, trial);
+        } else {
+          fit.scale = format == PackedFormat::Sign1
+                          ? quantizeSignGroup(w, n, q)
+                          : quantizeIntGroup(w, n, bits, q, trial);
+          fit.offset = 0;
         }
+        auto stored = [&](double value) {
+          float v = static_cast<float>(value);
+          return halfScales ? ::moe::frontend::halfToFloat(
+                                  ::moe::frontend::floatToHalf(v))
+                            : v;
+        };
+        float scale = stored(fit.scale), offset = stored(fit.offset);
         out.scales[(m * rows + r) * groups + g] = scale;
+        if (asymmetric) {
+          out.offsets[(m * rows + r) * groups + g] = offset;
+        }
         for (int64_t i = 0; i < n; ++i) {
-          double e = w[i] - static_cast<double>(scale) * q[i];
+          double e = w[i] - (static_cast<double>(scale) * q[i] + offset);
           squares[chunk] += static_cast<double>(w[i]) * w[i];
           errors[chunk] += e * e;
           // Code i of the matrix: slot i % perByte of byte i / perByte,

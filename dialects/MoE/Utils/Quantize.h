@@ -23,6 +23,8 @@ struct QuantizedMatrices {
   std::vector<uint8_t> codes;
   /// [matrices, rows, ceil(cols / group)].
   std::vector<float> scales;
+  /// Asymmetric only: one offset per scale, added after it.
+  std::vector<float> offsets;
   /// Sums over all elements of w^2 and (w - dequantized)^2.
   double sumSquares = 0, sumSquaredError = 0;
 };
@@ -37,10 +39,17 @@ struct QuantizedMatrices {
 /// nearby scales are tried and refitted by least squares, keeping the one
 /// with the smallest error. Signs take the group's mean magnitude, the
 /// least-squares scale for fixed signs.
+///
+/// `asymmetric` adds an offset per group (`scale * code + offset`): integer
+/// codes span the group from its least to its largest value (for b <= 4,
+/// nearby spans are tried too), each candidate's scale and offset refitted
+/// by least squares; signs choose between two levels, the means of the
+/// values on either side of their midpoint.
 QuantizedMatrices quantizeMatrices(const float *values, int64_t count,
                                    int64_t rows, int64_t cols,
                                    PackedFormat format, int64_t group,
-                                   bool halfScales = false);
+                                   bool halfScales = false,
+                                   bool asymmetric = false);
 
 /// The codes of `count` [rows, cols] matrices, each in the default order
 /// (row-major, slots from the most significant end of a byte, or from the

@@ -81,6 +81,11 @@ struct AssignWeightLayoutsPass
         });
     auto codes = dequantize.getPacked().getDefiningOp<WeightOp>();
     auto scale = dequantize.getScale().getDefiningOp<WeightOp>();
+    WeightOp offset;
+    if (Value value = dequantize.getOffset();
+        value && !(offset = value.getDefiningOp<WeightOp>())) {
+      return;
+    }
     if (!projected || !codes || !scale || dequantize.getTransposed() ||
         dequantize.getDot()) {
       return;
@@ -89,8 +94,13 @@ struct AssignWeightLayoutsPass
     stored.setLayout(WeightLayout::Transposed);
     if (dequantize.getGroup()) {
       // [.., N, G] stored as [.., G, N]: a vector of features, one load.
-      exclusiveWeight(builder, scale, dequantize)
-          .setLayout(WeightLayout::Transposed);
+      // Offsets are read where the scales are, in the same order.
+      for (WeightOp perGroup : {scale, offset}) {
+        if (perGroup) {
+          exclusiveWeight(builder, perGroup, dequantize)
+              .setLayout(WeightLayout::Transposed);
+        }
+      }
     }
     if (integer) {
       // The verifier of int8_activations checked that the columns divide

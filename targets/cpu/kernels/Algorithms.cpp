@@ -159,8 +159,8 @@ RootSchedule pointwiseSchedule(const KernelEnv &env, int rank) {
 //===----------------------------------------------------------------------===//
 
 OpFuncs dequantize(const KernelEnv &env, const TensorFunc &packed,
-                   const TensorFunc &scale, const PackedCodes &codes,
-                   std::vector<int64_t> resultShape) {
+                   const TensorFunc &scale, const TensorFunc *offset,
+                   const PackedCodes &codes, std::vector<int64_t> resultShape) {
   int rank = static_cast<int>(resultShape.size());
   int cols = static_cast<int>(resultShape[rank - 1]);
   std::vector<Var> v = makeVars(rank);
@@ -199,30 +199,32 @@ OpFuncs dequantize(const KernelEnv &env, const TensorFunc &packed,
   Expr byte = cast<int32_t>(at(packed, byteIndex));
   Expr shift = (codes.lowBitsFirst ? slot : perByte - 1 - slot) * codes.bits;
   Expr raw = (byte >> shift) & ((1 << codes.bits) - 1);
-  Expr s;
-  if (codes.group > 0) {
-    // Group scales are [.., N, G], or [.., G, N] transposed.
+  // The scale (and offset) of the element: group scales are [.., N, G],
+  // or [.., G, N] transposed; f16 widens in registers.
+  auto perGroup = [&](const TensorFunc &f) {
+    if (codes.group <= 0) {
+      return widenToFloat(at(f, v[1]));
+    }
     std::vector<Expr> args{v[0] / codes.group, v[1]};
     if (codes.transposed || codes.dot > 0) {
       std::swap(args[0], args[1]);
     }
     args.insert(args.end(), lead.begin(), lead.end());
-    s = scale.func(args);
-  } else {
-    s = at(scale, v[1]);
-  }
-  // f16 scales widen in registers.
-  s = widenToFloat(s);
-  Func out(env.name("dequantize"));
+    return widenToFloat(f.func(args));
+  };
+  Expr s = perGroup(scale);
+  Expr value;
   if (codes.sign1) {
     // A sign picks the scale or its negation: no multiply.
-    out(v) = select(raw == 1, s, -s);
+    value = select(raw == 1, s, -s);
   } else {
     int half = 1 << (codes.bits - 1);
     Expr code = codes.offsetBinary ? raw - half
                                    : select(raw >= half, raw - 2 * half, raw);
-    out(v) = cast<float>(code) * s;
+    value = cast<float>(code) * s;
   }
+  Func out(env.name("dequantize"));
+  out(v) = offset ? value + perGroup(*offset) : value;
   return {
       {{out, resultShape, codes.bits}}, {pointwiseSchedule(env, rank)}, true};
 }

@@ -208,11 +208,11 @@ struct PackedCodes {
 
 /// The f32 weight [.., N, K] of packed codes `packed` ([.., B] bytes, the
 /// codes of each matrix row-major) and `scale` ([.., N] per row, or
-/// [.., N, ceil(K / group)]); elementwise, so consumers read the codes
-/// directly.
+/// [.., N, ceil(K / group)]), plus `offset` (the scales' shape) when not
+/// null; elementwise, so consumers read the codes directly.
 OpFuncs dequantize(const KernelEnv &env, const TensorFunc &packed,
-                   const TensorFunc &scale, const PackedCodes &codes,
-                   std::vector<int64_t> resultShape);
+                   const TensorFunc &scale, const TensorFunc *offset,
+                   const PackedCodes &codes, std::vector<int64_t> resultShape);
 
 OpFuncs embed(const KernelEnv &env, const TensorFunc &table,
               const TensorFunc &tokens, double scale);

@@ -176,15 +176,22 @@ Int8Projection int8Project(const KernelEnv &env, const PackedWeight &weight,
     Expr inputSum = inputAt(input.sum, blockIndex);
     sum = codes.sign1 ? 2 * sum - inputSum : sum - offsetOf(codes) * inputSum;
   }
-  Expr weightScale =
-      codes.group > 0
-          ? weightAt(weight.scales, {n, blockIndex * block / codes.group})
-          : weightAt(weight.scales, {n});
+  auto perGroup = [&](const TensorFunc &f) {
+    return widenToFloat(codes.group > 0
+                            ? weightAt(f, {n, blockIndex * block / codes.group})
+                            : weightAt(f, {n}));
+  };
+  // Asymmetric codes: sum_k xs xq[k] (s code[k] + o) adds o * xs * sum xq,
+  // the block's input sum (a group holds whole blocks: the verifier of
+  // int8_activations checks it).
+  Expr products = cast<float>(sum) * perGroup(weight.scales);
+  if (weight.offsets) {
+    products +=
+        cast<float>(inputAt(input.sum, blockIndex)) * perGroup(*weight.offsets);
+  }
   p.result = Func(env.name("int8_proj"));
   p.result(withRows({n})) = 0.0f;
-  p.result(withRows({n})) +=
-      cast<float>(sum) *
-      (inputAt(input.scale, blockIndex) * widenToFloat(weightScale));
+  p.result(withRows({n})) += products * inputAt(input.scale, blockIndex);
   return p;
 }
 

@@ -28,8 +28,9 @@ namespace mlir::moe::cpu {
 /// attributes of its moe.dequantize, which stores the codes in `dot(D)`
 /// order and group scales transposed ([.., G, N]).
 struct PackedWeight {
-  TensorFunc codes;  // [.., bytes] u8
-  TensorFunc scales; // [.., N] or [.., G, N], f32 or f16
+  TensorFunc codes;                  // [.., bytes] u8
+  TensorFunc scales;                 // [.., N] or [.., G, N], f32 or f16
+  std::optional<TensorFunc> offsets; // asymmetric codes: as the scales
   PackedCodes layout;
   int rows = 0; // N
   int cols = 0; // K

@@ -203,14 +203,19 @@ FailureOr<PackedWeight> Builder::packedWeight(Operation *user, Value weight) {
   PackedWeight packed;
   packed.codes = *lookup(d.getPacked());
   packed.scales = *lookup(d.getScale());
+  if (Value offset = d.getOffset()) {
+    packed.offsets = *lookup(offset);
+  }
   packed.layout = packedCodes(d);
   ArrayRef<int64_t> shape = d.getResult().getType().getShape();
   packed.rows = static_cast<int>(shape[shape.size() - 2]);
   packed.cols = static_cast<int>(shape.back());
-  if (packed.layout.group > 0 && !transposed(d.getScale())) {
+  if (packed.layout.group > 0 &&
+      (!transposed(d.getScale()) ||
+       (d.getOffset() && !transposed(d.getOffset())))) {
     return user->emitOpError("cannot be compiled for the CPU target: "
-                             "int8_activations reads group scales stored "
-                             "transposed (moe.layout)");
+                             "int8_activations reads group scales and "
+                             "offsets stored transposed (moe.layout)");
   }
   return packed;
 }
@@ -253,11 +258,13 @@ LogicalResult Builder::buildOp(Operation *op) {
       .Case<DequantizeOp>([&](DequantizeOp d) -> LogicalResult {
         PackedCodes codes = packedCodes(d);
         if ((codes.transposed || codes.dot) && codes.group > 0 &&
-            !transposed(d.getScale())) {
-          return unsupported("transposed codes whose group scales are not "
-                             "stored transposed (moe.layout)");
+            (!transposed(d.getScale()) ||
+             (d.getOffset() && !transposed(d.getOffset())))) {
+          return unsupported("transposed codes whose group scales or "
+                             "offsets are not stored transposed (moe.layout)");
         }
         record(d, dequantize(env, need(d.getPacked()), need(d.getScale()),
+                             d.getOffset() ? &need(d.getOffset()) : nullptr,
                              codes, shapeOf(d.getResult().getType())));
         return success();
       })

@@ -672,6 +672,38 @@ func.func @dequantize_int2_bytes(%c: tensor<119xui8>, %s: tensor<40xf32>) {
 
 // -----
 
+func.func @dequantize_offsets_type(%c: tensor<240xui8>, %s: tensor<40xf32>, %o: tensor<40xf16>) {
+  // expected-error @+1 {{'moe.dequantize' op expects offsets of the scales' type 'tensor<40xf32>', got 'tensor<40xf16>'}}
+  %0 = moe.dequantize %c, %s offset(%o) format(int4) cols(12) : tensor<240xui8>, tensor<40xf32>, tensor<40xf16> -> tensor<40x12xf32>
+  return
+}
+
+// -----
+
+func.func @quantized_offsets_symmetric() {
+  // expected-error @+1 {{'moe.weight' op expects offsets only of an asymmetric quantization}}
+  %0 = moe.weight ["w"] quantize(int4, group 32, shape [8, 40]) offsets : tensor<8x2xf32>
+  return
+}
+
+// -----
+
+func.func @quantized_offsets_codes() {
+  // expected-error @+1 {{'moe.weight' op expects offsets of f32 or f16, got 'tensor<160xui8>'}}
+  %0 = moe.weight ["w"] quantize(int4, group 32, shape [8, 40]) asymmetric offsets : tensor<160xui8>
+  return
+}
+
+// -----
+
+func.func @asymmetric_unquantized() {
+  // expected-error @+1 {{'moe.weight' op expects quantize(..) with a quantization group, shape, asymmetric or offsets}}
+  %0 = moe.weight ["w"] asymmetric : tensor<8x40xf32>
+  return
+}
+
+// -----
+
 func.func @quantized_codes_size() {
   // expected-error @+1 {{'moe.weight' op expects codes of shape 160 for int4 8x40 in groups of 32, got 'tensor<159xui8>'}}
   %0 = moe.weight ["w"] quantize(int4, group 32, shape [8, 40]) : tensor<159xui8>

@@ -43,6 +43,11 @@ func.func @quantized_weights() -> tensor<3x4x40xf32> {
   %g = moe.weight ["e.0", "e.1", "e.2"] quantize(int4, group 16, shape [3, 4, 40]) layout transposed : tensor<3x80xui8>
   // CHECK: moe.dequantize {{.+}} format(int4) cols(40) group(16) transposed lanes(8) : tensor<3x80xui8>, tensor<3x4x3xf32> -> tensor<3x4x40xf32>
   %h = moe.dequantize %g, %d format(int4) cols(40) group(16) transposed lanes(8) : tensor<3x80xui8>, tensor<3x4x3xf32> -> tensor<3x4x40xf32>
+  // Asymmetric codes: an offset beside every scale.
+  // CHECK: moe.weight ["e.0", "e.1", "e.2"] quantize(int8, group 16, shape [3, 4, 40]) asymmetric offsets : tensor<3x4x3xf32>
+  %o = moe.weight ["e.0", "e.1", "e.2"] quantize(int8, group 16, shape [3, 4, 40]) asymmetric offsets : tensor<3x4x3xf32>
+  // CHECK: moe.dequantize %{{.+}}, %{{.+}} offset(%{{.+}}) format(int8) cols(40) group(16) : tensor<3x160xui8>, tensor<3x4x3xf32>, tensor<3x4x3xf32> -> tensor<3x4x40xf32>
+  %i = moe.dequantize %e, %d offset(%o) format(int8) cols(40) group(16) : tensor<3x160xui8>, tensor<3x4x3xf32>, tensor<3x4x3xf32> -> tensor<3x4x40xf32>
   return %f : tensor<3x4x40xf32>
 }
 

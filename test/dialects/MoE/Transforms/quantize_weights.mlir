@@ -1,12 +1,13 @@
 // RUN: moe-opt %s --split-input-file --moe-quantize-weights="mode=q4" | FileCheck %s
 // RUN: moe-opt %s --split-input-file --moe-quantize-weights="mode=mixed" | FileCheck %s --check-prefix=MIXED
 // RUN: moe-opt %s --split-input-file --moe-quantize-weights="mode=q8 group=16 rules=attention=f32,*.wo=q1 scale-type=f32" | FileCheck %s --check-prefix=RULES
+// RUN: moe-opt %s --split-input-file --moe-quantize-weights="mode=q4a rules=ffn=q8,*.wo=q1a" | FileCheck %s --check-prefix=ASYM
 // RUN: not moe-opt %s --split-input-file --moe-quantize-weights="scale-type=bf16" 2>&1 | FileCheck %s --check-prefix=BAD-SCALE
 // RUN: not moe-opt %s --split-input-file --moe-quantize-weights="mode=q3" 2>&1 | FileCheck %s --check-prefix=BAD-MODE
 // RUN: not moe-opt %s --split-input-file --moe-quantize-weights="mode=q4 rules=router=q8" 2>&1 | FileCheck %s --check-prefix=BAD-RULE
 
 // BAD-SCALE: moe-quantize-weights: scale-type must be f16 or f32, got 'bf16'
-// BAD-MODE: moe-quantize-weights: 'q3': expected q8, q4, q2, q1, mixed or none
+// BAD-MODE: moe-quantize-weights: 'q3': expected q8, q4, q2, q1, q8a, q4a, q2a, q1a, mixed or none
 // BAD-RULE: moe-quantize-weights: 'router' is neither a role (embedding, head, attention, ffn, experts) nor a glob on tensor names
 
 // An attention block, a dense FFN and a tied head: every projection and the
@@ -24,11 +25,11 @@
 // CHECK: moe.logits %{{.+}}, %[[E]]
 // CHECK-NOT: moe.weight ["emb"] :
 // The embedding is q8 under mixed even though the head reads it too;
-// attention is q4, the dense FFN q8.
+// attention is q4a (asymmetric), the dense FFN q8.
 // MIXED-LABEL: func.func @dense
 // MIXED-DAG: moe.weight ["emb"] quantize(int8, group 32, shape [64, 96]) : tensor<6144xui8>
-// MIXED-DAG: moe.weight ["wq"] quantize(int4, group 32, shape [96, 96]) : tensor<4608xui8>
-// MIXED-DAG: moe.weight ["blk.wo"] quantize(int4, group 32, shape [96, 96]) : tensor<4608xui8>
+// MIXED-DAG: moe.weight ["wq"] quantize(int4, group 32, shape [96, 96]) asymmetric : tensor<4608xui8>
+// MIXED-DAG: moe.weight ["blk.wo"] quantize(int4, group 32, shape [96, 96]) asymmetric : tensor<4608xui8>
 // MIXED-DAG: moe.weight ["up"] quantize(int8, group 32, shape [40, 96]) : tensor<3840xui8>
 // A role kept in float, and a glob that wins over its role.
 // RULES-LABEL: func.func @dense
@@ -37,6 +38,16 @@
 // RULES-DAG: moe.weight ["blk.wo"] quantize(sign1, group 16, shape [96, 96]) : tensor<1152xui8>
 // RULES-DAG: moe.weight ["blk.wo"] quantize(sign1, group 16, shape [96, 96]) : tensor<96x6xf32>
 // RULES-DAG: moe.weight ["up"] quantize(int8, group 16, shape [40, 96]) : tensor<3840xui8>
+// Asymmetric: a third weight holds the offsets, read by offset(..); a
+// symmetric rule beside it gets none.
+// ASYM-LABEL: func.func @dense
+// ASYM-DAG: %[[QC:.+]] = moe.weight ["wq"] quantize(int4, group 32, shape [96, 96]) asymmetric : tensor<4608xui8>
+// ASYM-DAG: %[[QS:.+]] = moe.weight ["wq"] quantize(int4, group 32, shape [96, 96]) asymmetric : tensor<96x3xf16>
+// ASYM-DAG: %[[QO:.+]] = moe.weight ["wq"] quantize(int4, group 32, shape [96, 96]) asymmetric offsets : tensor<96x3xf16>
+// ASYM-DAG: moe.dequantize %[[QC]], %[[QS]] offset(%[[QO]]) format(int4) cols(96) group(32) : tensor<4608xui8>, tensor<96x3xf16>, tensor<96x3xf16> -> tensor<96x96xf32>
+// ASYM-DAG: moe.weight ["blk.wo"] quantize(sign1, group 32, shape [96, 96]) asymmetric offsets : tensor<96x3xf16>
+// ASYM-DAG: moe.weight ["up"] quantize(int8, group 32, shape [40, 96]) : tensor<40x3xf16>
+// ASYM-NOT: moe.weight ["up"] {{.*}}offsets
 func.func @dense(%tokens: tensor<?xi32>, %pos: index, %cache: !moe.kv_cache<layers = 1, kv_heads = 2, head_dim = 16, element = f32>) -> tensor<?x64xf32> {
   %emb = moe.weight ["emb"] : tensor<64x96xf32>
   %norm = moe.weight ["norm"] : tensor<96xf32>

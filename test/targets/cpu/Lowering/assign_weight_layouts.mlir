@@ -76,18 +76,21 @@ func.func @packed(%ids: tensor<1xi32>) -> (tensor<1x10xf32>, tensor<1x40xf32>, t
 
 // Packed weights read with int8 inputs: codes in blocks for the target's dot
 // products (dot=2: pmaddwd; 2 bytes of int4 hold 4 columns of a row), group
-// scales transposed. The tied embedding reads the same blocked codes.
+// scales (and offsets) transposed. The tied embedding reads the same
+// blocked codes.
 // RUN: moe-opt %s --split-input-file --moe-cpu-assign-weight-layouts="lanes=8 dot=2" | FileCheck %s --check-prefix=DOT
 // DOT-LABEL: func.func @int8
-// DOT-DAG: %[[C:.+]] = moe.weight ["emb"] quantize(int4, group 32, shape [10, 64]) layout transposed : tensor<320xui8>
-// DOT-DAG: %[[S:.+]] = moe.weight ["emb"] quantize(int4, group 32, shape [10, 64]) layout transposed : tensor<10x2xf16>
-// DOT-DAG: %[[E:.+]] = moe.dequantize %[[C]], %[[S]] format(int4) cols(64) group(32) dot(2) :
+// DOT-DAG: %[[C:.+]] = moe.weight ["emb"] quantize(int4, group 32, shape [10, 64]) asymmetric layout transposed : tensor<320xui8>
+// DOT-DAG: %[[S:.+]] = moe.weight ["emb"] quantize(int4, group 32, shape [10, 64]) asymmetric layout transposed : tensor<10x2xf16>
+// DOT-DAG: %[[O:.+]] = moe.weight ["emb"] quantize(int4, group 32, shape [10, 64]) asymmetric offsets layout transposed : tensor<10x2xf16>
+// DOT-DAG: %[[E:.+]] = moe.dequantize %[[C]], %[[S]] offset(%[[O]]) format(int4) cols(64) group(32) dot(2) :
 // DOT-DAG: moe.embed %[[E]]
 // DOT-DAG: moe.logits %{{.+}}, %[[E]] int8_activations(32) :
 func.func @int8(%ids: tensor<1xi32>) -> tensor<1x10xf32> {
-  %ec = moe.weight ["emb"] quantize(int4, group 32, shape [10, 64]) : tensor<320xui8>
-  %es = moe.weight ["emb"] quantize(int4, group 32, shape [10, 64]) : tensor<10x2xf16>
-  %e = moe.dequantize %ec, %es format(int4) cols(64) group(32) : tensor<320xui8>, tensor<10x2xf16> -> tensor<10x64xf32>
+  %ec = moe.weight ["emb"] quantize(int4, group 32, shape [10, 64]) asymmetric : tensor<320xui8>
+  %es = moe.weight ["emb"] quantize(int4, group 32, shape [10, 64]) asymmetric : tensor<10x2xf16>
+  %eo = moe.weight ["emb"] quantize(int4, group 32, shape [10, 64]) asymmetric offsets : tensor<10x2xf16>
+  %e = moe.dequantize %ec, %es offset(%eo) format(int4) cols(64) group(32) : tensor<320xui8>, tensor<10x2xf16>, tensor<10x2xf16> -> tensor<10x64xf32>
   %x = moe.embed %e[%ids] : tensor<10x64xf32>, tensor<1xi32> -> tensor<1x64xf32>
   %l = moe.logits %x, %e int8_activations(32) : tensor<1x64xf32>, tensor<10x64xf32> -> tensor<1x10xf32>
   return %l : tensor<1x10xf32>

@@ -47,15 +47,35 @@ const Format kFormats[] = {{"sign1", PackedFormat::Sign1, 1},
                            {"int8", PackedFormat::Int8, 8}};
 
 /// `E` random packed matrices [N, K] and what they stand for: the codes in
-/// the target's dot order, the scales in stored order, the f32 weights.
+/// the target's dot order, the scales (and with `asymmetric` the offsets)
+/// in stored order, the f32 weights.
 struct Packed {
-  Vec stored, scales, weights;
+  Vec stored, scales, offsets, weights;
   std::vector<int> codesShape, scalesShape;
   std::string codesType, scalesType, attrs;
+  bool asymmetric = false;
+
+  /// The kernel's inputs for it: codes, scales, offsets.
+  std::vector<std::pair<Vec, std::vector<int>>> inputs() const {
+    std::vector<std::pair<Vec, std::vector<int>>> in{{stored, codesShape},
+                                                     {scales, scalesShape}};
+    if (asymmetric) {
+      in.push_back({offsets, scalesShape});
+    }
+    return in;
+  }
 };
 
+/// The f16 value nearest each of `values`.
+void roundToHalf(Vec &values) {
+  for (float &v : values) {
+    v = ::moe::frontend::halfToFloat(::moe::frontend::floatToHalf(v));
+  }
+}
+
 Packed makePacked(const Format &format, int E, int N, int K, int group,
-                  bool lowFirst, bool offset, bool half, uint32_t seed) {
+                  bool lowFirst, bool offset, bool half, uint32_t seed,
+                  bool asymmetric = false) {
   int B = (N * K * format.bits + 7) / 8;
   int G = group ? K / group : 1;
   Vec codes = randomValues(E * B, seed, 0, 255.99f);
@@ -69,14 +89,19 @@ Packed makePacked(const Format &format, int E, int N, int K, int group,
       bytes.data(), E, N, K, format.packed, lowFirst, 0, dotBytes());
   p.stored.assign(stored.begin(), stored.end());
   Vec scale = randomValues(E * N * G, seed + 1, 0.01f, 0.2f);
+  // Offsets as large as the weights, of either sign.
+  Vec offsets = randomValues(E * N * G, seed + 2, -0.5f, 0.5f);
   if (half) {
-    for (float &s : scale) {
-      s = ::moe::frontend::halfToFloat(::moe::frontend::floatToHalf(s));
-    }
+    roundToHalf(scale);
+    roundToHalf(offsets);
   }
-  p.weights =
-      decodePacked(codes, scale, E, N, K, format.bits, group, lowFirst, offset);
+  p.asymmetric = asymmetric;
+  p.weights = decodePacked(codes, scale, E, N, K, format.bits, group, lowFirst,
+                           offset, asymmetric ? &offsets : nullptr);
   p.scales = group ? transposed(scale, E, N, G) : scale;
+  if (asymmetric) {
+    p.offsets = group ? transposed(offsets, E, N, G) : offsets;
+  }
   std::string e = E > 1 ? std::to_string(E) + "x" : "";
   int S = int(stored.size()) / E;
   p.codesShape = E > 1 ? std::vector<int>{E, S} : std::vector<int>{S};
@@ -99,18 +124,37 @@ Packed makePacked(const Format &format, int E, int N, int K, int group,
   return p;
 }
 
-/// Kernel arguments of packed weight `name`: its codes and scales.
+/// Kernel arguments of packed weight `name`: its codes, scales and
+/// offsets.
 std::string packedArgs(const Packed &p, const std::string &name, int group) {
   std::string layout = " {moe.layout = #moe.weight_layout<transposed>}";
-  return "%" + name + "c: " + p.codesType + layout + ", %" + name +
-         "s: " + p.scalesType + (group ? layout : "");
+  std::string args = "%" + name + "c: " + p.codesType + layout + ", %" + name +
+                     "s: " + p.scalesType + (group ? layout : "");
+  if (p.asymmetric) {
+    args += ", %" + name + "o: " + p.scalesType + (group ? layout : "");
+  }
+  return args;
 }
 
 std::string dequantize(const Packed &p, const std::string &name,
                        const std::string &result) {
-  return "  %" + name + " = moe.dequantize %" + name + "c, %" + name +
-         "s format(" + p.attrs + " : " + p.codesType + ", " + p.scalesType +
-         " -> " + result + "\n";
+  std::string offset = p.asymmetric ? " offset(%" + name + "o)" : "";
+  std::string offsetType = p.asymmetric ? ", " + p.scalesType : "";
+  return "  %" + name + " = moe.dequantize %" + name + "c, %" + name + "s" +
+         offset + " format(" + p.attrs + " : " + p.codesType + ", " +
+         p.scalesType + offsetType + " -> " + result + "\n";
+}
+
+/// `head` followed by the inputs of `packed`, in order.
+std::vector<std::pair<Vec, std::vector<int>>>
+withPacked(std::vector<std::pair<Vec, std::vector<int>>> head,
+           std::initializer_list<const Packed *> packed) {
+  for (const Packed *p : packed) {
+    for (auto &input : p->inputs()) {
+      head.push_back(std::move(input));
+    }
+  }
+  return head;
 }
 
 /// Inputs on the grid: each block's quantization is exact.
@@ -180,15 +224,20 @@ TEST(Int8Dot, ProjectionEveryFormatAndPacking) {
     for (int group : {0, 32, 64}) {
       // Slot orders and offset codes with group 32 only: they change how
       // the codes are read, not how the scales apply.
-      for (bool lowFirst : {false, true}) {
-        for (bool offset : {false, true}) {
-          if ((format.bits == 1 && offset) ||
-              (group != 32 && (lowFirst || offset))) {
-            continue;
-          }
+      // Asymmetric codes (offsets) with every format and grouping, in the
+      // default slot order.
+      for (int variant = 0; variant < 5; ++variant) {
+        bool lowFirst = variant == 1 || variant == 3;
+        bool offset = variant == 2 || variant == 3;
+        bool asymmetric = variant == 4;
+        if ((format.bits == 1 && offset) ||
+            (group != 32 && (lowFirst || offset))) {
+          continue;
+        }
+        {
           bool half = group == 32;
           Packed p = makePacked(format, 1, N, K, group, lowFirst, offset, half,
-                                71 + group);
+                                71 + group, asymmetric);
           for (auto [t, T] : kSchedules) {
             Kernel k(withTokens(
                 "moe.kernel @k(%x: tensor<Tx128xf32>, " +
@@ -199,20 +248,15 @@ TEST(Int8Dot, ProjectionEveryFormatAndPacking) {
                     "tensor<Tx37xf32>\n"
                     "  moe.yield %y : tensor<Tx37xf32>\n}\n",
                 t));
-            std::string what = p.attrs + " T=" + t + std::to_string(T);
+            std::string what = p.attrs + (asymmetric ? " offsets" : "") +
+                               " T=" + t + std::to_string(T);
             Vec x = gridInputs(T, K, 72);
-            std::vector<Vec> out = k.run({{x, {T, K}},
-                                          {p.stored, p.codesShape},
-                                          {p.scales, p.scalesShape}},
-                                         T);
+            std::vector<Vec> out = k.run(withPacked({{x, {T, K}}}, {&p}), T);
             ASSERT_EQ(out.size(), 1u) << what;
             expectWithin(out[0], ref::linear(x, p.weights, nullptr, T, K, N),
                          roundingBound(x, p.weights, T, K, N), "grid " + what);
             Vec noisy = randomValues(T * K, 73, -3, 3);
-            out = k.run({{noisy, {T, K}},
-                         {p.stored, p.codesShape},
-                         {p.scales, p.scalesShape}},
-                        T);
+            out = k.run(withPacked({{noisy, {T, K}}}, {&p}), T);
             expectWithin(
                 out[0], ref::linear(noisy, p.weights, nullptr, T, K, N),
                 quantizationBound(noisy, p.weights, T, K, N), "random " + what);
@@ -274,7 +318,8 @@ void checkInt8Experts(const std::string &strategy,
                       const std::vector<std::pair<std::string, int>> &runs) {
   const int E = 5, F = 64, D = 96, K = 2;
   Packed g = makePacked(kFormats[0], E, F, D, 0, false, false, false, 91);
-  Packed u = makePacked(kFormats[2], E, F, D, 32, false, false, true, 92);
+  // Up has asymmetric codes: offsets beside its group scales.
+  Packed u = makePacked(kFormats[2], E, F, D, 32, false, false, true, 92, true);
   Packed dn = makePacked(kFormats[3], E, D, F, 32, true, true, true, 93);
   for (auto [t, T] : runs) {
     std::string ir =
@@ -306,16 +351,9 @@ void checkInt8Experts(const std::string &strategy,
       idx.push_back(float((tok * 2 + 1) % E));
       idx.push_back(float((tok * 3 + 4) % E));
     }
-    std::vector<Vec> out = k.run({{x, {T, D}},
-                                  {idx, {T, K}},
-                                  {w, {T, K}},
-                                  {g.stored, g.codesShape},
-                                  {g.scales, g.scalesShape},
-                                  {u.stored, u.codesShape},
-                                  {u.scales, u.scalesShape},
-                                  {dn.stored, dn.codesShape},
-                                  {dn.scales, dn.scalesShape}},
-                                 T);
+    std::vector<Vec> out = k.run(
+        withPacked({{x, {T, D}}, {idx, {T, K}}, {w, {T, K}}}, {&g, &u, &dn}),
+        T);
     ASSERT_EQ(out.size(), 2u);
     for (int gated = 1; gated >= 0; --gated) {
       Vec want(T * D, 0), bound(T * D, 1e-4f);

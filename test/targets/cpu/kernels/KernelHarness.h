@@ -353,9 +353,12 @@ inline const std::vector<std::pair<std::string, int>> kSchedules = {
     {"?", 5}, {"?", 1}, {"1", 1}};
 
 /// The weights `E` matrices of packed codes stand for (moe.dequantize's
-/// definition, code by code): [E, N, K] row-major.
+/// definition, code by code): [E, N, K] row-major. `offsetBinary` codes
+/// are unsigned minus 2^(bits-1); `offsets` (asymmetric codes, the scales'
+/// shape) are added after the scales.
 inline Vec decodePacked(const Vec &codes, const Vec &scale, int E, int N, int K,
-                        int bits, int group, bool lowFirst, bool offset) {
+                        int bits, int group, bool lowFirst, bool offsetBinary,
+                        const Vec *offsets = nullptr) {
   int B = (N * K * bits + 7) / 8, G = group ? (K + group - 1) / group : 1;
   int perByte = 8 / bits, half = 1 << (bits - 1);
   Vec out(E * N * K);
@@ -365,14 +368,13 @@ inline Vec decodePacked(const Vec &codes, const Vec &scale, int E, int N, int K,
       int slot = i % perByte;
       int shift = (lowFirst ? slot : perByte - 1 - slot) * bits;
       int raw = (byte >> shift) & ((1 << bits) - 1);
-      float q = bits == 1     ? (raw ? 1.0f : -1.0f)
-                : offset      ? float(raw - half)
-                : raw >= half ? float(raw - 2 * half)
-                              : float(raw);
+      float q = bits == 1      ? (raw ? 1.0f : -1.0f)
+                : offsetBinary ? float(raw - half)
+                : raw >= half  ? float(raw - 2 * half)
+                               : float(raw);
       int row = i / K, col = i % K;
-      float s =
-          group ? scale[(e * N + row) * G + col / group] : scale[e * N + row];
-      out[e * N * K + i] = q * s;
+      int at = group ? (e * N + row) * G + col / group : e * N + row;
+      out[e * N * K + i] = q * scale[at] + (offsets ? (*offsets)[at] : 0.0f);
     }
   }
   return out;
