@@ -25,17 +25,29 @@
 namespace mlir::moe {
 
 /// A file written under a temporary name and renamed when committed;
-/// removed if never committed.
+/// removed if never committed. A path that is not a regular file (-o
+/// /dev/null, a FIFO) is written in place: renaming over it would replace
+/// the device with a file.
 class PendingFile {
 public:
-  explicit PendingFile(std::string path)
-      : final(std::move(path)),
-        temp(final + ".tmp" + std::to_string(::getpid())) {
+  explicit PendingFile(std::string path) : final(std::move(path)) {
+    llvm::sys::fs::file_status status;
+    inPlace = !llvm::sys::fs::status(final, status) &&
+              llvm::sys::fs::exists(status) &&
+              status.type() != llvm::sys::fs::file_type::regular_file;
+    if (inPlace) {
+      temp = final;
+      return;
+    }
+    temp = final + ".tmp" + std::to_string(::getpid());
     llvm::sys::RemoveFileOnSignal(temp);
   }
   PendingFile(const PendingFile &) = delete;
   PendingFile &operator=(const PendingFile &) = delete;
   ~PendingFile() {
+    if (inPlace) {
+      return;
+    }
     if (!committed) {
       llvm::sys::fs::remove(temp);
     }
@@ -60,6 +72,9 @@ public:
     return llvm::Error::success();
   }
   LogicalResult commit() {
+    if (inPlace) {
+      return success();
+    }
     if (std::error_code ec = llvm::sys::fs::rename(temp, final)) {
       llvm::errs() << "moec: error: cannot write " << final << ": "
                    << ec.message() << "\n";
@@ -72,6 +87,7 @@ public:
 
 private:
   std::string final, temp;
+  bool inPlace = false;
   bool committed = false;
 };
 

@@ -12,8 +12,13 @@
 #include "llvm/Support/Path.h"
 #include "llvm/Support/Process.h"
 #include "llvm/Support/Program.h"
+#include "llvm/Support/Signals.h"
 
 #include <algorithm>
+#include <atomic>
+#include <csignal>
+#include <mutex>
+#include <sys/wait.h>
 
 namespace mlir::moe {
 
@@ -52,9 +57,56 @@ std::vector<std::string> compilerDriver(const TargetDescription &target) {
   return argv;
 }
 
+/// The tools running now (the C compiler, the linker). An interrupted moec
+/// stops them before it exits: one left running could write its output,
+/// moec's temporary file, after the signal handler removed it (a stray
+/// `exe.tmp<pid>` after `kill -INT`, found by test/bad-inputs).
+constexpr int kToolSlots = 8;
+std::atomic<pid_t> runningTools[kToolSlots];
+
+/// SIGINT, SIGTERM, SIGHUP: LLVM has removed the files registered with
+/// RemoveFileOnSignal; stop the tools, remove what they wrote since, exit.
+void stopToolsOnInterrupt() {
+  for (std::atomic<pid_t> &slot : runningTools) {
+    if (pid_t pid = slot.exchange(0); pid > 0) {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, nullptr, 0);
+    }
+  }
+  llvm::sys::RunInterruptHandlers();
+  ::signal(SIGINT, SIG_DFL);
+  ::raise(SIGINT);
+  ::_exit(130);
+}
+
+/// Holds a running tool's pid in a free slot for stopToolsOnInterrupt.
+class TrackedTool {
+public:
+  explicit TrackedTool(pid_t pid) {
+    for (std::atomic<pid_t> &slot : runningTools) {
+      pid_t free = 0;
+      if (slot.compare_exchange_strong(free, pid)) {
+        this->slot = &slot;
+        return;
+      }
+    }
+  }
+  ~TrackedTool() {
+    if (slot) {
+      slot->store(0);
+    }
+  }
+
+private:
+  std::atomic<pid_t> *slot = nullptr;
+};
+
 /// Runs `argv`; on failure the error quotes the command and its stderr.
 llvm::Error run(const TargetDescription &target, std::vector<std::string> argv,
                 llvm::StringRef what) {
+  static std::once_flag interruptible;
+  std::call_once(interruptible,
+                 [] { llvm::sys::SetInterruptFunction(stopToolsOnInterrupt); });
   std::optional<std::string> program = findTool(argv[0]);
   if (!program) {
     return checkToolchain(target);
@@ -65,9 +117,16 @@ llvm::Error run(const TargetDescription &target, std::vector<std::string> argv,
                                                 llvm::StringRef(errors)};
   std::vector<llvm::StringRef> args(argv.begin(), argv.end());
   std::string message;
-  int rc = llvm::sys::ExecuteAndWait(*program, args, std::nullopt, redirects,
-                                     /*SecondsToWait=*/0, /*MemoryLimit=*/0,
-                                     &message);
+  bool notStarted = false;
+  llvm::sys::ProcessInfo tool =
+      llvm::sys::ExecuteNoWait(*program, args, std::nullopt, redirects,
+                               /*MemoryLimit=*/0, &message, &notStarted);
+  int rc = -1;
+  if (!notStarted) {
+    TrackedTool tracked(tool.Pid);
+    rc = llvm::sys::Wait(tool, /*SecondsToWait=*/std::nullopt, &message)
+             .ReturnCode;
+  }
   std::string output;
   if (auto buffer = llvm::MemoryBuffer::getFile(errors)) {
     output = (*buffer)->getBuffer().str();
