@@ -397,6 +397,15 @@ Recognition::callFunction(llvm::StringRef function,
   }
   const std::string &role = std::get<std::string>(args[0]);
   double dimValue = std::get<double>(args[1]);
+  // Checked before the conversion, which is undefined for NaN and for
+  // values past int64_t (found by test/fuzz/fuzz_family).
+  if (!(dimValue >= 0 && dimValue < 64) || dimValue != std::floor(dimValue)) {
+    return error("shape(" + role +
+                 ", k): k must be a dimension index 0, 1, "
+                 "2, ..., got " +
+                 numberText(dimValue));
+  }
+  const int64_t dim = static_cast<int64_t>(dimValue);
   bool perLayer = false;
   if (!roleDefinition(role, perLayer)) {
     return error("shape() names '" + role +
@@ -407,8 +416,7 @@ Recognition::callFunction(llvm::StringRef function,
     int64_t layer = perLayer ? layerIds[pass] : 0;
     std::string key;
     if (const TensorInfo *tensor = roleTensor(role, layer, &key)) {
-      int64_t dim = static_cast<int64_t>(dimValue);
-      if (dim < 0 || dim >= static_cast<int64_t>(tensor->shape.size())) {
+      if (dim >= static_cast<int64_t>(tensor->shape.size())) {
         return error(llvm::formatv("tensor '{0}' has no dimension {1}: its "
                                    "shape is {2}",
                                    key, dim, shapeText(tensor->shape)));
@@ -416,8 +424,7 @@ Recognition::callFunction(llvm::StringRef function,
       return static_cast<double>(tensor->shape[dim]);
     }
     if (auto shape = packedShape(role, layer)) {
-      int64_t dim = static_cast<int64_t>(dimValue);
-      if (dim < 0 || dim >= static_cast<int64_t>(shape->size())) {
+      if (dim >= static_cast<int64_t>(shape->size())) {
         return error(
             llvm::formatv("packed role '{0}' has no dimension {1}", role, dim));
       }
@@ -1502,8 +1509,13 @@ llvm::Expected<ModelDescription> Recognition::run() {
         std::pair("head_dim", &model.headDim)}) {
     auto value = lookup(name);
     if (!value) {
-      return descError(std::string("dims.") + name,
-                       llvm::toString(value.takeError()));
+      // An error inside the dim's expression already names the description
+      // and the dim; others (an unknown name) get both here.
+      std::string message = llvm::toString(value.takeError());
+      if (llvm::StringRef(message).starts_with(family.source + ": ")) {
+        return error(message);
+      }
+      return descError(std::string("dims.") + name, message);
     }
     // Checked before the conversion, which is undefined for NaN and for
     // values past int64_t (found by test/fuzz/fuzz_family).

@@ -241,6 +241,19 @@ def broken_tokenizer(work, good, name):
     return compile_cmd(model, work, name)
 
 
+def huge_description_dim(work, good, name):
+    """The physics family's description with shape(embedding, 1e48) for
+    d_model: an index past int64_t (found by fuzz_family)."""
+    with open(os.path.join(HERE, "..", "..", "frontends", "families", "moe100m-physics.json")) as f:
+        description = json.load(f)
+    description["family"] = "physics-huge-dim"
+    description["dims"]["d_model"] = "shape(embedding, 1e48)"
+    path = os.path.join(work, name + ".json")
+    with open(path, "w") as f:
+        json.dump(description, f)
+    return compile_cmd(good, work, name, "--family=" + path)
+
+
 def bad_compile_flag(work, good, name):
     return compile_cmd(good, work, name, "--quant=q5")
 
@@ -321,6 +334,9 @@ CASES = [
          [r"--tokenizer=.*nope\.json: no such file"], missing_tokenizer),
     Case("broken-tokenizer", "a vocabulary entry whose id is a string",
          [r"tokenizer\.json: .*'!'"], broken_tokenizer),
+    Case("description-huge-dim", "a family description's shape() asks for dimension 1e48",
+         [r"huge-dim\.json: dims\.d_model: in expression 'shape\(embedding, 1e48\)' at column \d+: shape\(embedding, k\): k must be a dimension index 0, 1, 2, \.\.\., got 1e\+48"],
+         huge_description_dim),
     Case("bad-compile-flag", "--quant names no precision",
          [r"--quant: 'q5': expected q8, q4, q2, q1, q8a, q4a, q2a, q1a, mixed or none"], bad_compile_flag),
     # The compiled executable.
