@@ -18,6 +18,8 @@
 
 #include "compiler/Driver/Driver.h"
 
+#include "compiler/Driver/Calibrate.h"
+
 #include "compiler/Driver/DriverConfig.h"
 #include "compiler/Driver/ModelLibrary.h"
 #include "compiler/Driver/PendingFile.h"
@@ -395,6 +397,58 @@ LogicalResult translateHost(ModuleOp module, std::string &source) {
 
 } // namespace
 
+/// --quant-calibration: builds the model in float for this machine, with
+/// every quantized weight's input dumped, runs it over the text and sums
+/// the inputs' outer products (compiler/Driver/Calibrate.h).
+static std::optional<CalibrationData> calibrate(const DriverOptions &options,
+                                                const fe::LoadedModel &loaded) {
+  Clock::time_point start = Clock::now();
+  FailureOr<std::vector<int32_t>> tokens =
+      calibrationTokens(loaded.textBlob, options.quantCalibration,
+                        options.quantCalibrationTokens);
+  if (failed(tokens)) {
+    return std::nullopt;
+  }
+  WorkDir work;
+  if (failed(work.create())) {
+    return std::nullopt;
+  }
+  CalibrationPlan plan;
+  DriverOptions build = options;
+  build.quant.clear();
+  build.quantPolicy.clear();
+  build.quantCalibration.clear();
+  build.activations = "f32";
+  build.target = "host";
+  build.emit = EmitStage::Exe;
+  build.profile = false;
+  build.verbose = false;
+  build.outputPath = work.path + "/calibration";
+  build.calibrationPlan = &plan;
+  if (failed(runCompile(build))) {
+    llvm::errs() << "moec: error: --quant-calibration: the float build of "
+                    "the model failed (above)\n";
+    return std::nullopt;
+  }
+  // Windows no longer than the context (the float build's limit) and
+  // short enough to keep each run's dumps small.
+  int64_t window = std::min<int64_t>(512, loaded.description.contextLength > 0
+                                              ? loaded.description.contextLength
+                                              : 512);
+  FailureOr<CalibrationData> data =
+      runCalibration(build.outputPath, plan, *tokens, window, work.path);
+  if (failed(data)) {
+    return std::nullopt;
+  }
+  if (options.verbose) {
+    llvm::errs() << llvm::formatv(
+        "moec: calibration: {0} tokens of {1} through a float build in "
+        "{2:f1} s\n",
+        data->tokens, options.quantCalibration, secondsSince(start));
+  }
+  return std::move(*data);
+}
+
 LogicalResult runImport(const DriverOptions &options) {
   DialectRegistry registry;
   registerAllDialects(registry);
@@ -505,12 +559,39 @@ LogicalResult runCompile(const DriverOptions &options) {
     return failure();
   }
 
+  if (!options.quantCalibration.empty()) {
+    if (!quantizing) {
+      llvm::errs() << "moec: error: --quant-calibration="
+                   << options.quantCalibration
+                   << ": nothing is quantized; add --quant or --quant-policy\n";
+      return failure();
+    }
+    if (options.quantCalibrationTokens < 1 ||
+        options.quantCalibrationTokens > (1 << 20)) {
+      llvm::errs() << "moec: error: --quant-calibration-tokens="
+                   << options.quantCalibrationTokens
+                   << ": expected a value in [1, 1048576]\n";
+      return failure();
+    }
+  }
+
   auto imported = loadAndImport(context, options, /*withText=*/true);
   if (failed(imported)) {
     return failure();
   }
   fe::LoadedModel &loaded = imported->first;
   ModuleOp module = *imported->second;
+
+  // GPTQ's statistics, from a float build run over the text, before the
+  // quantized build that uses them (only its weight file does).
+  std::optional<CalibrationData> calibration;
+  if (linked && !options.quantCalibration.empty()) {
+    calibration = calibrate(options, loaded);
+    if (!calibration) {
+      return failure();
+    }
+    loaded.inputFiles.push_back(options.quantCalibration);
+  }
   auto emitIR = [&]() {
     return writeText(options.outputPath,
                      [&](llvm::raw_ostream &os) { module.print(os); });
@@ -532,10 +613,19 @@ LogicalResult runCompile(const DriverOptions &options) {
   }
   MoELowerPipelineOptions lowerOptions;
   lowerOptions.prefillStrategy = options.prefillStrategy;
+  lowerOptions.fuse = !options.calibrationPlan;
   if (failed(runPipeline(module, [&](OpPassManager &pm) {
         buildMoELowerPipeline(pm, lowerOptions);
       }))) {
     return failure();
+  }
+  // After the attention split, which makes new ops of the attention.
+  if (options.calibrationPlan) {
+    FailureOr<CalibrationPlan> plan = planCalibration(module, *loaded.tensors);
+    if (failed(plan)) {
+      return failure();
+    }
+    *options.calibrationPlan = std::move(*plan);
   }
   if (options.emit == EmitStage::Lowered) {
     return emitIR();
@@ -643,9 +733,9 @@ LogicalResult runCompile(const DriverOptions &options) {
   uint64_t weightsHash = 0;
   if (linked) {
     Clock::time_point weightStart = Clock::now();
-    FailureOr<WeightFileInfo> info =
-        writeWeightFile(module, *loaded.tensors, loaded.description.family,
-                        weightsFile.tempPath());
+    FailureOr<WeightFileInfo> info = writeWeightFile(
+        module, *loaded.tensors, loaded.description.family,
+        weightsFile.tempPath(), calibration ? &*calibration : nullptr);
     if (failed(info)) {
       return failure();
     }
@@ -675,6 +765,10 @@ LogicalResult runCompile(const DriverOptions &options) {
     quantization["policy"] = options.quantPolicy;
     quantization["group"] = options.quantGroup;
     quantization["scale"] = options.quantScale;
+  }
+  if (calibration) {
+    quantization["calibration"] = llvm::json::Object{
+        {"text", options.quantCalibration}, {"tokens", calibration->tokens}};
   }
   if (int8Kernels) {
     quantization["int8_halide_target"] =

@@ -33,6 +33,8 @@ enum class EmitStage {
   Lib,     // a static library, its C header and the weight file
 };
 
+struct CalibrationPlan;
+
 struct DriverOptions {
   std::string modelPath;
   std::string outputPath;
@@ -52,6 +54,14 @@ struct DriverOptions {
   std::string quantPolicy;
   int64_t quantGroup = 32;
   std::string quantScale = "f16";
+  /// --quant-calibration: a text whose first `quantCalibrationTokens`
+  /// tokens give GPTQ its input statistics (compiler/Driver/Calibrate.h).
+  std::string quantCalibration;
+  int64_t quantCalibrationTokens = 4096;
+  /// Set by the driver for the float build of --quant-calibration: the
+  /// build names the inputs it must dump (and forms no fused groups), and
+  /// says here what each feeds.
+  CalibrationPlan *calibrationPlan = nullptr;
   /// Inputs of packed projections: "f32", "int8" (quantized per block of
   /// 32, integer dot products), or "auto": int8 when --quant or
   /// --quant-policy quantizes, else f32.

@@ -104,17 +104,28 @@ private:
 /// Runs `argv`; on failure the error quotes the command and its stderr.
 llvm::Error run(const TargetDescription &target, std::vector<std::string> argv,
                 llvm::StringRef what) {
+  if (!findTool(argv[0])) {
+    return checkToolchain(target);
+  }
+  return runProgram(std::move(argv), what);
+}
+
+} // namespace
+
+llvm::Error runProgram(std::vector<std::string> argv, llvm::StringRef what) {
   static std::once_flag interruptible;
   std::call_once(interruptible,
                  [] { llvm::sys::SetInterruptFunction(stopToolsOnInterrupt); });
   std::optional<std::string> program = findTool(argv[0]);
   if (!program) {
-    return checkToolchain(target);
+    return llvm::createStringError("cannot " + what + ": " + argv[0] +
+                                   " is not an executable program");
   }
   llvm::SmallString<128> errors;
   llvm::sys::fs::createTemporaryFile("moec-cc", "txt", errors);
-  std::optional<llvm::StringRef> redirects[] = {std::nullopt, std::nullopt,
-                                                llvm::StringRef(errors)};
+  // Both output streams: a failure's message may be on either.
+  std::optional<llvm::StringRef> redirects[] = {
+      std::nullopt, llvm::StringRef(errors), llvm::StringRef(errors)};
   std::vector<llvm::StringRef> args(argv.begin(), argv.end());
   std::string message;
   bool notStarted = false;
@@ -140,8 +151,6 @@ llvm::Error run(const TargetDescription &target, std::vector<std::string> argv,
   }
   return llvm::Error::success();
 }
-
-} // namespace
 
 llvm::Error checkToolchain(const TargetDescription &target) {
   if (!findTool(target.cc)) {

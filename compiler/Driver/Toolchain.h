@@ -49,6 +49,11 @@ llvm::Error linkExecutable(const TargetDescription &target,
                            const std::vector<std::string> &objects,
                            llvm::StringRef output);
 
+/// Runs `argv` (argv[0] a path or a program on PATH) and waits; on failure
+/// the error says it could not `what`, quoting the command and its stderr.
+/// An interrupted moec stops it first.
+llvm::Error runProgram(std::vector<std::string> argv, llvm::StringRef what);
+
 } // namespace mlir::moe
 
 #endif // MOE_COMPILER_DRIVER_TOOLCHAIN_H

@@ -276,8 +276,9 @@ const fe::TensorInfo *writableAsIs(WeightOp op,
 /// each other: the last result is kept for the others.
 class Quantizer {
 public:
-  Quantizer(const fe::TensorSource &tensors, float *scratch)
-      : tensors(tensors), scratch(scratch) {}
+  Quantizer(const fe::TensorSource &tensors, float *scratch,
+            const CalibrationData *calibration)
+      : tensors(tensors), scratch(scratch), calibration(calibration) {}
 
   /// The quantized form of the tensor `op` stands for, with its scales
   /// rounded to f16 when `halfScales`; null on error.
@@ -295,9 +296,13 @@ public:
     ArrayRef<int64_t> shape = *op.getQuantShape();
     size_t lead = shape.size() - 2;
     int64_t rows = shape[lead], cols = shape[lead + 1];
-    cached = quantizeMatrices(scratch, numElements(shape) / (rows * cols), rows,
-                              cols, key.format, key.group, key.halfScales,
-                              key.asymmetric);
+    int64_t count = numElements(shape) / (rows * cols);
+    FailureOr<const float *> hessians = hessiansOf(op, count, cols);
+    if (failed(hessians)) {
+      return nullptr;
+    }
+    cached = quantizeMatrices(scratch, count, rows, cols, key.format, key.group,
+                              key.halfScales, key.asymmetric, *hessians);
     for (const std::vector<float> *values :
          {&cached->scales, &cached->offsets}) {
       for (float value : *values) {
@@ -316,6 +321,35 @@ public:
   }
 
 private:
+  /// The calibration's [count, cols, cols] sums for `op` (one matrix
+  /// broadcast to every matrix of a weight that shares its input), or null
+  /// when there are none.
+  FailureOr<const float *> hessiansOf(WeightOp op, int64_t count,
+                                      int64_t cols) {
+    if (!calibration) {
+      return static_cast<const float *>(nullptr);
+    }
+    auto found = calibration->hessians.find(calibrationKey(op));
+    if (found == calibration->hessians.end()) {
+      return static_cast<const float *>(nullptr);
+    }
+    const std::vector<float> &h = found->second;
+    int64_t square = cols * cols;
+    if (static_cast<int64_t>(h.size()) == count * square) {
+      return h.data();
+    }
+    if (static_cast<int64_t>(h.size()) == square) {
+      broadcast.resize(count * square);
+      for (int64_t m = 0; m < count; ++m) {
+        std::copy(h.begin(), h.end(), broadcast.begin() + m * square);
+      }
+      return static_cast<const float *>(broadcast.data());
+    }
+    return op.emitOpError("calibration statistics of ")
+           << op.getSources() << " hold " << h.size() << " values, expected "
+           << count << " x " << cols << " x " << cols;
+  }
+
   struct Key {
     Attribute sources, rows;
     PackedFormat format;
@@ -330,6 +364,8 @@ private:
   };
   const fe::TensorSource &tensors;
   float *scratch;
+  const CalibrationData *calibration;
+  std::vector<float> broadcast;
   std::optional<QuantizedMatrices> cached;
   Key cachedKey{};
 };
@@ -376,8 +412,9 @@ std::vector<uint8_t> transposedCodes(const uint8_t *codes,
 
 /// What the report says of a quantized weight.
 QuantizedWeightReport reportOf(WeightOp op, const QuantizedMatrices &q,
-                               bool halfScales) {
+                               bool halfScales, bool calibrated) {
   QuantizedWeightReport report;
+  report.calibrated = calibrated;
   report.name = cast<StringAttr>(op.getSources()[0]).getValue().str();
   if (op.getSources().size() > 1) {
     report.name +=
@@ -399,9 +436,19 @@ QuantizedWeightReport reportOf(WeightOp op, const QuantizedMatrices &q,
 
 } // namespace
 
+FailureOr<std::vector<float>>
+readWeightValues(WeightOp op, const fe::TensorSource &tensors) {
+  std::vector<float> values(numElements(selectedShape(op)));
+  if (failed(logicalValues(op, tensors, values.data()))) {
+    return failure();
+  }
+  return values;
+}
+
 FailureOr<WeightFileInfo> writeWeightFile(ModuleOp module,
                                           const fe::TensorSource &tensors,
-                                          StringRef family, StringRef path) {
+                                          StringRef family, StringRef path,
+                                          const CalibrationData *calibration) {
   auto bytesAttr = module->getAttrOfType<IntegerAttr>("moe.weights_bytes");
   if (!bytesAttr) {
     return module.emitError("no weight plan: run moe-plan-weights first");
@@ -470,7 +517,7 @@ FailureOr<WeightFileInfo> writeWeightFile(ModuleOp module,
     if (op.getQuantize()) {
       if (!quantizer) {
         quantScratch.reset(new float[largest]);
-        quantizer.emplace(tensors, quantScratch.get());
+        quantizer.emplace(tensors, quantScratch.get(), calibration);
       }
       // The codes weight does not say its scales' type; the moe.dequantize
       // reading it does.
@@ -488,7 +535,8 @@ FailureOr<WeightFileInfo> writeWeightFile(ModuleOp module,
       if (isCodes) {
         data = q->codes.data();
         bytes = q->codes.size();
-        info.quantized.push_back(reportOf(op, *q, halfScales));
+        info.quantized.push_back(
+            reportOf(op, *q, halfScales, q->errorFeedback));
       } else {
         // The scales, or the offsets beside them.
         const std::vector<float> &perGroup =
@@ -594,7 +642,7 @@ void printQuantizationReport(const WeightFileInfo &info,
   for (const QuantizedWeightReport &r : info.quantized) {
     width = std::max(width, r.name.size());
   }
-  os << llvm::formatv("{0} {1,-12} {2,11} {3,11} {4,6} {5,9}\n",
+  os << llvm::formatv("{0} {1,-17} {2,11} {3,11} {4,6} {5,9}\n",
                       llvm::left_justify("tensor", width), "format", "params",
                       "bytes", "bits/w", "rel.error");
   int64_t params = 0;
@@ -603,10 +651,10 @@ void printQuantizationReport(const WeightFileInfo &info,
   for (const QuantizedWeightReport &r : info.quantized) {
     double bits = 8.0 * static_cast<double>(r.bytes) / r.params;
     // format/group scale-type, e.g. "int4/32 f16" ("int4a": asymmetric).
-    os << llvm::formatv("{0} {1,-12} {2,11} {3,11} {4,6:f2} {5,9:f4}\n",
+    os << llvm::formatv("{0} {1,-17} {2,11} {3,11} {4,6:f2} {5,9:f4}\n",
                         llvm::left_justify(r.name, width),
                         r.format + "/" + std::to_string(r.group) + " " +
-                            r.scale,
+                            r.scale + (r.calibrated ? " gptq" : ""),
                         r.params, r.bytes, bits, r.relativeError);
     params += r.params;
     bytes += r.bytes;

@@ -3,6 +3,7 @@
 #ifndef MOE_COMPILER_DRIVER_WEIGHTWRITER_H
 #define MOE_COMPILER_DRIVER_WEIGHTWRITER_H
 
+#include "compiler/Driver/Calibrate.h"
 #include "frontends/checkpoint/TensorSource.h"
 
 #include "mlir/IR/BuiltinOps.h"
@@ -25,6 +26,8 @@ struct QuantizedWeightReport {
   uint64_t bytes = 0;
   /// ||w - dequantized|| / ||w|| over the whole tensor.
   double relativeError = 0;
+  /// Quantized by GPTQ on calibration inputs (--quant-calibration).
+  bool calibrated = false;
 };
 
 struct WeightFileInfo {
@@ -40,9 +43,18 @@ struct WeightFileInfo {
 /// laid out as its op says. Emits a diagnostic on the op whose tensor is
 /// missing or malformed. The file is complete when this succeeds; callers
 /// write to a temporary path and rename.
+///
+/// With `calibration`, weights it has input statistics for are quantized
+/// by GPTQ (see quantizeMatrices).
 FailureOr<WeightFileInfo>
 writeWeightFile(ModuleOp module, const ::moe::frontend::TensorSource &tensors,
-                StringRef family, StringRef path);
+                StringRef family, StringRef path,
+                const CalibrationData *calibration = nullptr);
+
+/// The f32 values of the float weight `op` in its logical shape
+/// (row-major): its checkpoint tensors converted, sliced and stacked.
+FailureOr<std::vector<float>>
+readWeightValues(WeightOp op, const ::moe::frontend::TensorSource &tensors);
 
 /// Prints what quantization cost: per tensor its format, parameters,
 /// bytes, bits per weight and relative error, then the weight file's size

@@ -41,6 +41,9 @@ void buildMoELowerPipeline(OpPassManager &pm,
   func.addPass(createMoESplitAttentionPass());
   // Likewise the convolution's state write, so no kernel reads and writes it.
   func.addPass(createMoESplitCausalConvPass());
+  if (!options.fuse) {
+    return;
+  }
   func.addPass(createMoEFuseAttentionProloguePass());
   // Gated FFNs first, so that the norm fusion below can absorb them whole.
   func.addPass(createMoEFuseGatedFfnPass());

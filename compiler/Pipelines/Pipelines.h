@@ -51,6 +51,12 @@ struct MoELowerPipelineOptions
       *this, "prefill-strategy",
       llvm::cl::desc("expert dispatch for prefill: gather|grouped"),
       llvm::cl::init("grouped")};
+  Option<bool> fuse{
+      *this, "fuse",
+      llvm::cl::desc("form fused groups (false: every op its own kernel, "
+                     "so every value a kernel reads is one's output, as "
+                     "the float build of --quant-calibration needs)"),
+      llvm::cl::init(true)};
 };
 
 /// Stage 3, fusion and dispatch: attention split, dispatch strategies,

@@ -44,8 +44,14 @@ def compile_model(args, model_dir, out, quant):
     MODE[:POLICY] (--quant MODE --quant-policy POLICY), either followed by
     +int8 or +f32 for --activations (by default moec gives --quant builds
     int8 inputs, the others f32; f32+int8: the checkpoint's own packed
-    weights, as SSMoELM ships them, with int8 inputs)."""
+    weights, as SSMoELM ships them, with int8 inputs), and last @gptq for
+    --quant-calibration with the --calibration text."""
     cmd = [args.moec, "compile", model_dir, "-o", out, "--target", args.target, "-q"]
+    quant, at, method = quant.partition("@")
+    if at:
+        if method != "gptq" or not args.calibration:
+            sys.exit("error: @%s: expected @gptq, with --calibration TEXT" % method)
+        cmd.append("--quant-calibration=" + args.calibration)
     quant, plus, activations = quant.partition("+")
     if plus:
         cmd.append("--activations=" + activations)
@@ -103,11 +109,14 @@ def main():
     ap.add_argument("--text", default="", help="the text to score (tokenized by the model)")
     ap.add_argument("--tokens", type=int, default=256, help="tokens scored (default 256)")
     ap.add_argument("--quant", action="append", default=[],
-                    metavar="MODE[:POLICY][+int8|+f32]",
+                    metavar="MODE[:POLICY][+int8|+f32][@gptq]",
                     help="a precision to compare with f32: a --quant mode, with a "
                          "--quant-policy after ':', and +int8 or +f32 for the "
                          "activations (f32+int8: the checkpoint's weights with int8 "
-                         "activations); repeatable; default q8, q4, mixed, q1")
+                         "activations), and @gptq to quantize by GPTQ on the "
+                         "--calibration text; repeatable; default q8, q4, mixed, q1")
+    ap.add_argument("--calibration", default="",
+                    help="the text of @gptq precisions (--quant-calibration)")
     ap.add_argument("--gate", default="", metavar="Q=PERCENT,...",
                     help="fail when a precision's top-1 agreement is below PERCENT")
     ap.add_argument("--compile-flag", action="append", default=[],

@@ -113,6 +113,16 @@ cl::opt<std::string> quantScale(
     cl::desc("element type of the quantization scales: f16 (default) or "
              "f32"),
     cl::init("f16"), cl::cat(category));
+cl::opt<std::string> quantCalibration(
+    "quant-calibration",
+    cl::desc("quantize by GPTQ, each weight's rounding chosen for its "
+             "inputs on this text (its first 4096 tokens, run through a "
+             "float build of the model) instead of round-to-nearest"),
+    cl::value_desc("text file"), cl::cat(category));
+cl::opt<int64_t> quantCalibrationTokens(
+    "quant-calibration-tokens",
+    cl::desc("tokens of --quant-calibration's text used (default 4096)"),
+    cl::init(4096), cl::cat(category));
 cl::opt<std::string> activations(
     "activations",
     cl::desc("inputs of projections of packed weights: int8 (each token "
@@ -319,6 +329,8 @@ int main(int argc, char **argv) {
   options.quantPolicy = quantPolicy;
   options.quantGroup = quantGroup;
   options.quantScale = quantScale;
+  options.quantCalibration = quantCalibration;
+  options.quantCalibrationTokens = quantCalibrationTokens;
   options.activations = activations;
   options.moeDropless = moeDropless;
   options.jobs = jobs;

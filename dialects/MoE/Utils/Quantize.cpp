@@ -184,12 +184,129 @@ AffineFit quantizeAffineSignGroup(const float *w, int64_t n, int *q) {
   return fit;
 }
 
+/// The fit of one group of `n` values: its scale and offset, and in `q`
+/// its codes; `trial` is scratch for n codes.
+AffineFit fitGroup(const float *w, int64_t n, PackedFormat format, int bits,
+                   bool asymmetric, int *q, int *trial) {
+  if (asymmetric) {
+    return format == PackedFormat::Sign1
+               ? quantizeAffineSignGroup(w, n, q)
+               : quantizeAffineIntGroup(w, n, bits, q, trial);
+  }
+  return {format == PackedFormat::Sign1
+              ? quantizeSignGroup(w, n, q)
+              : quantizeIntGroup(w, n, bits, q, trial),
+          0};
+}
+
+/// The code of `w` under a fixed fit: the nearest level.
+int codeOf(double w, AffineFit fit, PackedFormat format, int bits) {
+  if (format == PackedFormat::Sign1) {
+    return w >= fit.offset ? 1 : -1;
+  }
+  if (fit.scale == 0) {
+    return 0;
+  }
+  int qmin = -(1 << (bits - 1)), qmax = (1 << (bits - 1)) - 1;
+  return static_cast<int>(std::clamp(std::lround((w - fit.offset) / fit.scale),
+                                     static_cast<long>(qmin),
+                                     static_cast<long>(qmax)));
+}
+
+/// Lower Cholesky factor of the symmetric [n, n] `a` in place (the upper
+/// triangle is left as it was); false when `a` is not positive definite.
+bool choleskyInPlace(std::vector<double> &a, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) {
+    double d = a[j * n + j];
+    for (int64_t k = 0; k < j; ++k) {
+      d -= a[j * n + k] * a[j * n + k];
+    }
+    if (!(d > 0)) {
+      return false;
+    }
+    d = std::sqrt(d);
+    a[j * n + j] = d;
+    for (int64_t i = j + 1; i < n; ++i) {
+      double s = a[i * n + j];
+      for (int64_t k = 0; k < j; ++k) {
+        s -= a[i * n + k] * a[j * n + k];
+      }
+      a[i * n + j] = s / d;
+    }
+  }
+  return true;
+}
+
+/// U, upper triangular with U^T U = (H + lambda I)^-1, row-major [n, n]:
+/// what GPTQ's column-by-column error feedback reads; empty when it cannot
+/// be computed. lambda is 1% of H's
+/// mean diagonal (GPTQ's damping), grown tenfold while H + lambda I is not
+/// positive definite; an input never seen (a zero diagonal) counts as 1.
+std::vector<double> inverseHessianFactor(const float *h, int64_t n) {
+  double meanDiagonal = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    meanDiagonal += h[i * n + i];
+  }
+  meanDiagonal = meanDiagonal > 0 ? meanDiagonal / static_cast<double>(n) : 1;
+  std::vector<double> l(n * n);
+  for (double damp = 0.01;; damp *= 10) {
+    for (int64_t i = 0; i < n * n; ++i) {
+      l[i] = h[i];
+    }
+    for (int64_t i = 0; i < n; ++i) {
+      if (!(l[i * n + i] > 0)) {
+        l[i * n + i] = 1;
+      }
+      l[i * n + i] += damp * meanDiagonal;
+    }
+    if (choleskyInPlace(l, n)) {
+      break;
+    }
+  }
+  // L^-1 (lower), then (H + lambda I)^-1 = L^-T L^-1.
+  std::vector<double> inv(n * n, 0);
+  for (int64_t j = 0; j < n; ++j) {
+    inv[j * n + j] = 1 / l[j * n + j];
+    for (int64_t i = j + 1; i < n; ++i) {
+      double s = 0;
+      for (int64_t k = j; k < i; ++k) {
+        s += l[i * n + k] * inv[k * n + j];
+      }
+      inv[i * n + j] = -s / l[i * n + i];
+    }
+  }
+  std::vector<double> a(n * n);
+  for (int64_t i = 0; i < n; ++i) {
+    for (int64_t j = 0; j <= i; ++j) {
+      double s = 0;
+      for (int64_t k = i; k < n; ++k) {
+        s += inv[k * n + i] * inv[k * n + j];
+      }
+      a[i * n + j] = a[j * n + i] = s;
+    }
+  }
+  // Its lower factor M (M M^T = A); U = M^T. The inverse of a positive
+  // definite matrix is one, but rounding may say otherwise for an
+  // ill-conditioned H: then no factor, and the codes are rounded to nearest.
+  if (!choleskyInPlace(a, n)) {
+    return {};
+  }
+  std::vector<double> u(n * n, 0);
+  for (int64_t i = 0; i < n; ++i) {
+    for (int64_t j = 0; j <= i; ++j) {
+      u[j * n + i] = a[i * n + j];
+    }
+  }
+  return u;
+}
+
 } // namespace
 
 QuantizedMatrices quantizeMatrices(const float *values, int64_t count,
                                    int64_t rows, int64_t cols,
                                    PackedFormat format, int64_t group,
-                                   bool halfScales, bool asymmetric) {
+                                   bool halfScales, bool asymmetric,
+                                   const float *hessians) {
   int bits = static_cast<int>(DequantizeOp::bitsOf(format));
   int64_t groups = DequantizeOp::scalesPerRow(cols, group);
   int64_t bytes = DequantizeOp::codeBytes(format, rows, cols);
@@ -200,79 +317,117 @@ QuantizedMatrices quantizeMatrices(const float *values, int64_t count,
   if (asymmetric) {
     out.offsets.resize(count * rows * groups);
   }
+  auto stored = [&](double value) {
+    float v = static_cast<float>(value);
+    return halfScales
+               ? ::moe::frontend::halfToFloat(::moe::frontend::floatToHalf(v))
+               : v;
+  };
 
   // Work in chunks of kChunkRows rows of one matrix, on every core. A
   // chunk starts at a multiple of 8 rows, so at a whole byte of codes: no
   // two chunks write one byte. Each chunk sums its own errors and the sums
   // are added in chunk order, so the report does not depend on the number
-  // of threads.
+  // of threads. With Hessians, the matrices are visited one at a time
+  // (each needs its own [cols, cols] factor).
   constexpr int64_t kChunkRows = 256;
   int64_t chunksPerMatrix = (rows + kChunkRows - 1) / kChunkRows;
   int64_t chunks = count * chunksPerMatrix;
   std::vector<double> squares(chunks, 0), errors(chunks, 0);
-  auto quantizeChunk = [&](int64_t chunk, int *q, int *trial) {
+  // GPTQ's factor of the matrix being visited; empty: round to nearest.
+  std::vector<double> factor;
+  struct Scratch {
+    std::vector<int> q, trial;
+    std::vector<float> group;
+    std::vector<double> row;
+  };
+  auto quantizeChunk = [&](int64_t chunk, Scratch &s) {
     int64_t m = chunk / chunksPerMatrix;
     int64_t first = chunk % chunksPerMatrix * kChunkRows;
     uint8_t *codes = out.codes.data() + m * bytes;
+    bool feedback = !factor.empty();
     for (int64_t r = first; r < std::min(rows, first + kChunkRows); ++r) {
       const float *row = values + (m * rows + r) * cols;
+      // GPTQ: each column's rounding error is spread over the columns not
+      // yet quantized, weighted by the inverse Hessian, so the row's output
+      // error on the calibration inputs, not its own error, is minimised.
+      if (feedback) {
+        s.row.assign(row, row + cols);
+      }
       for (int64_t g = 0; g < groups; ++g) {
         int64_t begin = g * group, n = std::min(group, cols - begin);
         const float *w = row + begin;
-        AffineFit fit;
-        if (asymmetric) {
-          fit = format == PackedFormat::Sign1
-                    ? quantizeAffineSignGroup(w, n, q)
-                    : quantizeAffineIntGroup(w, n, bits, q, trial);
-        } else {
-          fit.scale = format == PackedFormat::Sign1
-                          ? quantizeSignGroup(w, n, q)
-                          : quantizeIntGroup(w, n, bits, q, trial);
-          fit.offset = 0;
+        if (feedback) {
+          // The group's fit from its values after the earlier groups'
+          // feedback (GPTQ with groups), then its codes column by column.
+          for (int64_t i = 0; i < n; ++i) {
+            s.group[i] = static_cast<float>(s.row[begin + i]);
+          }
         }
-        auto stored = [&](double value) {
-          float v = static_cast<float>(value);
-          return halfScales ? ::moe::frontend::halfToFloat(
-                                  ::moe::frontend::floatToHalf(v))
-                            : v;
-        };
+        AffineFit fit = fitGroup(feedback ? s.group.data() : w, n, format, bits,
+                                 asymmetric, s.q.data(), s.trial.data());
         float scale = stored(fit.scale), offset = stored(fit.offset);
         out.scales[(m * rows + r) * groups + g] = scale;
         if (asymmetric) {
           out.offsets[(m * rows + r) * groups + g] = offset;
         }
+        for (int64_t i = 0; feedback && i < n; ++i) {
+          int64_t j = begin + i;
+          s.q[i] = codeOf(s.row[j], {scale, offset}, format, bits);
+          double error =
+              (s.row[j] - (static_cast<double>(scale) * s.q[i] + offset)) /
+              factor[j * cols + j];
+          for (int64_t k = j + 1; k < cols; ++k) {
+            s.row[k] -= error * factor[j * cols + k];
+          }
+        }
         for (int64_t i = 0; i < n; ++i) {
-          double e = w[i] - (static_cast<double>(scale) * q[i] + offset);
+          double e = w[i] - (static_cast<double>(scale) * s.q[i] + offset);
           squares[chunk] += static_cast<double>(w[i]) * w[i];
           errors[chunk] += e * e;
           // Code i of the matrix: slot i % perByte of byte i / perByte,
           // from the most significant end; signs store 1 for +1.
           int64_t index = r * cols + begin + i;
-          unsigned raw = format == PackedFormat::Sign1
-                             ? (q[i] > 0 ? 1u : 0u)
-                             : static_cast<unsigned>(q[i]) & ((1u << bits) - 1);
+          unsigned raw =
+              format == PackedFormat::Sign1
+                  ? (s.q[i] > 0 ? 1u : 0u)
+                  : static_cast<unsigned>(s.q[i]) & ((1u << bits) - 1);
           int shift = (perByte - 1 - static_cast<int>(index % perByte)) * bits;
           codes[index / perByte] |= static_cast<uint8_t>(raw << shift);
         }
       }
     }
   };
-  std::atomic<int64_t> next{0};
-  auto worker = [&] {
-    std::vector<int> q(group), trial(group);
-    for (int64_t chunk = next++; chunk < chunks; chunk = next++) {
-      quantizeChunk(chunk, q.data(), trial.data());
+  auto runChunks = [&](int64_t begin, int64_t end) {
+    std::atomic<int64_t> next{begin};
+    auto worker = [&] {
+      Scratch s{std::vector<int>(group),
+                std::vector<int>(group),
+                std::vector<float>(group),
+                {}};
+      for (int64_t chunk = next++; chunk < end; chunk = next++) {
+        quantizeChunk(chunk, s);
+      }
+    };
+    int64_t threads = std::min<int64_t>(
+        end - begin, std::max(1u, std::thread::hardware_concurrency()));
+    std::vector<std::thread> pool;
+    for (int64_t t = 1; t < threads; ++t) {
+      pool.emplace_back(worker);
+    }
+    worker();
+    for (std::thread &thread : pool) {
+      thread.join();
     }
   };
-  int64_t threads = std::min<int64_t>(
-      chunks, std::max(1u, std::thread::hardware_concurrency()));
-  std::vector<std::thread> pool;
-  for (int64_t t = 1; t < threads; ++t) {
-    pool.emplace_back(worker);
-  }
-  worker();
-  for (std::thread &thread : pool) {
-    thread.join();
+  if (hessians) {
+    for (int64_t m = 0; m < count; ++m) {
+      factor = inverseHessianFactor(hessians + m * cols * cols, cols);
+      out.errorFeedback |= !factor.empty();
+      runChunks(m * chunksPerMatrix, (m + 1) * chunksPerMatrix);
+    }
+  } else {
+    runChunks(0, chunks);
   }
   for (int64_t chunk = 0; chunk < chunks; ++chunk) {
     out.sumSquares += squares[chunk];

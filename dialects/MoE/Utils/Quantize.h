@@ -27,6 +27,8 @@ struct QuantizedMatrices {
   std::vector<float> offsets;
   /// Sums over all elements of w^2 and (w - dequantized)^2.
   double sumSquares = 0, sumSquaredError = 0;
+  /// Codes chosen by GPTQ (for at least one matrix).
+  bool errorFeedback = false;
 };
 
 /// Quantizes `count` matrices of [rows, cols] (row-major, one after the
@@ -45,11 +47,19 @@ struct QuantizedMatrices {
 /// nearby spans are tried too), each candidate's scale and offset refitted
 /// by least squares; signs choose between two levels, the means of the
 /// values on either side of their midpoint.
-QuantizedMatrices quantizeMatrices(const float *values, int64_t count,
-                                   int64_t rows, int64_t cols,
-                                   PackedFormat format, int64_t group,
-                                   bool halfScales = false,
-                                   bool asymmetric = false);
+///
+/// `hessians`, when given, holds one [cols, cols] matrix per matrix (the
+/// sum of x x^T over the inputs x the matrix is multiplied with on a
+/// calibration text): codes are then chosen by GPTQ (Frantar et al.,
+/// 2022), column by column with each rounding error fed forward into the
+/// columns not yet quantized, which minimises the error of the matrix's
+/// outputs on those inputs rather than of the weights themselves. Each
+/// group's scale (and offset) is fitted as above to its values after the
+/// earlier groups' feedback.
+QuantizedMatrices
+quantizeMatrices(const float *values, int64_t count, int64_t rows, int64_t cols,
+                 PackedFormat format, int64_t group, bool halfScales = false,
+                 bool asymmetric = false, const float *hessians = nullptr);
 
 /// The codes of `count` [rows, cols] matrices, each in the default order
 /// (row-major, slots from the most significant end of a byte, or from the

@@ -2,6 +2,10 @@
 // chosen, four fusions. Checks the groups, not every op.
 // RUN: moe-opt %s --moe-lower-pipeline | FileCheck %s
 // RUN: moe-opt %s --moe-lower-pipeline --moe-cpu-kernel-pipeline | FileCheck %s --check-prefix=KERNELS
+// Without fusion (the float build of --quant-calibration), every op is
+// its own kernel, so each projection's input is some kernel's output.
+// RUN: moe-opt %s --moe-lower-pipeline="fuse=false" | FileCheck %s --check-prefix=UNFUSED
+// RUN: moe-opt %s --moe-lower-pipeline="fuse=false" --moe-cpu-kernel-pipeline | FileCheck %s --check-prefix=UNFUSED-KERNELS
 
 !cache = !moe.kv_cache<layers = 1, kv_heads = 2, head_dim = 8, element = f32>
 
@@ -14,6 +18,17 @@
 // CHECK: moe.expert_dispatch {{.+}} strategy(gather)
 // CHECK: moe.fused "projection_residual"
 // CHECK-NOT: moe.attention
+
+// UNFUSED-LABEL: func.func @decode
+// UNFUSED-NOT: moe.fused
+// UNFUSED: moe.rms_norm
+// UNFUSED: moe.linear
+// UNFUSED: moe.kv_cache_write
+// UNFUSED: moe.cached_attention
+// UNFUSED: moe.expert_dispatch {{.+}} strategy(gather)
+// UNFUSED-NOT: moe.fused
+// UNFUSED-KERNELS-COUNT-14: moe.kernel @
+// UNFUSED-KERNELS-NOT: moe.fused
 
 // KERNELS: module attributes {moe.arena_bytes = {{[0-9]+}} : i64, moe.prefill_chunk = 4 : i64, moe.weights_bytes = {{[0-9]+}} : i64}
 // KERNELS-COUNT-6: moe.kernel @

@@ -1,0 +1,362 @@
+//===- Calibrate.cpp - Input statistics for GPTQ quantization -------------===//
+
+#include "compiler/Driver/Calibrate.h"
+
+#include "compiler/Driver/Toolchain.h"
+#include "compiler/Driver/WeightWriter.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/IR/Builders.h"
+#include "llvm/ADT/StringExtras.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include "moert/text.h"
+
+#include <cmath>
+
+namespace mlir::moe {
+
+namespace fe = ::moe::frontend;
+
+std::string calibrationKey(WeightOp op) {
+  std::string key;
+  llvm::raw_string_ostream os(key);
+  os << op.getSourcesAttr();
+  if (Attribute rows = op.getRowsAttr()) {
+    os << " rows " << rows;
+  }
+  return key;
+}
+
+namespace {
+
+/// The float weight op behind `value`; null for a packed (dequantized)
+/// weight, which keeps its checkpoint codes and needs no statistics.
+WeightOp floatWeight(Value value) {
+  return value ? value.getDefiningOp<WeightOp>() : WeightOp();
+}
+
+/// The dump name of `value`, given to its defining op if it has none.
+std::string dumpName(Value value, int64_t &counter) {
+  auto result = cast<OpResult>(value);
+  Operation *op = result.getOwner();
+  Builder b(op->getContext());
+  SmallVector<Attribute> names(op->getNumResults(), b.getStringAttr(""));
+  if (auto existing = op->getAttrOfType<ArrayAttr>("moe.dump")) {
+    for (auto [i, name] : llvm::enumerate(existing)) {
+      names[i] = name;
+    }
+  }
+  unsigned index = result.getResultNumber();
+  StringRef name = cast<StringAttr>(names[index]).getValue();
+  if (!name.empty()) {
+    return name.str();
+  }
+  std::string fresh = "calibration" + std::to_string(counter++);
+  names[index] = b.getStringAttr(fresh);
+  op->setAttr("moe.dump", b.getArrayAttr(names));
+  return fresh;
+}
+
+/// Adds x x^T of `rows` rows of width n to the upper triangle of `h`.
+void addOuterProducts(const float *x, int64_t rows, int64_t n, float *h) {
+  for (int64_t t = 0; t < rows; ++t) {
+    const float *row = x + t * n;
+    for (int64_t i = 0; i < n; ++i) {
+      float xi = row[i];
+      float *out = h + i * n;
+      for (int64_t j = i; j < n; ++j) {
+        out[j] += xi * row[j];
+      }
+    }
+  }
+}
+
+/// Copies the upper triangle of each [n, n] matrix to its lower one.
+void mirrorUpper(std::vector<float> &h, int64_t n) {
+  for (size_t m = 0; m < h.size() / (n * n); ++m) {
+    float *a = h.data() + m * n * n;
+    for (int64_t i = 0; i < n; ++i) {
+      for (int64_t j = 0; j < i; ++j) {
+        a[i * n + j] = a[j * n + i];
+      }
+    }
+  }
+}
+
+float activate(Activation activation, float x) {
+  switch (activation) {
+  case Activation::Silu:
+    return x / (1 + std::exp(-x));
+  case Activation::Gelu:
+    return 0.5f * x * (1 + std::erf(x / std::sqrt(2.0f)));
+  case Activation::GeluTanh:
+    return 0.5f * x *
+           (1 + std::tanh(0.7978845608f * (x + 0.044715f * x * x * x)));
+  case Activation::Relu:
+    return x > 0 ? x : 0;
+  }
+  return x;
+}
+
+/// The dumped rows of `name`: `tokens` rows of `width` values.
+FailureOr<std::vector<char>> readDump(const std::string &dir,
+                                      const std::string &name,
+                                      const char *suffix, int64_t tokens,
+                                      int64_t width) {
+  std::string path = dir + "/" + name + suffix;
+  auto buffer = llvm::MemoryBuffer::getFile(path);
+  int64_t expected = tokens * width * 4;
+  if (!buffer || static_cast<int64_t>((*buffer)->getBufferSize()) != expected) {
+    llvm::errs() << "moec: error: --quant-calibration: the float build's dump "
+                 << path << " "
+                 << (buffer
+                         ? "has " + std::to_string((*buffer)->getBufferSize()) +
+                               " bytes, expected " + std::to_string(expected)
+                         : "is missing: " + buffer.getError().message())
+                 << "\n";
+    return failure();
+  }
+  return std::vector<char>((*buffer)->getBufferStart(),
+                           (*buffer)->getBufferEnd());
+}
+
+} // namespace
+
+FailureOr<CalibrationPlan> planCalibration(ModuleOp module,
+                                           const fe::TensorSource &tensors) {
+  CalibrationPlan plan;
+  int64_t counter = 0;
+  llvm::DenseMap<Value, size_t> denseOf;
+  auto addDense = [&](Value input, WeightOp weight) {
+    if (!weight) {
+      return;
+    }
+    auto [it, inserted] = denseOf.try_emplace(input, plan.dense.size());
+    if (inserted) {
+      plan.dense.push_back({dumpName(input, counter), {}});
+    }
+    std::vector<std::string> &weights = plan.dense[it->second].weights;
+    std::string key = calibrationKey(weight);
+    if (!llvm::is_contained(weights, key)) {
+      weights.push_back(key);
+    }
+  };
+  LogicalResult result = success();
+  // The calibration runs prefill only (decode's ops are never run).
+  func::FuncOp prefill;
+  module.walk([&](func::FuncOp func) {
+    auto entry = func->getAttrOfType<StringAttr>("moe.entry");
+    if (entry && entry.getValue() == "prefill") {
+      prefill = func;
+    }
+  });
+  if (!prefill) {
+    return module.emitError("no prefill entry point to calibrate with");
+  }
+  prefill.walk([&](Operation *op) {
+    if (auto linear = dyn_cast<LinearOp>(op)) {
+      addDense(linear.getInput(), floatWeight(linear.getWeight()));
+    } else if (auto logits = dyn_cast<LogitsOp>(op)) {
+      addDense(logits.getInput(), floatWeight(logits.getWeight()));
+    } else if (auto dispatch = dyn_cast<ExpertDispatchOp>(op)) {
+      WeightOp gate = floatWeight(dispatch.getGate()),
+               up = floatWeight(dispatch.getUp()),
+               down = floatWeight(dispatch.getDown());
+      if (!up || !down || (dispatch.getGate() && !gate)) {
+        return; // packed experts stay as published
+      }
+      CalibrationPlan::Experts e;
+      e.input = dumpName(dispatch.getInput(), counter);
+      e.indices = dumpName(dispatch.getIndices(), counter);
+      ArrayRef<int64_t> shape =
+          cast<RankedTensorType>(dispatch.getUp().getType()).getShape();
+      e.experts = shape[0];
+      e.hidden = shape[1];
+      e.width = shape[2];
+      e.activation = dispatch.getActivation();
+      e.up = calibrationKey(up);
+      e.down = calibrationKey(down);
+      FailureOr<std::vector<float>> upValues = readWeightValues(up, tensors);
+      if (failed(upValues)) {
+        result = failure();
+        return;
+      }
+      e.upValues = std::move(*upValues);
+      if (gate) {
+        e.gate = calibrationKey(gate);
+        FailureOr<std::vector<float>> gateValues =
+            readWeightValues(gate, tensors);
+        if (failed(gateValues)) {
+          result = failure();
+          return;
+        }
+        e.gateValues = std::move(*gateValues);
+      }
+      plan.experts.push_back(std::move(e));
+    }
+  });
+  if (failed(result)) {
+    return failure();
+  }
+  return plan;
+}
+
+FailureOr<std::vector<int32_t>>
+calibrationTokens(const std::optional<std::string> &textBlob,
+                  const std::string &path, int64_t maxTokens) {
+  auto fail = [&](const llvm::Twine &message) {
+    llvm::errs() << "moec: error: --quant-calibration=" << path << ": "
+                 << message << "\n";
+    return failure();
+  };
+  if (!textBlob) {
+    return fail("the model has no tokenizer to encode the text with");
+  }
+  auto buffer = llvm::MemoryBuffer::getFile(path, /*IsText=*/true);
+  if (!buffer) {
+    return fail(buffer.getError().message());
+  }
+  moert_text_interface text;
+  char error[512] = "";
+  if (moert_text_interface_open(textBlob->data(), textBlob->size(), &text,
+                                error, sizeof(error)) != MOERT_STATUS_OK) {
+    return fail(llvm::Twine("the model's tokenizer does not load: ") + error);
+  }
+  llvm::StringRef content = (*buffer)->getBuffer();
+  moert_token_list ids = {};
+  moert_status_t status = moert_tokenizer_encode(
+      text.tokenizer, content.data(), content.size(), /*special=*/0, &ids);
+  std::vector<int32_t> tokens;
+  if (status == MOERT_STATUS_OK) {
+    size_t count = std::min<size_t>(ids.count, maxTokens);
+    tokens.assign(ids.ids, ids.ids + count);
+  }
+  moert_token_list_free(&ids);
+  moert_text_interface_close(&text);
+  if (status != MOERT_STATUS_OK) {
+    return fail("out of memory while encoding");
+  }
+  if (tokens.empty()) {
+    return fail("the text is empty");
+  }
+  return tokens;
+}
+
+FailureOr<CalibrationData> runCalibration(const std::string &exe,
+                                          const CalibrationPlan &plan,
+                                          const std::vector<int32_t> &tokens,
+                                          int64_t window,
+                                          const std::string &workDir) {
+  CalibrationData data;
+  std::string dumpDir = workDir + "/dump", logits = workDir + "/logits.f32";
+  // Per dense input, its width once known (from the first window's dump).
+  std::vector<int64_t> denseWidth(plan.dense.size(), 0);
+  for (size_t begin = 0; begin < tokens.size(); begin += window) {
+    size_t end = std::min(tokens.size(), begin + window);
+    int64_t count = static_cast<int64_t>(end - begin);
+    std::string ids;
+    for (size_t i = begin; i < end; ++i) {
+      ids += (i > begin ? "," : "") + std::to_string(tokens[i]);
+    }
+    if (llvm::Error err = runProgram({exe, "--tokens", ids, "--logits-out",
+                                      logits, "--dump-activations", dumpDir},
+                                     "run the calibration build")) {
+      llvm::errs() << "moec: error: --quant-calibration: "
+                   << llvm::toString(std::move(err)) << "\n";
+      return failure();
+    }
+    for (auto [d, dense] : llvm::enumerate(plan.dense)) {
+      if (denseWidth[d] == 0) {
+        uint64_t bytes = 0;
+        llvm::sys::fs::file_size(dumpDir + "/" + dense.dump + ".f32", bytes);
+        denseWidth[d] = static_cast<int64_t>(bytes) / 4 / count;
+      }
+      int64_t n = denseWidth[d];
+      FailureOr<std::vector<char>> x =
+          readDump(dumpDir, dense.dump, ".f32", count, n);
+      if (failed(x) || n == 0) {
+        return failure();
+      }
+      // Weights reading one input share its sums: add them once.
+      std::vector<float> &h = data.hessians[dense.weights.front()];
+      h.resize(n * n, 0);
+      addOuterProducts(reinterpret_cast<const float *>(x->data()), count, n,
+                       h.data());
+    }
+    for (const CalibrationPlan::Experts &e : plan.experts) {
+      FailureOr<std::vector<char>> xBytes =
+          readDump(dumpDir, e.input, ".f32", count, e.width);
+      if (failed(xBytes)) {
+        return failure();
+      }
+      uint64_t indexBytes = 0;
+      llvm::sys::fs::file_size(dumpDir + "/" + e.indices + ".i32", indexBytes);
+      int64_t k = static_cast<int64_t>(indexBytes) / 4 / count;
+      FailureOr<std::vector<char>> idxBytes =
+          readDump(dumpDir, e.indices, ".i32", count, k);
+      if (failed(idxBytes) || k == 0) {
+        return failure();
+      }
+      const float *x = reinterpret_cast<const float *>(xBytes->data());
+      const int32_t *idx = reinterpret_cast<const int32_t *>(idxBytes->data());
+      int64_t D = e.width, F = e.hidden;
+      std::vector<float> &hIn = data.hessians[e.up];
+      std::vector<float> &hDown = data.hessians[e.down];
+      hIn.resize(e.experts * D * D, 0);
+      hDown.resize(e.experts * F * F, 0);
+      std::vector<float> hidden(F);
+      for (int64_t t = 0; t < count; ++t) {
+        const float *row = x + t * D;
+        for (int64_t j = 0; j < k; ++j) {
+          int64_t expert = idx[t * k + j];
+          if (expert < 0 || expert >= e.experts) {
+            continue; // a dropped assignment (capacity rule)
+          }
+          addOuterProducts(row, 1, D, hIn.data() + expert * D * D);
+          for (int64_t f = 0; f < F; ++f) {
+            const float *u = e.upValues.data() + (expert * F + f) * D;
+            float up = 0, gate = 0;
+            for (int64_t i = 0; i < D; ++i) {
+              up += u[i] * row[i];
+            }
+            if (!e.gateValues.empty()) {
+              const float *g = e.gateValues.data() + (expert * F + f) * D;
+              for (int64_t i = 0; i < D; ++i) {
+                gate += g[i] * row[i];
+              }
+              hidden[f] = activate(e.activation, gate) * up;
+            } else {
+              hidden[f] = activate(e.activation, up);
+            }
+          }
+          addOuterProducts(hidden.data(), 1, F, hDown.data() + expert * F * F);
+        }
+      }
+    }
+    data.tokens += count;
+  }
+  // Weights sharing an input share its sums; then make each symmetric.
+  for (const CalibrationPlan::Dense &dense : plan.dense) {
+    std::vector<float> &h = data.hessians[dense.weights.front()];
+    int64_t n = static_cast<int64_t>(std::lround(std::sqrt(h.size())));
+    mirrorUpper(h, n);
+    for (size_t i = 1; i < dense.weights.size(); ++i) {
+      data.hessians[dense.weights[i]] = h;
+    }
+  }
+  for (const CalibrationPlan::Experts &e : plan.experts) {
+    mirrorUpper(data.hessians[e.up], e.width);
+    mirrorUpper(data.hessians[e.down], e.hidden);
+    if (!e.gate.empty()) {
+      data.hessians[e.gate] = data.hessians[e.up];
+    }
+  }
+  llvm::sys::fs::remove_directories(dumpDir);
+  llvm::sys::fs::remove(logits);
+  return data;
+}
+
+} // namespace mlir::moe
