@@ -10,11 +10,16 @@
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/ThreadPool.h"
+#include "llvm/Support/Threading.h"
 #include "llvm/Support/raw_ostream.h"
 
 #include "moert/text.h"
 
+#include <algorithm>
+#include <chrono>
 #include <cmath>
+#include <functional>
 
 namespace mlir::moe {
 
@@ -123,6 +128,20 @@ FailureOr<std::vector<char>> readDump(const std::string &dir,
                            (*buffer)->getBufferEnd());
 }
 
+/// Experts' [E, F, D] weights as [E, D, F].
+std::vector<float> transposeExperts(const std::vector<float> &w, int64_t E,
+                                    int64_t F, int64_t D) {
+  std::vector<float> out(w.size());
+  for (int64_t e = 0; e < E; ++e) {
+    for (int64_t f = 0; f < F; ++f) {
+      for (int64_t i = 0; i < D; ++i) {
+        out[(e * D + i) * F + f] = w[(e * F + f) * D + i];
+      }
+    }
+  }
+  return out;
+}
+
 } // namespace
 
 FailureOr<CalibrationPlan> planCalibration(ModuleOp module,
@@ -184,7 +203,7 @@ FailureOr<CalibrationPlan> planCalibration(ModuleOp module,
         result = failure();
         return;
       }
-      e.upValues = std::move(*upValues);
+      e.upValues = transposeExperts(*upValues, e.experts, e.hidden, e.width);
       if (gate) {
         e.gate = calibrationKey(gate);
         FailureOr<std::vector<float>> gateValues =
@@ -193,7 +212,8 @@ FailureOr<CalibrationPlan> planCalibration(ModuleOp module,
           result = failure();
           return;
         }
-        e.gateValues = std::move(*gateValues);
+        e.gateValues =
+            transposeExperts(*gateValues, e.experts, e.hidden, e.width);
       }
       plan.experts.push_back(std::move(e));
     }
@@ -261,6 +281,7 @@ FailureOr<CalibrationData> runCalibration(const std::string &exe,
     for (size_t i = begin; i < end; ++i) {
       ids += (i > begin ? "," : "") + std::to_string(tokens[i]);
     }
+    auto runStart = std::chrono::steady_clock::now();
     if (llvm::Error err = runProgram({exe, "--tokens", ids, "--logits-out",
                                       logits, "--dump-activations", dumpDir},
                                      "run the calibration build")) {
@@ -268,6 +289,26 @@ FailureOr<CalibrationData> runCalibration(const std::string &exe,
                    << llvm::toString(std::move(err)) << "\n";
       return failure();
     }
+    auto sumStart = std::chrono::steady_clock::now();
+    data.runSeconds +=
+        std::chrono::duration<double>(sumStart - runStart).count();
+    // Read every dump, then sum on every core: one job per shared input
+    // and one per expert, each adding to its own matrices only. Jobs add
+    // in token order, so the sums do not depend on the number of threads.
+    std::vector<std::vector<char>> inputs;
+    std::vector<std::function<void()>> jobs;
+    llvm::DenseMap<std::vector<float> *, size_t> jobOf;
+    auto read = [&](const std::string &name, const char *suffix,
+                    int64_t width) -> const char * {
+      FailureOr<std::vector<char>> bytes =
+          readDump(dumpDir, name, suffix, count, width);
+      if (failed(bytes) || width == 0) {
+        return nullptr;
+      }
+      inputs.push_back(std::move(*bytes));
+      return inputs.back().data();
+    };
+    inputs.reserve(plan.dense.size() + 2 * plan.experts.size());
     for (auto [d, dense] : llvm::enumerate(plan.dense)) {
       if (denseWidth[d] == 0) {
         uint64_t bytes = 0;
@@ -275,67 +316,97 @@ FailureOr<CalibrationData> runCalibration(const std::string &exe,
         denseWidth[d] = static_cast<int64_t>(bytes) / 4 / count;
       }
       int64_t n = denseWidth[d];
-      FailureOr<std::vector<char>> x =
-          readDump(dumpDir, dense.dump, ".f32", count, n);
-      if (failed(x) || n == 0) {
+      const char *x = read(dense.dump, ".f32", n);
+      if (!x) {
         return failure();
       }
       // Weights reading one input share its sums: add them once.
       std::vector<float> &h = data.hessians[dense.weights.front()];
       h.resize(n * n, 0);
-      addOuterProducts(reinterpret_cast<const float *>(x->data()), count, n,
-                       h.data());
+      std::function<void()> job = [x, count, n, &h] {
+        addOuterProducts(reinterpret_cast<const float *>(x), count, n,
+                         h.data());
+      };
+      // A weight read with two inputs (shared across layers) gets one job.
+      auto [it, inserted] = jobOf.try_emplace(&h, jobs.size());
+      if (inserted) {
+        jobs.push_back(std::move(job));
+      } else {
+        jobs[it->second] = [first = std::move(jobs[it->second]),
+                            second = std::move(job)] {
+          first();
+          second();
+        };
+      }
     }
     for (const CalibrationPlan::Experts &e : plan.experts) {
-      FailureOr<std::vector<char>> xBytes =
-          readDump(dumpDir, e.input, ".f32", count, e.width);
-      if (failed(xBytes)) {
-        return failure();
-      }
       uint64_t indexBytes = 0;
       llvm::sys::fs::file_size(dumpDir + "/" + e.indices + ".i32", indexBytes);
       int64_t k = static_cast<int64_t>(indexBytes) / 4 / count;
-      FailureOr<std::vector<char>> idxBytes =
-          readDump(dumpDir, e.indices, ".i32", count, k);
-      if (failed(idxBytes) || k == 0) {
+      const char *xBytes = read(e.input, ".f32", e.width);
+      const char *idxBytes = read(e.indices, ".i32", k);
+      if (!xBytes || !idxBytes) {
         return failure();
       }
-      const float *x = reinterpret_cast<const float *>(xBytes->data());
-      const int32_t *idx = reinterpret_cast<const int32_t *>(idxBytes->data());
+      const float *x = reinterpret_cast<const float *>(xBytes);
+      const int32_t *idx = reinterpret_cast<const int32_t *>(idxBytes);
       int64_t D = e.width, F = e.hidden;
       std::vector<float> &hIn = data.hessians[e.up];
       std::vector<float> &hDown = data.hessians[e.down];
       hIn.resize(e.experts * D * D, 0);
       hDown.resize(e.experts * F * F, 0);
-      std::vector<float> hidden(F);
-      for (int64_t t = 0; t < count; ++t) {
-        const float *row = x + t * D;
-        for (int64_t j = 0; j < k; ++j) {
-          int64_t expert = idx[t * k + j];
-          if (expert < 0 || expert >= e.experts) {
-            continue; // a dropped assignment (capacity rule)
-          }
-          addOuterProducts(row, 1, D, hIn.data() + expert * D * D);
-          for (int64_t f = 0; f < F; ++f) {
-            const float *u = e.upValues.data() + (expert * F + f) * D;
-            float up = 0, gate = 0;
+      for (int64_t expert = 0; expert < e.experts; ++expert) {
+        jobs.push_back([=, &e, &hIn, &hDown] {
+          std::vector<float> hidden(F), up(F), gate(F);
+          for (int64_t t = 0; t < count; ++t) {
+            // An index outside [0, E) is a dropped assignment (capacity
+            // rule): it matches no expert.
+            if (std::find(idx + t * k, idx + (t + 1) * k, expert) ==
+                idx + (t + 1) * k) {
+              continue;
+            }
+            const float *row = x + t * D;
+            addOuterProducts(row, 1, D, hIn.data() + expert * D * D);
+            // hidden = act(gate x) * (up x), as sums of the weights' rows
+            // (stored [D, F]) scaled by x's elements: contiguous, and
+            // vectorised without reordering any sum.
+            const float *u = e.upValues.data() + expert * D * F;
+            const float *g = e.gateValues.empty()
+                                 ? nullptr
+                                 : e.gateValues.data() + expert * D * F;
+            std::fill(up.begin(), up.end(), 0.0f);
+            std::fill(gate.begin(), gate.end(), 0.0f);
             for (int64_t i = 0; i < D; ++i) {
-              up += u[i] * row[i];
-            }
-            if (!e.gateValues.empty()) {
-              const float *g = e.gateValues.data() + (expert * F + f) * D;
-              for (int64_t i = 0; i < D; ++i) {
-                gate += g[i] * row[i];
+              float xi = row[i];
+              for (int64_t f = 0; f < F; ++f) {
+                up[f] += xi * u[i * F + f];
               }
-              hidden[f] = activate(e.activation, gate) * up;
-            } else {
-              hidden[f] = activate(e.activation, up);
+              for (int64_t f = 0; g && f < F; ++f) {
+                gate[f] += xi * g[i * F + f];
+              }
             }
+            for (int64_t f = 0; f < F; ++f) {
+              hidden[f] = g ? activate(e.activation, gate[f]) * up[f]
+                            : activate(e.activation, up[f]);
+            }
+            addOuterProducts(hidden.data(), 1, F,
+                             hDown.data() + expert * F * F);
           }
-          addOuterProducts(hidden.data(), 1, F, hDown.data() + expert * F * F);
-        }
+        });
       }
     }
+    {
+      // Joined before the function returns: the kernel compiler forks
+      // later, which is only safe without other threads.
+      llvm::DefaultThreadPool pool(llvm::hardware_concurrency());
+      for (std::function<void()> &job : jobs) {
+        pool.async(job);
+      }
+      pool.wait();
+    }
+    data.sumSeconds += std::chrono::duration<double>(
+                           std::chrono::steady_clock::now() - sumStart)
+                           .count();
     data.tokens += count;
   }
   // Weights sharing an input share its sums; then make each symmetric.

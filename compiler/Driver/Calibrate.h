@@ -35,6 +35,8 @@ struct CalibrationData {
   llvm::StringMap<std::vector<float>> hessians;
   /// Tokens run through the model.
   int64_t tokens = 0;
+  /// Seconds spent running the float build and summing its dumps.
+  double runSeconds = 0, sumSeconds = 0;
 };
 
 /// The key of the tensor a weight op stands for: its checkpoint names and
@@ -52,7 +54,8 @@ struct CalibrationPlan {
     std::string gate, up, down; // weight keys; `gate` empty when absent
     Activation activation = Activation::Silu;
     int64_t experts = 0, hidden = 0, width = 0;
-    /// The f32 gate and up weights [E, F, D], to recompute down's inputs.
+    /// The f32 gate and up weights as [E, D, F], to recompute down's
+    /// inputs.
     std::vector<float> gateValues, upValues;
   };
   std::vector<Dense> dense;

@@ -414,6 +414,7 @@ static std::optional<CalibrationData> calibrate(const DriverOptions &options,
     return std::nullopt;
   }
   CalibrationPlan plan;
+  Clock::time_point buildStart = Clock::now();
   DriverOptions build = options;
   build.quant.clear();
   build.quantPolicy.clear();
@@ -430,6 +431,7 @@ static std::optional<CalibrationData> calibrate(const DriverOptions &options,
                     "the model failed (above)\n";
     return std::nullopt;
   }
+  double buildSeconds = secondsSince(buildStart);
   // Windows no longer than the context (the float build's limit) and
   // short enough to keep each run's dumps small.
   int64_t window = std::min<int64_t>(512, loaded.description.contextLength > 0
@@ -443,8 +445,9 @@ static std::optional<CalibrationData> calibrate(const DriverOptions &options,
   if (options.verbose) {
     llvm::errs() << llvm::formatv(
         "moec: calibration: {0} tokens of {1} through a float build in "
-        "{2:f1} s\n",
-        data->tokens, options.quantCalibration, secondsSince(start));
+        "{2:f1} s (build {3:f1} s, runs {4:f1} s, sums {5:f1} s)\n",
+        data->tokens, options.quantCalibration, secondsSince(start),
+        buildSeconds, data->runSeconds, data->sumSeconds);
   }
   return std::move(*data);
 }

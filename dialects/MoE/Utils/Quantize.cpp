@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <functional>
 #include <thread>
 #include <vector>
 
@@ -213,91 +214,119 @@ int codeOf(double w, AffineFit fit, PackedFormat format, int bits) {
                                      static_cast<long>(qmax)));
 }
 
-/// Lower Cholesky factor of the symmetric [n, n] `a` in place (the upper
-/// triangle is left as it was); false when `a` is not positive definite.
-bool choleskyInPlace(std::vector<double> &a, int64_t n) {
-  for (int64_t j = 0; j < n; ++j) {
-    double d = a[j * n + j];
-    for (int64_t k = 0; k < j; ++k) {
-      d -= a[j * n + k] * a[j * n + k];
+/// Sum of x[i] * y[i]: four partial sums, which the compiler keeps in
+/// vector registers (one sum would be a chain of dependent adds).
+double dot(const double *x, const double *y, int64_t n) {
+  double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    s0 += x[i] * y[i];
+    s1 += x[i + 1] * y[i + 1];
+    s2 += x[i + 2] * y[i + 2];
+    s3 += x[i + 3] * y[i + 3];
+  }
+  for (; i < n; ++i) {
+    s0 += x[i] * y[i];
+  }
+  return (s0 + s1) + (s2 + s3);
+}
+
+/// Lower Cholesky factor of the symmetric [n, n] `a` in place, row by row
+/// (each entry a dot product of two rows); the upper triangle is left as
+/// it was. False when `a` is not positive definite.
+bool choleskyLower(std::vector<double> &a, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    double *ri = a.data() + i * n;
+    for (int64_t j = 0; j < i; ++j) {
+      const double *rj = a.data() + j * n;
+      ri[j] = (ri[j] - dot(ri, rj, j)) / rj[j];
     }
+    double d = ri[i] - dot(ri, ri, i);
     if (!(d > 0)) {
       return false;
     }
-    d = std::sqrt(d);
-    a[j * n + j] = d;
-    for (int64_t i = j + 1; i < n; ++i) {
-      double s = a[i * n + j];
-      for (int64_t k = 0; k < j; ++k) {
-        s -= a[i * n + k] * a[j * n + k];
-      }
-      a[i * n + j] = s / d;
-    }
+    ri[i] = std::sqrt(d);
   }
   return true;
 }
 
 /// U, upper triangular with U^T U = (H + lambda I)^-1, row-major [n, n]:
 /// what GPTQ's column-by-column error feedback reads; empty when it cannot
-/// be computed. lambda is 1% of H's
-/// mean diagonal (GPTQ's damping), grown tenfold while H + lambda I is not
-/// positive definite; an input never seen (a zero diagonal) counts as 1.
+/// be computed. lambda is 1% of H's mean diagonal (GPTQ's damping), grown
+/// tenfold while H + lambda I is not positive definite; an input never
+/// seen (a zero diagonal) counts as 1.
+///
+/// One factorisation: with J reversing the order of rows and columns,
+/// J (H + lambda I) J = M M^T gives (H + lambda I)^-1 = J M^-T M^-1 J =
+/// U^T U for U = J M^-1 J, upper triangular. (Inverting H and factoring
+/// the inverse, as GPTQ's code does, took 5x longer.)
 std::vector<double> inverseHessianFactor(const float *h, int64_t n) {
   double meanDiagonal = 0;
   for (int64_t i = 0; i < n; ++i) {
     meanDiagonal += h[i * n + i];
   }
   meanDiagonal = meanDiagonal > 0 ? meanDiagonal / static_cast<double>(n) : 1;
-  std::vector<double> l(n * n);
+  std::vector<double> m(n * n);
   for (double damp = 0.01;; damp *= 10) {
-    for (int64_t i = 0; i < n * n; ++i) {
-      l[i] = h[i];
+    if (!std::isfinite(damp * meanDiagonal)) {
+      return {};
     }
     for (int64_t i = 0; i < n; ++i) {
-      if (!(l[i * n + i] > 0)) {
-        l[i * n + i] = 1;
+      for (int64_t j = 0; j < n; ++j) {
+        m[i * n + j] = h[(n - 1 - i) * n + (n - 1 - j)];
       }
-      l[i * n + i] += damp * meanDiagonal;
+      double &d = m[i * n + i];
+      d = (d > 0 ? d : 1) + damp * meanDiagonal;
     }
-    if (choleskyInPlace(l, n)) {
+    if (choleskyLower(m, n)) {
       break;
     }
   }
-  // L^-1 (lower), then (H + lambda I)^-1 = L^-T L^-1.
-  std::vector<double> inv(n * n, 0);
-  for (int64_t j = 0; j < n; ++j) {
-    inv[j * n + j] = 1 / l[j * n + j];
-    for (int64_t i = j + 1; i < n; ++i) {
-      double s = 0;
-      for (int64_t k = j; k < i; ++k) {
-        s += l[i * n + k] * inv[k * n + j];
-      }
-      inv[i * n + j] = -s / l[i * n + i];
-    }
-  }
-  std::vector<double> a(n * n);
+  // X = M^-1, row by row: row i is (e_i - sum_{k<i} M[i][k] X[k]) / M[i][i].
+  std::vector<double> x(n * n, 0);
   for (int64_t i = 0; i < n; ++i) {
-    for (int64_t j = 0; j <= i; ++j) {
-      double s = 0;
-      for (int64_t k = i; k < n; ++k) {
-        s += inv[k * n + i] * inv[k * n + j];
+    double *xi = x.data() + i * n;
+    const double *mi = m.data() + i * n;
+    xi[i] = 1;
+    for (int64_t k = 0; k < i; ++k) {
+      const double *xk = x.data() + k * n;
+      double f = mi[k];
+      for (int64_t c = 0; c <= k; ++c) {
+        xi[c] -= f * xk[c];
       }
-      a[i * n + j] = a[j * n + i] = s;
     }
-  }
-  // Its lower factor M (M M^T = A); U = M^T. The inverse of a positive
-  // definite matrix is one, but rounding may say otherwise for an
-  // ill-conditioned H: then no factor, and the codes are rounded to nearest.
-  if (!choleskyInPlace(a, n)) {
-    return {};
+    for (int64_t c = 0; c <= i; ++c) {
+      xi[c] /= mi[i];
+    }
   }
   std::vector<double> u(n * n, 0);
-  for (int64_t i = 0; i < n; ++i) {
-    for (int64_t j = 0; j <= i; ++j) {
-      u[j * n + i] = a[i * n + j];
+  for (int64_t a = 0; a < n; ++a) {
+    for (int64_t b = a; b < n; ++b) {
+      u[a * n + b] = x[(n - 1 - a) * n + (n - 1 - b)];
     }
   }
   return u;
+}
+
+/// Runs `body(i)` for i in [0, n) on every core; returns when all are done
+/// (no thread outlives the call).
+void parallelFor(int64_t n, const std::function<void(int64_t)> &body) {
+  std::atomic<int64_t> next{0};
+  auto worker = [&] {
+    for (int64_t i = next++; i < n; i = next++) {
+      body(i);
+    }
+  };
+  int64_t threads =
+      std::min<int64_t>(n, std::max(1u, std::thread::hardware_concurrency()));
+  std::vector<std::thread> pool;
+  for (int64_t t = 1; t < threads; ++t) {
+    pool.emplace_back(worker);
+  }
+  worker();
+  for (std::thread &thread : pool) {
+    thread.join();
+  }
 }
 
 } // namespace
@@ -328,106 +357,122 @@ QuantizedMatrices quantizeMatrices(const float *values, int64_t count,
   // chunk starts at a multiple of 8 rows, so at a whole byte of codes: no
   // two chunks write one byte. Each chunk sums its own errors and the sums
   // are added in chunk order, so the report does not depend on the number
-  // of threads. With Hessians, the matrices are visited one at a time
-  // (each needs its own [cols, cols] factor).
+  // of threads. With Hessians, matrices are visited a core's worth at a
+  // time: their [cols, cols] factors in parallel, then their chunks.
   constexpr int64_t kChunkRows = 256;
   int64_t chunksPerMatrix = (rows + kChunkRows - 1) / kChunkRows;
   int64_t chunks = count * chunksPerMatrix;
   std::vector<double> squares(chunks, 0), errors(chunks, 0);
-  // GPTQ's factor of the matrix being visited; empty: round to nearest.
-  std::vector<double> factor;
   struct Scratch {
-    std::vector<int> q, trial;
+    std::vector<int> q, trial, codes;
     std::vector<float> group;
     std::vector<double> row;
+    std::vector<AffineFit> fits;
   };
-  auto quantizeChunk = [&](int64_t chunk, Scratch &s) {
+  // The fit of group g of `w` (a row), its scale and offset rounded as
+  // stored, and its codes into s.codes.
+  auto fitStored = [&](const float *w, int64_t g, Scratch &s) {
+    int64_t begin = g * group, n = std::min(group, cols - begin);
+    AffineFit fit = fitGroup(w + begin, n, format, bits, asymmetric,
+                             s.codes.data() + begin, s.trial.data());
+    s.fits[g] = {stored(fit.scale), stored(fit.offset)};
+  };
+  // GPTQ on one row: its columns in order, each rounded with its group's
+  // fit and its error spread over the columns not yet rounded, weighted by
+  // the inverse Hessian, so that the row's output error on the calibration
+  // inputs, not its own error, is minimised. A group is fitted to its
+  // weights after the earlier groups' feedback. (GPTQ's act-order, columns
+  // by decreasing input energy with every group fitted first, measured
+  // worse on the bundled model: see docs/quantization.md.)
+  auto feedBack = [&](const float *row, const std::vector<double> &factor,
+                      Scratch &s) {
+    s.row.assign(row, row + cols);
+    for (int64_t j = 0; j < cols; ++j) {
+      int64_t g = j / group;
+      if (j % group == 0) {
+        int64_t n = std::min(group, cols - j);
+        for (int64_t i = 0; i < n; ++i) {
+          s.group[i] = static_cast<float>(s.row[j + i]);
+        }
+        AffineFit fit = fitGroup(s.group.data(), n, format, bits, asymmetric,
+                                 s.q.data(), s.trial.data());
+        s.fits[g] = {stored(fit.scale), stored(fit.offset)};
+      }
+      AffineFit fit = s.fits[g];
+      s.codes[j] = codeOf(s.row[j], fit, format, bits);
+      double error = (s.row[j] - (fit.scale * s.codes[j] + fit.offset)) /
+                     factor[j * cols + j];
+      for (int64_t k = j + 1; k < cols; ++k) {
+        s.row[k] -= error * factor[j * cols + k];
+      }
+    }
+  };
+  // `factor`: GPTQ's for the chunk's matrix; empty: round to nearest.
+  auto quantizeChunk = [&](int64_t chunk, const std::vector<double> &factor) {
+    Scratch s{std::vector<int>(group),
+              std::vector<int>(group),
+              std::vector<int>(cols),
+              std::vector<float>(group),
+              {},
+              std::vector<AffineFit>(groups)};
     int64_t m = chunk / chunksPerMatrix;
     int64_t first = chunk % chunksPerMatrix * kChunkRows;
     uint8_t *codes = out.codes.data() + m * bytes;
-    bool feedback = !factor.empty();
     for (int64_t r = first; r < std::min(rows, first + kChunkRows); ++r) {
       const float *row = values + (m * rows + r) * cols;
-      // GPTQ: each column's rounding error is spread over the columns not
-      // yet quantized, weighted by the inverse Hessian, so the row's output
-      // error on the calibration inputs, not its own error, is minimised.
-      if (feedback) {
-        s.row.assign(row, row + cols);
+      if (!factor.empty()) {
+        feedBack(row, factor, s);
+      } else {
+        for (int64_t g = 0; g < groups; ++g) {
+          fitStored(row, g, s);
+        }
       }
       for (int64_t g = 0; g < groups; ++g) {
-        int64_t begin = g * group, n = std::min(group, cols - begin);
-        const float *w = row + begin;
-        if (feedback) {
-          // The group's fit from its values after the earlier groups'
-          // feedback (GPTQ with groups), then its codes column by column.
-          for (int64_t i = 0; i < n; ++i) {
-            s.group[i] = static_cast<float>(s.row[begin + i]);
-          }
-        }
-        AffineFit fit = fitGroup(feedback ? s.group.data() : w, n, format, bits,
-                                 asymmetric, s.q.data(), s.trial.data());
-        float scale = stored(fit.scale), offset = stored(fit.offset);
+        float scale = static_cast<float>(s.fits[g].scale),
+              offset = static_cast<float>(s.fits[g].offset);
         out.scales[(m * rows + r) * groups + g] = scale;
         if (asymmetric) {
           out.offsets[(m * rows + r) * groups + g] = offset;
         }
-        for (int64_t i = 0; feedback && i < n; ++i) {
-          int64_t j = begin + i;
-          s.q[i] = codeOf(s.row[j], {scale, offset}, format, bits);
-          double error =
-              (s.row[j] - (static_cast<double>(scale) * s.q[i] + offset)) /
-              factor[j * cols + j];
-          for (int64_t k = j + 1; k < cols; ++k) {
-            s.row[k] -= error * factor[j * cols + k];
-          }
-        }
-        for (int64_t i = 0; i < n; ++i) {
-          double e = w[i] - (static_cast<double>(scale) * s.q[i] + offset);
-          squares[chunk] += static_cast<double>(w[i]) * w[i];
-          errors[chunk] += e * e;
-          // Code i of the matrix: slot i % perByte of byte i / perByte,
-          // from the most significant end; signs store 1 for +1.
-          int64_t index = r * cols + begin + i;
-          unsigned raw =
-              format == PackedFormat::Sign1
-                  ? (s.q[i] > 0 ? 1u : 0u)
-                  : static_cast<unsigned>(s.q[i]) & ((1u << bits) - 1);
-          int shift = (perByte - 1 - static_cast<int>(index % perByte)) * bits;
-          codes[index / perByte] |= static_cast<uint8_t>(raw << shift);
-        }
+      }
+      for (int64_t c = 0; c < cols; ++c) {
+        const AffineFit &fit = s.fits[c / group];
+        double e = row[c] - (static_cast<float>(fit.scale) *
+                                 static_cast<double>(s.codes[c]) +
+                             static_cast<float>(fit.offset));
+        squares[chunk] += static_cast<double>(row[c]) * row[c];
+        errors[chunk] += e * e;
+        // Code c of the row: slot c % perByte of byte c / perByte of the
+        // matrix, from the most significant end; signs store 1 for +1.
+        int64_t index = r * cols + c;
+        unsigned raw =
+            format == PackedFormat::Sign1
+                ? (s.codes[c] > 0 ? 1u : 0u)
+                : static_cast<unsigned>(s.codes[c]) & ((1u << bits) - 1);
+        int shift = (perByte - 1 - static_cast<int>(index % perByte)) * bits;
+        codes[index / perByte] |= static_cast<uint8_t>(raw << shift);
       }
     }
   };
-  auto runChunks = [&](int64_t begin, int64_t end) {
-    std::atomic<int64_t> next{begin};
-    auto worker = [&] {
-      Scratch s{std::vector<int>(group),
-                std::vector<int>(group),
-                std::vector<float>(group),
-                {}};
-      for (int64_t chunk = next++; chunk < end; chunk = next++) {
-        quantizeChunk(chunk, s);
+  int64_t batch =
+      hessians ? std::max<int64_t>(1, std::thread::hardware_concurrency())
+               : count;
+  std::vector<std::vector<double>> factors;
+  for (int64_t first = 0; first < count; first += batch) {
+    int64_t n = std::min(batch, count - first);
+    factors.assign(n, {});
+    if (hessians) {
+      parallelFor(n, [&](int64_t i) {
+        factors[i] =
+            inverseHessianFactor(hessians + (first + i) * cols * cols, cols);
+      });
+      for (const std::vector<double> &factor : factors) {
+        out.errorFeedback |= !factor.empty();
       }
-    };
-    int64_t threads = std::min<int64_t>(
-        end - begin, std::max(1u, std::thread::hardware_concurrency()));
-    std::vector<std::thread> pool;
-    for (int64_t t = 1; t < threads; ++t) {
-      pool.emplace_back(worker);
     }
-    worker();
-    for (std::thread &thread : pool) {
-      thread.join();
-    }
-  };
-  if (hessians) {
-    for (int64_t m = 0; m < count; ++m) {
-      factor = inverseHessianFactor(hessians + m * cols * cols, cols);
-      out.errorFeedback |= !factor.empty();
-      runChunks(m * chunksPerMatrix, (m + 1) * chunksPerMatrix);
-    }
-  } else {
-    runChunks(0, chunks);
+    parallelFor(n * chunksPerMatrix, [&](int64_t i) {
+      quantizeChunk(first * chunksPerMatrix + i, factors[i / chunksPerMatrix]);
+    });
   }
   for (int64_t chunk = 0; chunk < chunks; ++chunk) {
     out.sumSquares += squares[chunk];
