@@ -258,6 +258,18 @@ def bad_compile_flag(work, good, name):
     return compile_cmd(good, work, name, "--quant=q5")
 
 
+def calibration_missing_text(work, good, name):
+    return compile_cmd(good, work, name, "--quant=q4a",
+                       "--quant-calibration=" + os.path.join(work, "nope.txt"))
+
+
+def calibration_without_quant(work, good, name):
+    path = os.path.join(work, name + ".txt")
+    with open(path, "w") as f:
+        f.write("the quick brown fox jumps over the lazy dog.\n")
+    return compile_cmd(good, work, name, "--quant-calibration=" + path)
+
+
 def run_exe(*args):
     def make(work, good, name):
         return ["EXE", *[a(work) if callable(a) else a for a in args]], []
@@ -339,6 +351,11 @@ CASES = [
          huge_description_dim),
     Case("bad-compile-flag", "--quant names no precision",
          [r"--quant: 'q5': expected q8, q4, q2, q1, q8a, q4a, q2a, q1a, mixed or none"], bad_compile_flag),
+    Case("calibration-missing-text", "--quant-calibration names a file that is not there",
+         [r"--quant-calibration=.*nope\.txt: [Nn]o such file or directory"], calibration_missing_text),
+    Case("calibration-without-quant", "--quant-calibration with nothing to quantize",
+         [r"--quant-calibration=.*\.txt: nothing is quantized; add --quant or --quant-policy"],
+         calibration_without_quant),
     # The compiled executable.
     Case("prompt-past-context", "a prompt longer than the context",
          [r"-f .*long-prompt\.txt: the prompt is \d+ tokens and the context holds 256"], run_exe("-f", long_prompt_file, "-n", "1"),
