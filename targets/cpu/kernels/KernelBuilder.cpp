@@ -148,6 +148,12 @@ private:
     std::optional<WeightLayout> layout = storage(weightArg).first;
     return layout == WeightLayout::Transposed || layout == WeightLayout::Panels;
   }
+  /// Whether the group scales of `d`, and its offsets if any, are stored
+  /// transposed, as transposed or dot-blocked codes with groups read them.
+  bool groupParamsTransposed(DequantizeOp d) {
+    return transposed(d.getScale()) &&
+           (!d.getOffset() || transposed(d.getOffset()));
+  }
   void record(Operation *op, const OpFuncs &funcs, unsigned firstResult = 0) {
     for (size_t i = 0; i < funcs.values.size(); ++i) {
       Value result = op->getResult(firstResult + i);
@@ -210,9 +216,7 @@ FailureOr<PackedWeight> Builder::packedWeight(Operation *user, Value weight) {
   ArrayRef<int64_t> shape = d.getResult().getType().getShape();
   packed.rows = static_cast<int>(shape[shape.size() - 2]);
   packed.cols = static_cast<int>(shape.back());
-  if (packed.layout.group > 0 &&
-      (!transposed(d.getScale()) ||
-       (d.getOffset() && !transposed(d.getOffset())))) {
+  if (packed.layout.group > 0 && !groupParamsTransposed(d)) {
     return user->emitOpError("cannot be compiled for the CPU target: "
                              "int8_activations reads group scales and "
                              "offsets stored transposed (moe.layout)");
@@ -258,8 +262,7 @@ LogicalResult Builder::buildOp(Operation *op) {
       .Case<DequantizeOp>([&](DequantizeOp d) -> LogicalResult {
         PackedCodes codes = packedCodes(d);
         if ((codes.transposed || codes.dot) && codes.group > 0 &&
-            (!transposed(d.getScale()) ||
-             (d.getOffset() && !transposed(d.getOffset())))) {
+            !groupParamsTransposed(d)) {
           return unsupported("transposed codes whose group scales or "
                              "offsets are not stored transposed (moe.layout)");
         }

@@ -471,6 +471,45 @@ TEST(CpuKernels, DequantizeTransposedCodesInRuns) {
   }
 }
 
+/// Transposed codes with groups read their scales, and offsets, in stored
+/// [E, G, N] order: a kernel whose scales or offsets are not marked stored
+/// so is refused with an error naming moe.layout, never built wrong.
+TEST(CpuKernels, TransposedGroupCodesNeedTransposedScalesAndOffsets) {
+  const char *transposedLayout =
+      " {moe.layout = #moe.weight_layout<transposed>}";
+  for (bool offsetOnly : {false, true}) {
+    std::string scaleLayout = offsetOnly ? transposedLayout : "";
+    std::string ir =
+        "moe.kernel @k(%c: tensor<1x30xui8>" + std::string(transposedLayout) +
+        ", %s: tensor<1x5x3xf32>" + scaleLayout +
+        ", %o: tensor<1x5x3xf32>) -> tensor<1x5x12xf32> {\n"
+        "  %0 = moe.dequantize %c, %s offset(%o) format(int4) cols(12) "
+        "group(5) transposed : tensor<1x30xui8>, tensor<1x5x3xf32>, "
+        "tensor<1x5x3xf32> -> tensor<1x5x12xf32>\n"
+        "  moe.yield %0 : tensor<1x5x12xf32>\n}\n";
+    DialectRegistry registry;
+    registerAllDialects(registry);
+    MLIRContext context(registry);
+    context.loadAllAvailableDialects();
+    OwningOpRef<ModuleOp> module = parseSourceString<ModuleOp>(ir, &context);
+    ASSERT_TRUE(module) << ir;
+    std::string message;
+    ScopedDiagnosticHandler handler(&context, [&](Diagnostic &diag) {
+      message += diag.str();
+      return success();
+    });
+    auto target = lookupTarget("host");
+    ASSERT_TRUE(bool(target));
+    EXPECT_TRUE(failed(
+        cpu::buildKernel(*module->getOps<KernelOp>().begin(), *target, {})))
+        << (offsetOnly ? "offsets" : "scales") << " not transposed";
+    EXPECT_NE(message.find("transposed codes whose group scales or offsets "
+                           "are not stored transposed (moe.layout)"),
+              std::string::npos)
+        << message;
+  }
+}
+
 /// moec --quant: the quantizer's codes and scales, read back by the
 /// kernels, give the weights whose error the quantizer reports, within the
 /// bound of the format; a projection of them matches the naive product at
