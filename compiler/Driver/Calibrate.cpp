@@ -65,6 +65,16 @@ std::string dumpName(Value value, int64_t &counter) {
   return fresh;
 }
 
+/// Values per token of `value` ([T, ...]): the product of its other dims.
+int64_t valuesPerToken(Value value) {
+  ArrayRef<int64_t> shape = cast<RankedTensorType>(value.getType()).getShape();
+  int64_t n = 1;
+  for (int64_t dim : shape.drop_front()) {
+    n *= dim;
+  }
+  return n;
+}
+
 /// Adds x x^T of `rows` rows of width n to the upper triangle of `h`.
 void addOuterProducts(const float *x, int64_t rows, int64_t n, float *h) {
   for (int64_t t = 0; t < rows; ++t) {
@@ -155,7 +165,8 @@ FailureOr<CalibrationPlan> planCalibration(ModuleOp module,
     }
     auto [it, inserted] = denseOf.try_emplace(input, plan.dense.size());
     if (inserted) {
-      plan.dense.push_back({dumpName(input, counter), {}});
+      plan.dense.push_back(
+          {dumpName(input, counter), valuesPerToken(input), {}});
     }
     std::vector<std::string> &weights = plan.dense[it->second].weights;
     std::string key = calibrationKey(weight);
@@ -190,6 +201,7 @@ FailureOr<CalibrationPlan> planCalibration(ModuleOp module,
       CalibrationPlan::Experts e;
       e.input = dumpName(dispatch.getInput(), counter);
       e.indices = dumpName(dispatch.getIndices(), counter);
+      e.topK = valuesPerToken(dispatch.getIndices());
       ArrayRef<int64_t> shape =
           cast<RankedTensorType>(dispatch.getUp().getType()).getShape();
       e.experts = shape[0];
@@ -272,8 +284,6 @@ FailureOr<CalibrationData> runCalibration(const std::string &exe,
                                           const std::string &workDir) {
   CalibrationData data;
   std::string dumpDir = workDir + "/dump", logits = workDir + "/logits.f32";
-  // Per dense input, its width once known (from the first window's dump).
-  std::vector<int64_t> denseWidth(plan.dense.size(), 0);
   for (size_t begin = 0; begin < tokens.size(); begin += window) {
     size_t end = std::min(tokens.size(), begin + window);
     int64_t count = static_cast<int64_t>(end - begin);
@@ -302,20 +312,15 @@ FailureOr<CalibrationData> runCalibration(const std::string &exe,
                     int64_t width) -> const char * {
       FailureOr<std::vector<char>> bytes =
           readDump(dumpDir, name, suffix, count, width);
-      if (failed(bytes) || width == 0) {
+      if (failed(bytes)) {
         return nullptr;
       }
       inputs.push_back(std::move(*bytes));
       return inputs.back().data();
     };
     inputs.reserve(plan.dense.size() + 2 * plan.experts.size());
-    for (auto [d, dense] : llvm::enumerate(plan.dense)) {
-      if (denseWidth[d] == 0) {
-        uint64_t bytes = 0;
-        llvm::sys::fs::file_size(dumpDir + "/" + dense.dump + ".f32", bytes);
-        denseWidth[d] = static_cast<int64_t>(bytes) / 4 / count;
-      }
-      int64_t n = denseWidth[d];
+    for (const CalibrationPlan::Dense &dense : plan.dense) {
+      int64_t n = dense.width;
       const char *x = read(dense.dump, ".f32", n);
       if (!x) {
         return failure();
@@ -340,9 +345,7 @@ FailureOr<CalibrationData> runCalibration(const std::string &exe,
       }
     }
     for (const CalibrationPlan::Experts &e : plan.experts) {
-      uint64_t indexBytes = 0;
-      llvm::sys::fs::file_size(dumpDir + "/" + e.indices + ".i32", indexBytes);
-      int64_t k = static_cast<int64_t>(indexBytes) / 4 / count;
+      int64_t k = e.topK;
       const char *xBytes = read(e.input, ".f32", e.width);
       const char *idxBytes = read(e.indices, ".i32", k);
       if (!xBytes || !idxBytes) {
@@ -412,8 +415,7 @@ FailureOr<CalibrationData> runCalibration(const std::string &exe,
   // Weights sharing an input share its sums; then make each symmetric.
   for (const CalibrationPlan::Dense &dense : plan.dense) {
     std::vector<float> &h = data.hessians[dense.weights.front()];
-    int64_t n = static_cast<int64_t>(std::lround(std::sqrt(h.size())));
-    mirrorUpper(h, n);
+    mirrorUpper(h, dense.width);
     for (size_t i = 1; i < dense.weights.size(); ++i) {
       data.hessians[dense.weights[i]] = h;
     }

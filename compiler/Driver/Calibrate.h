@@ -47,13 +47,16 @@ std::string calibrationKey(WeightOp op);
 struct CalibrationPlan {
   struct Dense {
     std::string dump;
+    /// Values per token of the dumped input.
+    int64_t width = 0;
     std::vector<std::string> weights;
   };
   struct Experts {
     std::string input, indices;
     std::string gate, up, down; // weight keys; `gate` empty when absent
     Activation activation = Activation::Silu;
-    int64_t experts = 0, hidden = 0, width = 0;
+    /// E, F and D of the weights; `topK` choices per token.
+    int64_t experts = 0, hidden = 0, width = 0, topK = 0;
     /// The f32 gate and up weights as [E, D, F], to recompute down's
     /// inputs.
     std::vector<float> gateValues, upValues;

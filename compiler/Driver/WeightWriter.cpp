@@ -412,9 +412,9 @@ std::vector<uint8_t> transposedCodes(const uint8_t *codes,
 
 /// What the report says of a quantized weight.
 QuantizedWeightReport reportOf(WeightOp op, const QuantizedMatrices &q,
-                               bool halfScales, bool calibrated) {
+                               bool halfScales) {
   QuantizedWeightReport report;
-  report.calibrated = calibrated;
+  report.calibrated = q.errorFeedback;
   report.name = cast<StringAttr>(op.getSources()[0]).getValue().str();
   if (op.getSources().size() > 1) {
     report.name +=
@@ -535,8 +535,7 @@ FailureOr<WeightFileInfo> writeWeightFile(ModuleOp module,
       if (isCodes) {
         data = q->codes.data();
         bytes = q->codes.size();
-        info.quantized.push_back(
-            reportOf(op, *q, halfScales, q->errorFeedback));
+        info.quantized.push_back(reportOf(op, *q, halfScales));
       } else {
         // The scales, or the offsets beside them.
         const std::vector<float> &perGroup =
