@@ -17,6 +17,8 @@
  *
  *===----------------------------------------------------------------------===*/
 
+#define _GNU_SOURCE /* MAP_ANONYMOUS */
+
 #include "moert/session.h"
 
 #include "memory.h"
@@ -26,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #if defined(__aarch64__) && defined(__linux__)
 #include <sys/auxv.h>
@@ -39,6 +42,10 @@ struct moert_session_t {
   float *scratch_logits; /* [prefill_chunk, vocab] */
   float *last_logits;    /* [vocab] */
   uint64_t bytes;
+  /* Bytes mapped for each host region (zeroed_pages), and for the logits
+   * scratch: what release_pages unmaps. */
+  uint64_t host_bytes[MOERT_REGION_COUNT];
+  uint64_t scratch_logits_bytes;
   moert_scratch_t scratch; /* the kernels' intermediates, kept across calls */
   /* A GPU model: the device allocation of each region (2-d, so that one
    * can exceed 2 GiB), and host memory for moert_exec_t.fetch. */
@@ -93,6 +100,28 @@ static void *aligned_zeroed(size_t bytes) {
     memset(p, 0, rounded);
   }
   return p;
+}
+
+/* Zeroed memory for a large region, as the kernel's zero pages: a page
+ * costs nothing until a kernel writes it, so a session holds the part of
+ * its KV cache and logits scratch that its tokens filled. (A memset of
+ * every region made session creation touch all of it: a short run of a
+ * model with a long context paid for the whole KV cache in time and
+ * resident memory.) check_fits has already made sure all of it would fit.
+ * NULL when the mapping fails. */
+static void *zeroed_pages(uint64_t bytes) {
+  if (bytes == 0) {
+    return NULL;
+  }
+  void *p = mmap(NULL, (size_t)bytes, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  return p == MAP_FAILED ? NULL : p;
+}
+
+static void release_pages(void *p, uint64_t bytes) {
+  if (p) {
+    munmap(p, (size_t)bytes);
+  }
 }
 
 /* Refuses a session whose host memory would not fit, before allocating it:
@@ -339,7 +368,8 @@ moert_status_t moert_session_create(const moert_model_desc_t *model,
   exec->user_context = session;
   exec->kv_capacity = (int32_t)context;
   exec->host[MOERT_REGION_TOKENS] = aligned_zeroed(bytes[MOERT_REGION_TOKENS]);
-  session->scratch_logits = aligned_zeroed(bytes[MOERT_REGION_LOGITS]);
+  session->scratch_logits = zeroed_pages(bytes[MOERT_REGION_LOGITS]);
+  session->scratch_logits_bytes = bytes[MOERT_REGION_LOGITS];
   session->last_logits = aligned_zeroed(last_bytes);
   session->bytes =
       bytes[MOERT_REGION_TOKENS] + bytes[MOERT_REGION_LOGITS] + last_bytes;
@@ -351,7 +381,8 @@ moert_status_t moert_session_create(const moert_model_desc_t *model,
     for (int32_t r = MOERT_REGION_ARENA; r <= MOERT_REGION_CONV; ++r) {
       /* Zeroed, though never read before written: positions below 0 read
        * as zeros in the kernel, so a reset needs no clearing. */
-      exec->host[r] = bytes[r] ? aligned_zeroed(bytes[r]) : NULL;
+      exec->host[r] = zeroed_pages(bytes[r]);
+      session->host_bytes[r] = bytes[r];
       ok = ok && (exec->host[r] || !bytes[r]);
       session->bytes += bytes[r];
     }
@@ -396,11 +427,11 @@ void moert_session_release(moert_session_t *session) {
     halide_reuse_device_allocations(session, 0);
   } else {
     for (int32_t r = MOERT_REGION_ARENA; r <= MOERT_REGION_CONV; ++r) {
-      free(exec->host[r]);
+      release_pages(exec->host[r], session->host_bytes[r]);
     }
   }
   free(exec->host[MOERT_REGION_TOKENS]);
-  free(session->scratch_logits);
+  release_pages(session->scratch_logits, session->scratch_logits_bytes);
   free(session->last_logits);
   free(session->fetched);
   moert_scratch_destroy(&session->scratch);
