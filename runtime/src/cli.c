@@ -756,15 +756,27 @@ static void print_info(const char *weights_path, const moert_session_t *session,
   printf("layers:         %lld (KV: %lld heads x %lld dims)\n",
          (long long)m->n_layers, (long long)m->n_kv_heads,
          (long long)m->head_dim);
-  printf("context:        %d (model default %lld)\n",
-         moert_session_context(session), (long long)m->context_length);
+  if (session) {
+    printf("context:        %d (model default %lld)\n",
+           moert_session_context(session), (long long)m->context_length);
+  } else {
+    printf("context:        model default %lld\n",
+           (long long)m->context_length);
+  }
   printf("prefill chunk:  %lld tokens\n", (long long)m->prefill_chunk);
   printf("weights:        %s (%.2f MiB, hash 0x%016llx)\n", weights_path,
          (double)m->weights_bytes / (1 << 20),
          (unsigned long long)m->weights_hash);
-  printf("session memory: %.2f MiB (arena %.2f MiB)\n",
-         (double)moert_session_bytes(session) / (1 << 20),
-         (double)m->arena_bytes / (1 << 20));
+  if (session) {
+    printf("session memory: %.2f MiB (arena %.2f MiB)\n",
+           (double)moert_session_bytes(session) / (1 << 20),
+           (double)m->arena_bytes / (1 << 20));
+  } else {
+    printf("session memory: on the %s device, allocated when the model runs "
+           "(arena %.2f MiB)\n",
+           m->device_api ? m->device_api : "GPU",
+           (double)m->arena_bytes / (1 << 20));
+  }
   if (text) {
     print_text_info(text);
   } else {
@@ -797,6 +809,11 @@ int main(int argc, char **argv) {
   llm_options.context = o.context;
   llm_options.threads = o.threads;
   llm_options.verify_weights = o.verify_weights;
+  /* Describing a GPU model or tokenizing runs nothing: no session, so
+   * neither needs the GPU (a CPU model's --info still opens one, to report
+   * its memory). */
+  llm_options.no_session =
+      o.tokenize || (o.info && moert_model.device_interface != 0);
   char error[1024] = "";
   moert_llm *llm = NULL;
   if (moert_llm_open(&moert_model, moert_model_text,
@@ -817,7 +834,7 @@ int main(int argc, char **argv) {
   int has_text = text != NULL;
 
   static dump_state_t dump;
-  if (o.dump_dir) {
+  if (o.dump_dir && session) {
     if (mkdir(o.dump_dir, 0755) != 0 && errno != EEXIST) {
       moert_llm_free(llm);
       free_options(&o);

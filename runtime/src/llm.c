@@ -78,7 +78,7 @@ moert_status_t moert_llm_open(const moert_model_desc_t *model, const void *text,
   if (status == MOERT_STATUS_OK && options->verify_weights) {
     status = moert_weights_verify(llm->weights, error, error_size);
   }
-  if (status == MOERT_STATUS_OK) {
+  if (status == MOERT_STATUS_OK && !options->no_session) {
     moert_session_options_t session_options;
     moert_session_options_initialize(&session_options);
     session_options.context = options->context;
@@ -143,11 +143,21 @@ int32_t moert_llm_vocab(const moert_llm *llm) {
 }
 
 int32_t moert_llm_context(const moert_llm *llm) {
-  return moert_session_context(llm->session);
+  return llm->session ? moert_session_context(llm->session) : 0;
 }
 
 int32_t moert_llm_position(const moert_llm *llm) {
-  return moert_session_position(llm->session);
+  return llm->session ? moert_session_position(llm->session) : 0;
+}
+
+/* False, with llm->error saying why, when `llm` was opened without a
+ * session (moert_llm_options.no_session). */
+static int has_session(moert_llm *llm, const char *what) {
+  if (!llm->session) {
+    snprintf(llm->error, sizeof(llm->error),
+             "%s: the model was opened without a session (no_session)", what);
+  }
+  return llm->session != NULL;
 }
 
 int moert_llm_has_tokenizer(const moert_llm *llm) { return llm->has_text; }
@@ -180,6 +190,9 @@ moert_status_t moert_llm_feed(moert_llm *llm, const int32_t *ids,
   if (count <= 0) {
     return MOERT_STATUS_OK;
   }
+  if (!has_session(llm, "moert_llm_feed")) {
+    return MOERT_STATUS_INVALID_ARGUMENT;
+  }
   // The history grows first, so a failure leaves both untouched.
   size_t before = llm->history.count;
   for (int32_t i = 0; i < count; ++i) {
@@ -202,7 +215,7 @@ moert_status_t moert_llm_feed(moert_llm *llm, const int32_t *ids,
 }
 
 const float *moert_llm_logits(const moert_llm *llm) {
-  return moert_session_logits(llm->session);
+  return llm->session ? moert_session_logits(llm->session) : NULL;
 }
 
 void moert_llm_default_sampling(const moert_llm *llm,
@@ -219,6 +232,9 @@ void moert_llm_default_sampling(const moert_llm *llm,
 }
 
 int32_t moert_llm_sample(moert_llm *llm, moert_sampler *sampler) {
+  if (!has_session(llm, "moert_llm_sample")) {
+    return -1;
+  }
   if (moert_session_position(llm->session) == 0) {
     snprintf(llm->error, sizeof(llm->error),
              "moert_llm_sample: nothing was fed yet");
@@ -251,7 +267,9 @@ const char *moert_llm_token_text(moert_llm *llm, int32_t id, size_t *length) {
 }
 
 void moert_llm_reset(moert_llm *llm) {
-  moert_session_reset(llm->session);
+  if (llm->session) {
+    moert_session_reset(llm->session);
+  }
   llm->history.count = 0;
   reset_decoder(llm);
 }

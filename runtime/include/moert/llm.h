@@ -59,6 +59,10 @@ typedef struct moert_llm_options {
   int32_t context;          /* KV-cache positions; 0: the model's context */
   int32_t threads;          /* kernel threads; <= 0: one per core */
   int verify_weights;       /* hash the whole weight file once on open */
+  /* 1: open the weights and the text only, to describe the model or
+   * tokenize: no KV cache or arena, so a GPU model needs no GPU. Feeding
+   * and sampling then fail, and the context reads as 0. */
+  int no_session;
 } moert_llm_options;
 
 void moert_llm_options_initialize(moert_llm_options *options);
@@ -99,7 +103,8 @@ int32_t moert_llm_tokenize(moert_llm *llm, const char *text, size_t length,
 moert_status_t moert_llm_feed(moert_llm *llm, const int32_t *ids,
                               int32_t count);
 
-/* The logits after the last token fed: [vocab], owned by the llm. */
+/* The logits after the last token fed: [vocab], owned by the llm; NULL
+ * without a session. */
 const float *moert_llm_logits(const moert_llm *llm);
 
 /* The family's sampling defaults (from its card: e.g. greedy with a
@@ -129,7 +134,8 @@ void moert_llm_reset(moert_llm *llm);
 const char *moert_llm_last_error(const moert_llm *llm);
 
 /* Lower level (moert/session.h, moert/text.h): the session, for logits of
- * every prompt token, activation dumps or benchmarks; the text interface
+ * every prompt token, activation dumps or benchmarks (NULL when opened with
+ * no_session); the text interface
  * (NULL without a tokenizer), for the chat format. Feeding the session
  * directly bypasses the history moert_llm_sample reads. */
 struct moert_session_t *moert_llm_session(moert_llm *llm);
