@@ -404,10 +404,10 @@ std::vector<uint8_t> transposedCodes(const uint8_t *codes,
                                      DequantizeOp reader) {
   ArrayRef<int64_t> shape = reader.getResult().getType().getShape();
   int64_t rows = shape[shape.size() - 2], cols = shape.back();
-  return transposeCodes(codes, numElements(shape) / (rows * cols), rows, cols,
-                        reader.getFormat(), reader.getLowBitsFirst(),
-                        reader.getLanes().value_or(0),
-                        reader.getDot().value_or(0));
+  return transposeCodes(
+      codes, numElements(shape) / (rows * cols), rows, cols, reader.getFormat(),
+      reader.getLowBitsFirst(), reader.getLanes().value_or(0),
+      reader.getDot().value_or(0), reader.getPanels().value_or(0));
 }
 
 /// What the report says of a quantized weight.

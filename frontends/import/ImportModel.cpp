@@ -109,7 +109,7 @@ private:
         p.lowBitsFirst ? b.getUnitAttr() : UnitAttr(),
         p.offsetBinary ? b.getUnitAttr() : UnitAttr(),
         /*transposed=*/UnitAttr(), /*lanes=*/IntegerAttr(),
-        /*dot=*/IntegerAttr());
+        /*dot=*/IntegerAttr(), /*panels=*/IntegerAttr());
   }
 
   FailureOr<Value> norm(Value x, const fe::NormDesc &desc, const Twine &where) {

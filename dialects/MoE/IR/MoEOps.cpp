@@ -810,6 +810,16 @@ LogicalResult DequantizeOp::verify() {
              << cols << ")";
     }
   }
+  if (std::optional<int64_t> panels = getPanels()) {
+    if (!dot) {
+      return emitOpError("expects panels(P) only with dot(D): panels order "
+                         "the dot-product blocks");
+    }
+    if (*panels < 1 || rows % *panels != 0) {
+      return emitOpError("expects panels(P) with P >= 1 dividing the ")
+             << rows << " rows, got " << *panels;
+    }
+  }
   int64_t bytes = codeBytes(getFormat(), rows, cols, lanes, dot);
   if (packed.getDimSize(lead) != bytes) {
     return emitOpError("expects ")

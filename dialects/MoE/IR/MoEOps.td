@@ -157,6 +157,12 @@ def MoE_DequantizeOp : MoE_Op<"dequantize", [Pure]> {
       (`vpdpbusd`, `sdot`: D = 4; `pmaddwd`: D = 2) take them. K is a
       multiple of the block; group scales are stored transposed, as with
       `transposed`.
+    * `panels(P)`, with `dot(D)`: the rows in panels of P (P divides N),
+      each panel's blocks one after another: block j of row r is D bytes at
+      byte `((r / P * J + j) * P + r % P) * D`, J the blocks of a row. A
+      kernel tile of whole panels then reads its codes as contiguous runs,
+      where `dot(D)` alone puts a tile's next block a whole row of blocks
+      (often a page) away.
 
     ```mlir
     %w = moe.dequantize %codes, %scale format(sign1) cols(768)
@@ -166,6 +172,8 @@ def MoE_DequantizeOp : MoE_Op<"dequantize", [Pure]> {
     %t = moe.dequantize %q4, %s format(int4) cols(768) group(32) transposed lanes(16)
         : tensor<98304xui8>, tensor<256x24xf32> -> tensor<256x768xf32>
     %d = moe.dequantize %q4, %s format(int4) cols(768) group(32) dot(4)
+        : tensor<98304xui8>, tensor<256x24xf16> -> tensor<256x768xf32>
+    %p = moe.dequantize %q4, %s format(int4) cols(768) group(32) dot(4) panels(16)
         : tensor<98304xui8>, tensor<256x24xf16> -> tensor<256x768xf32>
     %a = moe.dequantize %q4, %s offset(%o) format(int4) cols(768) group(32)
         : tensor<98304xui8>, tensor<256x24xf16>, tensor<256x24xf16> -> tensor<256x768xf32>
@@ -178,12 +186,14 @@ def MoE_DequantizeOp : MoE_Op<"dequantize", [Pure]> {
                        OptionalAttr<I64Attr>:$group,
                        UnitAttr:$low_bits_first, UnitAttr:$offset_binary,
                        UnitAttr:$transposed, OptionalAttr<I64Attr>:$lanes,
-                       OptionalAttr<I64Attr>:$dot);
+                       OptionalAttr<I64Attr>:$dot,
+                       OptionalAttr<I64Attr>:$panels);
   let results = (outs RankedTensorOf<[F32]>:$result);
   let assemblyFormat = [{
     $packed `,` $scale (`offset` `(` $offset^ `)`)? `format` `(` custom<BareEnum>($format) `)`
     `cols` `(` $cols `)` (`group` `(` $group^ `)`)? (`transposed` $transposed^)?
-    (`lanes` `(` $lanes^ `)`)? (`dot` `(` $dot^ `)`)? attr-dict `:` type($packed) `,`
+    (`lanes` `(` $lanes^ `)`)? (`dot` `(` $dot^ `)`)?
+    (`panels` `(` $panels^ `)`)? attr-dict `:` type($packed) `,`
     type($scale) (`,` type($offset)^)? `->` type($result)
   }];
   let extraClassDeclaration = [{

@@ -172,7 +172,7 @@ struct QuantizeWeightsPass
         b.getI64IntegerAttr(group),
         /*low_bits_first=*/UnitAttr(), /*offset_binary=*/UnitAttr(),
         /*transposed=*/UnitAttr(), /*lanes=*/IntegerAttr(),
-        /*dot=*/IntegerAttr());
+        /*dot=*/IntegerAttr(), /*panels=*/IntegerAttr());
     for (OpOperand *use : uses) {
       use->set(dequantized);
     }

@@ -3,6 +3,7 @@
 #include "dialects/MoE/Utils/Quantize.h"
 
 #include "dialects/MoE/IR/MoEOps.h"
+#include "dialects/MoE/Utils/DotBlocks.h"
 #include "frontends/checkpoint/DType.h"
 
 #include <algorithm>
@@ -484,7 +485,8 @@ QuantizedMatrices quantizeMatrices(const float *values, int64_t count,
 std::vector<uint8_t> transposeCodes(const uint8_t *codes, int64_t count,
                                     int64_t rows, int64_t cols,
                                     PackedFormat format, bool lowBitsFirst,
-                                    int64_t lanes, int64_t dot) {
+                                    int64_t lanes, int64_t dot,
+                                    int64_t panels) {
   int bits = static_cast<int>(DequantizeOp::bitsOf(format));
   int perByte = 8 / bits;
   unsigned mask = (1u << bits) - 1;
@@ -514,8 +516,13 @@ std::vector<uint8_t> transposeCodes(const uint8_t *codes, int64_t count,
         int64_t j = c * rows + r, byte, slot;
         if (dotDepth) {
           // Blocks of dot * perByte columns; D bytes per row in a block.
-          int64_t block = c / (dot * perByte), within = c % (dot * perByte);
-          byte = (block * rows + r) * dot + within % dot;
+          int64_t columns = dot * perByte;
+          int64_t block = c / columns, within = c % columns;
+          byte = dotBlockByte<int64_t>(block, r, static_cast<int>(rows),
+                                       static_cast<int>(cols / columns),
+                                       static_cast<int>(dot),
+                                       static_cast<int>(panels)) +
+                 within % dot;
           slot = within / dot;
         } else if (runLanes && perByte > 1) {
           int64_t run = lanes * perByte, within = j % run;

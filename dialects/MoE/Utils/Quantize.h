@@ -65,12 +65,13 @@ quantizeMatrices(const float *values, int64_t count, int64_t rows, int64_t cols,
 /// (row-major, slots from the most significant end of a byte, or from the
 /// least with `lowBitsFirst`), rearranged into the order a `transposed`
 /// moe.dequantize with `lanes` (0: none) reads, or with `dot` > 0 the
-/// order of `dot(D)`, with the same slot convention. Code values are kept
-/// bit for bit.
+/// order of `dot(D)` (in `panels(P)` when `panels` > 0), with the same
+/// slot convention. Code values are kept bit for bit.
 std::vector<uint8_t> transposeCodes(const uint8_t *codes, int64_t count,
                                     int64_t rows, int64_t cols,
                                     PackedFormat format, bool lowBitsFirst,
-                                    int64_t lanes, int64_t dot = 0);
+                                    int64_t lanes, int64_t dot = 0,
+                                    int64_t panels = 0);
 
 } // namespace mlir::moe
 

@@ -48,8 +48,15 @@ def MoECpuAssignWeightLayoutsPass
     A packed weight read by a projection with `int8_activations` is stored
     for the target's integer dot products instead: `dot(D)`, D = `dot`
     bytes per 32-bit lane (4 for VNNI and NEON dot products, 2 for
-    `pmaddwd`), its group scales transposed. Every reader of it, an
-    embedding included, reads that order.
+    `pmaddwd`), its group scales transposed, and its rows in `panels(L)`
+    when L divides them: a kernel tile (whole vectors of L features) then
+    reads each of its panels' codes as one contiguous run, where without
+    panels its next block is a whole row of blocks away (often another
+    page, where the prefetchers stop). Every reader of it, an embedding
+    included, reads that order.
+
+    Before:  %w = moe.dequantize %q4, %s format(int4) cols(64) group(32) : ...
+    After:   %w = moe.dequantize %q4, %s format(int4) cols(64) group(32) dot(4) panels(16) : ...
   }];
   let options = [
     Option<"lanes", "lanes", "int64_t", /*default=*/"16",

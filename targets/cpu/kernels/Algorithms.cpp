@@ -15,6 +15,8 @@
 
 #include "targets/cpu/kernels/Algorithms.h"
 
+#include "dialects/MoE/Utils/DotBlocks.h"
+
 #include <cmath>
 #include <limits>
 
@@ -185,7 +187,9 @@ OpFuncs dequantize(const KernelEnv &env, const TensorFunc &packed,
     // dot(D): blocks of D * perByte columns, D bytes per row in a block.
     int columns = codes.dot * perByte;
     Expr within = v[0] % columns;
-    byteIndex = (v[0] / columns * rows + v[1]) * codes.dot + within % codes.dot;
+    byteIndex = dotBlockByte<Expr>(v[0] / columns, v[1], rows, cols / columns,
+                                   codes.dot, codes.panels) +
+                within % codes.dot;
     slot = within / codes.dot;
   } else if (codes.lanes > 0 && perByte > 1) {
     int run = codes.lanes * perByte;

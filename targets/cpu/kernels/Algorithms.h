@@ -203,7 +203,8 @@ struct PackedCodes {
   bool offsetBinary = false;
   bool transposed = false; // codes column by column, group scales [G, N]
   int lanes = 0;           // sub-byte codes in runs of this many bytes
-  int dot = 0; // codes in blocks for dot products of this many bytes
+  int dot = 0;    // codes in blocks for dot products of this many bytes
+  int panels = 0; // with dot: the rows in panels of this many
 };
 
 /// The f32 weight [.., N, K] of packed codes `packed` ([.., B] bytes, the

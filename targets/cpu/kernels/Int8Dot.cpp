@@ -133,6 +133,8 @@ Int8Projection int8Project(const KernelEnv &env, const PackedWeight &weight,
   const int columnsPerDot = depth * perByte;
   Int8Projection p;
   p.n = Var("n");
+  p.panel = Var("pn");
+  p.panelled = codes.panels > 0;
   Var n = p.n, b("b");
   auto withRows = [&](std::vector<Expr> first) {
     first.insert(first.end(), rows.begin(), rows.end());
@@ -153,8 +155,20 @@ Int8Projection int8Project(const KernelEnv &env, const PackedWeight &weight,
   p.inner = RDom(0, depth, 0, block / depth, "ri");
   RVar lane = p.inner.x, step = p.inner.y;
   Expr dotBlock = b * (block / columnsPerDot) + step / perByte;
-  Expr byte =
-      weightAt(weight.codes, {(dotBlock * weight.rows + n) * depth + lane});
+  // In panels(P), the dot product runs over (row n of panel pn): the
+  // codes of a tile are then addressed without a division, and Halide
+  // loads them as it does without panels (a / and % of a vectorised row
+  // nested in the dot product's lanes made it gather, 3x slower). The
+  // result reads dot(n % P, n / P), which folds into the tile's offsets
+  // when tiles hold whole panels (every tile is a multiple of the vector,
+  // the panel width AssignWeightLayouts chooses).
+  const int panels = codes.panels;
+  const int blocksPerRow = weight.cols / columnsPerDot;
+  Var pn = p.panel;
+  Expr byte = weightAt(
+      weight.codes,
+      {panels > 0 ? ((pn * blocksPerRow + dotBlock) * panels + n) * depth + lane
+                  : (dotBlock * weight.rows + n) * depth + lane});
   // The slot is a constant once the steps are unrolled.
   Expr slot = step % perByte;
   Expr raw = rawCode(codes, byte, 0);
@@ -164,14 +178,17 @@ Int8Projection int8Project(const KernelEnv &env, const PackedWeight &weight,
   Expr operand = codeOperand(env, codes, raw);
   Expr column = b * block + step * depth + lane;
   p.dot = Func(env.name("int8_dot"));
-  p.dot(withRows({n, b})) = 0;
-  p.dot(withRows({n, b})) +=
+  std::vector<Expr> dotArgs =
+      panels > 0 ? std::vector<Expr>{n, pn, b} : std::vector<Expr>{n, b};
+  p.dot(withRows(dotArgs)) = 0;
+  p.dot(withRows(dotArgs)) +=
       cast<int32_t>(operand) * cast<int32_t>(inputAt(input.q, column));
 
   // The block's exact sum of code products, then its scales.
   p.blocks = RDom(0, weight.cols / block, "rb");
   Expr blockIndex = p.blocks.x;
-  Expr sum = p.dot(withRows({n, blockIndex}));
+  Expr sum = panels > 0 ? p.dot(withRows({n % panels, n / panels, blockIndex}))
+                        : p.dot(withRows({n, blockIndex}));
   if (env.unsignedCodes) {
     Expr inputSum = inputAt(input.sum, blockIndex);
     sum = codes.sign1 ? 2 * sum - inputSum : sum - offsetOf(codes) * inputSum;
@@ -223,12 +240,18 @@ void scheduleInt8Projection(Int8Projection &p, LoopLevel at, int vec,
   // Each block's products, for the whole tile, where the tile's f32 update
   // of that block reads them.
   p.dot.compute_at(p.result, p.blocks.x).vectorize(n, vec);
+  if (p.panelled) {
+    p.dot.unroll(p.panel);
+  }
   for (const Var &row : unrolled) {
     p.dot.unroll(row);
   }
   Var dno("dno"), dni("dni");
   Stage dot = p.dot.update();
   std::vector<VarOrRVar> dotOrder{p.inner.x, dni, dno};
+  if (p.panelled) {
+    dotOrder.push_back(p.panel);
+  }
   for (const Var &row : unrolled) {
     dotOrder.push_back(row);
   }
@@ -240,6 +263,9 @@ void scheduleInt8Projection(Int8Projection &p, LoopLevel at, int vec,
       .vectorize(dni)
       .unroll(dno)
       .unroll(p.inner.y);
+  if (p.panelled) {
+    dot.unroll(p.panel);
+  }
   for (const Var &row : unrolled) {
     dot.unroll(row);
   }

@@ -59,11 +59,12 @@ Int8Input quantizeProjectionInput(const KernelEnv &env, const TensorFunc &input,
 /// One int8 projection: `result`(n, rows..) = the sum above, with its
 /// update over `blocks`; `dot`(n, b, rows..) is one block's i32 sum, its
 /// update over `inner` (the D products of a lane, then the block's steps
-/// of D).
+/// of D). Codes in panels: `dot`(n, panel, b, rows..), n within the panel.
 struct Int8Projection {
   Halide::Func result, dot;
   Halide::RDom blocks, inner;
-  Halide::Var n;
+  Halide::Var n, panel;
+  bool panelled = false;
 };
 
 /// Builds the projection of `input` (rows `inputRows`, in terms of the

@@ -193,6 +193,7 @@ PackedCodes packedCodes(DequantizeOp d) {
   codes.transposed = d.getTransposed();
   codes.lanes = d.getLanes() ? static_cast<int>(*d.getLanes()) : 0;
   codes.dot = d.getDot() ? static_cast<int>(*d.getDot()) : 0;
+  codes.panels = d.getPanels() ? static_cast<int>(*d.getPanels()) : 0;
   return codes;
 }
 

@@ -829,6 +829,22 @@ func.func @dot_and_transposed(%c: tensor<256xui8>, %s: tensor<8xf32>) -> tensor<
 
 // -----
 
+func.func @panels_without_dot(%c: tensor<256xui8>, %s: tensor<8xf32>) -> tensor<8x64xf32> {
+  // expected-error @+1 {{'moe.dequantize' op expects panels(P) only with dot(D): panels order the dot-product blocks}}
+  %w = moe.dequantize %c, %s format(int4) cols(64) panels(4) : tensor<256xui8>, tensor<8xf32> -> tensor<8x64xf32>
+  return %w : tensor<8x64xf32>
+}
+
+// -----
+
+func.func @panels_not_dividing_rows(%c: tensor<256xui8>, %s: tensor<8xf32>) -> tensor<8x64xf32> {
+  // expected-error @+1 {{'moe.dequantize' op expects panels(P) with P >= 1 dividing the 8 rows, got 3}}
+  %w = moe.dequantize %c, %s format(int4) cols(64) dot(4) panels(3) : tensor<256xui8>, tensor<8xf32> -> tensor<8x64xf32>
+  return %w : tensor<8x64xf32>
+}
+
+// -----
+
 func.func @dot_columns(%c: tensor<24xui8>, %s: tensor<8xf32>) -> tensor<8x24xf32> {
   // expected-error @+1 {{'moe.dequantize' op expects dot(4) blocks of 32 sign1 columns to divide cols(24)}}
   %w = moe.dequantize %c, %s format(sign1) cols(24) dot(4) : tensor<24xui8>, tensor<8xf32> -> tensor<8x24xf32>

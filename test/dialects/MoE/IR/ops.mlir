@@ -65,7 +65,8 @@ func.func @int8_activations(%x: tensor<?x64xf32>, %i: tensor<?x2xi32>, %g: tenso
   %l = moe.logits %x, %w int8_activations(32) {scale = 0.5 : f64} : tensor<?x64xf32>, tensor<8x64xf32> -> tensor<?x8xf32>
   %ec = moe.weight ["e"] : tensor<3x256xui8>
   %es = moe.weight ["e.scale"] : tensor<3x32xf32>
-  %ed = moe.dequantize %ec, %es format(sign1) cols(64) dot(4) : tensor<3x256xui8>, tensor<3x32xf32> -> tensor<3x32x64xf32>
+  // CHECK: moe.dequantize {{.+}} format(sign1) cols(64) dot(4) panels(16) : tensor<3x256xui8>
+  %ed = moe.dequantize %ec, %es format(sign1) cols(64) dot(4) panels(16) : tensor<3x256xui8>, tensor<3x32xf32> -> tensor<3x32x64xf32>
   %dc = moe.weight ["d"] : tensor<3x256xui8>
   %ds = moe.weight ["d.scale"] : tensor<3x64xf32>
   %dd = moe.dequantize %dc, %ds format(sign1) cols(32) dot(4) : tensor<3x256xui8>, tensor<3x64xf32> -> tensor<3x64x32xf32>

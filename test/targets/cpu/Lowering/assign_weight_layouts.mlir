@@ -98,6 +98,26 @@ func.func @int8(%ids: tensor<1xi32>) -> tensor<1x10xf32> {
 
 // -----
 
+// Rows that divide into panels of one vector (lanes=8) get `panels(8)`
+// beside the dot blocks; 12 rows do not and keep plain dot blocks.
+// RUN: moe-opt %s --split-input-file --moe-cpu-assign-weight-layouts="lanes=8 dot=4" | FileCheck %s --check-prefix=DOTPANELS
+// DOTPANELS-LABEL: func.func @int8_panels
+// DOTPANELS-DAG: moe.dequantize {{.+}} format(int4) cols(64) group(32) dot(4) panels(8) : tensor<512xui8>, tensor<16x2xf16> -> tensor<16x64xf32>
+// DOTPANELS-DAG: moe.dequantize {{.+}} format(int4) cols(64) group(32) dot(4) : tensor<384xui8>, tensor<12x2xf16> -> tensor<12x64xf32>
+func.func @int8_panels(%x: tensor<1x64xf32>) -> (tensor<1x16xf32>, tensor<1x12xf32>) {
+  %qc = moe.weight ["q"] quantize(int4, group 32, shape [16, 64]) : tensor<512xui8>
+  %qs = moe.weight ["q"] quantize(int4, group 32, shape [16, 64]) : tensor<16x2xf16>
+  %q = moe.dequantize %qc, %qs format(int4) cols(64) group(32) : tensor<512xui8>, tensor<16x2xf16> -> tensor<16x64xf32>
+  %y = moe.linear %x, %q int8_activations(32) : tensor<1x64xf32>, tensor<16x64xf32> -> tensor<1x16xf32>
+  %oc = moe.weight ["o"] quantize(int4, group 32, shape [12, 64]) : tensor<384xui8>
+  %os = moe.weight ["o"] quantize(int4, group 32, shape [12, 64]) : tensor<12x2xf16>
+  %o = moe.dequantize %oc, %os format(int4) cols(64) group(32) : tensor<384xui8>, tensor<12x2xf16> -> tensor<12x64xf32>
+  %w = moe.linear %x, %o int8_activations(32) : tensor<1x64xf32>, tensor<12x64xf32> -> tensor<1x12xf32>
+  return %y, %w : tensor<1x16xf32>, tensor<1x12xf32>
+}
+
+// -----
+
 // With panel=4 (a CPU target's tile), float projection weights whose
 // output features divide into panels are stored in them; others (6 rows)
 // stay transposed, and so do the scales of packed weights.

@@ -75,7 +75,7 @@ void roundToHalf(Vec &values) {
 
 Packed makePacked(const Format &format, int E, int N, int K, int group,
                   bool lowFirst, bool offset, bool half, uint32_t seed,
-                  bool asymmetric = false) {
+                  bool asymmetric = false, int panels = 0) {
   int B = (N * K * format.bits + 7) / 8;
   int G = group ? K / group : 1;
   Vec codes = randomValues(E * B, seed, 0, 255.99f);
@@ -86,7 +86,7 @@ Packed makePacked(const Format &format, int E, int N, int K, int group,
   }
   Packed p;
   std::vector<uint8_t> stored = transposeCodes(
-      bytes.data(), E, N, K, format.packed, lowFirst, 0, dotBytes());
+      bytes.data(), E, N, K, format.packed, lowFirst, 0, dotBytes(), panels);
   p.stored.assign(stored.begin(), stored.end());
   Vec scale = randomValues(E * N * G, seed + 1, 0.01f, 0.2f);
   // Offsets as large as the weights, of either sign.
@@ -115,7 +115,8 @@ Packed makePacked(const Format &format, int E, int N, int K, int group,
                  (group ? "x" + std::to_string(G) : "") + "x" + element + ">";
   p.attrs = std::string(format.name) + ") cols(" + std::to_string(K) + ")" +
             (group ? " group(" + std::to_string(group) + ")" : "") + " dot(" +
-            std::to_string(dotBytes()) + ")";
+            std::to_string(dotBytes()) + ")" +
+            (panels ? " panels(" + std::to_string(panels) + ")" : "");
   if (lowFirst || offset) {
     p.attrs += std::string(" {") + (lowFirst ? "low_bits_first" : "") +
                (lowFirst && offset ? ", " : "") +
@@ -218,6 +219,39 @@ void expectWithin(const Vec &got, const Vec &want, const Vec &bound,
   }
 }
 
+/// The int8 linear of packed `p` ([N, K]) under every schedule, against the
+/// f32 reference on grid inputs (exact up to the block scales' rounding)
+/// and, with `noisy`, on random ones (within the inputs' quantization).
+void checkInt8Linear(const Packed &p, int N, int K, int group, uint32_t seed,
+                     bool noisy) {
+  std::string w = "tensor<" + std::to_string(N) + "x" + std::to_string(K) +
+                  "xf32>",
+              x = "tensor<Tx" + std::to_string(K) + "xf32>",
+              y = "tensor<Tx" + std::to_string(N) + "xf32>";
+  for (auto [t, T] : kSchedules) {
+    Kernel k(withTokens(
+        "moe.kernel @k(%x: " + x + ", " + packedArgs(p, "w", group) + ") -> " +
+            y + " {\n" + dequantize(p, "w", w) +
+            "  %y = moe.linear %x, %w int8_activations(32) : " + x + ", " + w +
+            " -> " + y + "\n  moe.yield %y : " + y + "\n}\n",
+        t));
+    std::string what = p.attrs + (p.asymmetric ? " offsets" : "") + " T=" + t +
+                       std::to_string(T);
+    Vec grid = gridInputs(T, K, seed);
+    std::vector<Vec> out = k.run(withPacked({{grid, {T, K}}}, {&p}), T);
+    ASSERT_EQ(out.size(), 1u) << what;
+    expectWithin(out[0], ref::linear(grid, p.weights, nullptr, T, K, N),
+                 roundingBound(grid, p.weights, T, K, N), "grid " + what);
+    if (noisy) {
+      Vec random = randomValues(T * K, seed + 1, -3, 3);
+      out = k.run(withPacked({{random, {T, K}}}, {&p}), T);
+      expectWithin(out[0], ref::linear(random, p.weights, nullptr, T, K, N),
+                   quantizationBound(random, p.weights, T, K, N),
+                   "random " + what);
+    }
+  }
+}
+
 TEST(Int8Dot, ProjectionEveryFormatAndPacking) {
   const int N = 37, K = 128;
   for (const Format &format : kFormats) {
@@ -234,35 +268,50 @@ TEST(Int8Dot, ProjectionEveryFormatAndPacking) {
             (group != 32 && (lowFirst || offset))) {
           continue;
         }
-        {
-          bool half = group == 32;
-          Packed p = makePacked(format, 1, N, K, group, lowFirst, offset, half,
-                                71 + group, asymmetric);
-          for (auto [t, T] : kSchedules) {
-            Kernel k(withTokens(
-                "moe.kernel @k(%x: tensor<Tx128xf32>, " +
-                    packedArgs(p, "w", group) + ") -> tensor<Tx37xf32> {\n" +
-                    dequantize(p, "w", "tensor<37x128xf32>") +
-                    "  %y = moe.linear %x, %w int8_activations(32) : "
-                    "tensor<Tx128xf32>, tensor<37x128xf32> -> "
-                    "tensor<Tx37xf32>\n"
-                    "  moe.yield %y : tensor<Tx37xf32>\n}\n",
-                t));
-            std::string what = p.attrs + (asymmetric ? " offsets" : "") +
-                               " T=" + t + std::to_string(T);
-            Vec x = gridInputs(T, K, 72);
-            std::vector<Vec> out = k.run(withPacked({{x, {T, K}}}, {&p}), T);
-            ASSERT_EQ(out.size(), 1u) << what;
-            expectWithin(out[0], ref::linear(x, p.weights, nullptr, T, K, N),
-                         roundingBound(x, p.weights, T, K, N), "grid " + what);
-            Vec noisy = randomValues(T * K, 73, -3, 3);
-            out = k.run(withPacked({{noisy, {T, K}}}, {&p}), T);
-            expectWithin(
-                out[0], ref::linear(noisy, p.weights, nullptr, T, K, N),
-                quantizationBound(noisy, p.weights, T, K, N), "random " + what);
-          }
-        }
+        Packed p = makePacked(format, 1, N, K, group, lowFirst, offset,
+                              /*half=*/group == 32, 71 + group, asymmetric);
+        checkInt8Linear(p, N, K, group, 72, /*noisy=*/true);
       }
+    }
+  }
+}
+
+/// Codes in panels of one vector of rows (as AssignWeightLayouts stores
+/// them), over several panels and tiles, symmetric and asymmetric.
+TEST(Int8Dot, ProjectionInPanels) {
+  const int lanes = testTarget().floatLanes();
+  const int N = 6 * lanes, K = 96;
+  for (const Format &format : kFormats) {
+    if (K % (dotBytes() * 8 / format.bits) != 0) {
+      continue;
+    }
+    for (int group : {0, 32}) {
+      for (bool asymmetric : {false, true}) {
+        Packed p = makePacked(format, 1, N, K, group, false, false, true,
+                              171 + group, asymmetric, lanes);
+        checkInt8Linear(p, N, K, group, 172, /*noisy=*/false);
+      }
+    }
+  }
+}
+
+/// Codes in dot blocks and panels read as plain weights (what a tied
+/// embedding's lookup does with the head's codes), for every format,
+/// across stacked matrices, with and without panels.
+TEST(Int8Dot, DequantizeDotBlocksInPanels) {
+  const int lanes = testTarget().floatLanes();
+  const int E = 2, N = 3 * lanes, K = 64;
+  for (const Format &format : kFormats) {
+    for (int panels : {0, lanes}) {
+      Packed p = makePacked(format, E, N, K, 32, false, false, true,
+                            181 + panels, /*asymmetric=*/true, panels);
+      std::string w = "tensor<2x" + std::to_string(N) + "x64xf32>";
+      Kernel k("moe.kernel @k(" + packedArgs(p, "w", 32) + ") -> " + w +
+               " {\n" + dequantize(p, "w", w) + "  moe.yield %w : " + w +
+               "\n}\n");
+      std::vector<Vec> out = k.run(withPacked({}, {&p}), 1);
+      ASSERT_EQ(out.size(), 1u) << p.attrs;
+      expectClose(out[0], p.weights, 1e-6, "dequantize " + p.attrs);
     }
   }
 }
@@ -317,10 +366,15 @@ TEST(Int8Dot, LogitsAndHeadProjections) {
 void checkInt8Experts(const std::string &strategy,
                       const std::vector<std::pair<std::string, int>> &runs) {
   const int E = 5, F = 64, D = 96, K = 2;
-  Packed g = makePacked(kFormats[0], E, F, D, 0, false, false, false, 91);
+  // Gate and down in panels of a vector of rows, as AssignWeightLayouts
+  // stores them; up without.
+  const int panels = testTarget().floatLanes();
+  Packed g = makePacked(kFormats[0], E, F, D, 0, false, false, false, 91, false,
+                        panels);
   // Up has asymmetric codes: offsets beside its group scales.
   Packed u = makePacked(kFormats[2], E, F, D, 32, false, false, true, 92, true);
-  Packed dn = makePacked(kFormats[3], E, D, F, 32, true, true, true, 93);
+  Packed dn =
+      makePacked(kFormats[3], E, D, F, 32, true, true, true, 93, false, panels);
   for (auto [t, T] : runs) {
     std::string ir =
         "moe.kernel @k(%x: tensor<Tx96xf32>, %i: tensor<Tx2xi32>, %r: "
