@@ -732,7 +732,11 @@ LogicalResult runCompile(const DriverOptions &options) {
       return failure();
     }
   }
-  PendingFile weightsFile(exePath + ".weights");
+  // An executable sent to a device (-o /dev/null: compile, keep nothing)
+  // sends its weights there too, not to a new /dev/null.weights.
+  bool discarded =
+      options.emit != EmitStage::Lib && PendingFile::writtenInPlace(exePath);
+  PendingFile weightsFile(discarded ? exePath : exePath + ".weights");
   uint64_t weightsHash = 0;
   if (linked) {
     Clock::time_point weightStart = Clock::now();

@@ -31,16 +31,21 @@ namespace mlir::moe {
 class PendingFile {
 public:
   explicit PendingFile(std::string path) : final(std::move(path)) {
-    llvm::sys::fs::file_status status;
-    inPlace = !llvm::sys::fs::status(final, status) &&
-              llvm::sys::fs::exists(status) &&
-              status.type() != llvm::sys::fs::file_type::regular_file;
+    inPlace = writtenInPlace(final);
     if (inPlace) {
       temp = final;
       return;
     }
     temp = final + ".tmp" + std::to_string(::getpid());
     llvm::sys::RemoveFileOnSignal(temp);
+  }
+  /// Whether `path` exists and is not a regular file (a device, a FIFO):
+  /// such a path is written in place, never renamed over.
+  static bool writtenInPlace(const std::string &path) {
+    llvm::sys::fs::file_status status;
+    return !llvm::sys::fs::status(path, status) &&
+           llvm::sys::fs::exists(status) &&
+           status.type() != llvm::sys::fs::file_type::regular_file;
   }
   PendingFile(const PendingFile &) = delete;
   PendingFile &operator=(const PendingFile &) = delete;
