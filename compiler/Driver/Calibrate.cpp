@@ -326,7 +326,7 @@ FailureOr<CalibrationData> runCalibration(const std::string &exe,
         return failure();
       }
       // Weights reading one input share its sums: add them once.
-      std::vector<float> &h = data.hessians[dense.weights.front()];
+      std::vector<float> &h = data.sumsOf(dense.weights.front());
       h.resize(n * n, 0);
       std::function<void()> job = [x, count, n, &h] {
         addOuterProducts(reinterpret_cast<const float *>(x), count, n,
@@ -354,8 +354,8 @@ FailureOr<CalibrationData> runCalibration(const std::string &exe,
       const float *x = reinterpret_cast<const float *>(xBytes);
       const int32_t *idx = reinterpret_cast<const int32_t *>(idxBytes);
       int64_t D = e.width, F = e.hidden;
-      std::vector<float> &hIn = data.hessians[e.up];
-      std::vector<float> &hDown = data.hessians[e.down];
+      std::vector<float> &hIn = data.sumsOf(e.up);
+      std::vector<float> &hDown = data.sumsOf(e.down);
       hIn.resize(e.experts * D * D, 0);
       hDown.resize(e.experts * F * F, 0);
       for (int64_t expert = 0; expert < e.experts; ++expert) {
@@ -414,17 +414,20 @@ FailureOr<CalibrationData> runCalibration(const std::string &exe,
   }
   // Weights sharing an input share its sums; then make each symmetric.
   for (const CalibrationPlan::Dense &dense : plan.dense) {
-    std::vector<float> &h = data.hessians[dense.weights.front()];
-    mirrorUpper(h, dense.width);
+    mirrorUpper(data.sumsOf(dense.weights.front()), dense.width);
+    // A copy: inserting a key may move the map's entries.
+    std::shared_ptr<std::vector<float>> shared =
+        data.hessians[dense.weights.front()];
     for (size_t i = 1; i < dense.weights.size(); ++i) {
-      data.hessians[dense.weights[i]] = h;
+      data.hessians[dense.weights[i]] = shared;
     }
   }
   for (const CalibrationPlan::Experts &e : plan.experts) {
-    mirrorUpper(data.hessians[e.up], e.width);
-    mirrorUpper(data.hessians[e.down], e.hidden);
+    mirrorUpper(data.sumsOf(e.up), e.width);
+    mirrorUpper(data.sumsOf(e.down), e.hidden);
     if (!e.gate.empty()) {
-      data.hessians[e.gate] = data.hessians[e.up];
+      std::shared_ptr<std::vector<float>> shared = data.hessians[e.up];
+      data.hessians[e.gate] = shared;
     }
   }
   llvm::sys::fs::remove_directories(dumpDir);

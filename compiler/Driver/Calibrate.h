@@ -22,6 +22,7 @@
 #include "llvm/ADT/StringMap.h"
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -30,9 +31,18 @@ namespace mlir::moe {
 
 /// What GPTQ reads: per weight (calibrationKey), one [cols, cols] sum of
 /// x x^T per matrix of the weight (one per expert for stacked experts),
-/// cols being the weight's input width.
+/// cols being the weight's input width. Weights that read one input (Q, K
+/// and V; gate and up) share one vector: its address says so.
 struct CalibrationData {
-  llvm::StringMap<std::vector<float>> hessians;
+  llvm::StringMap<std::shared_ptr<std::vector<float>>> hessians;
+  /// The sums of `key`, made empty when missing.
+  std::vector<float> &sumsOf(llvm::StringRef key) {
+    std::shared_ptr<std::vector<float>> &sums = hessians[key];
+    if (!sums) {
+      sums = std::make_shared<std::vector<float>>();
+    }
+    return *sums;
+  }
   /// Tokens run through the model.
   int64_t tokens = 0;
   /// Seconds spent running the float build and summing its dumps.

@@ -302,7 +302,8 @@ public:
       return nullptr;
     }
     cached = quantizeMatrices(scratch, count, rows, cols, key.format, key.group,
-                              key.halfScales, key.asymmetric, *hessians);
+                              key.halfScales, key.asymmetric, *hessians,
+                              factorsFor(op, count, cols));
     for (const std::vector<float> *values :
          {&cached->scales, &cached->offsets}) {
       for (float value : *values) {
@@ -321,19 +322,46 @@ public:
   }
 
 private:
+  /// Where quantizeMatrices keeps GPTQ's factors of `op`'s Hessians: the
+  /// factors of the last weight when `op` shares its Hessians (Q, K and V
+  /// read one input, as gate and up do, and are quantized one after the
+  /// other), emptied for new ones; null without calibration or when all
+  /// of them would take more than kKeptFactorBytes.
+  std::vector<std::vector<double>> *factorsFor(WeightOp op, int64_t count,
+                                               int64_t cols) {
+    static constexpr int64_t kKeptFactorBytes = int64_t(256) << 20;
+    const std::vector<float> *source = hessianSource(op);
+    if (!source ||
+        count * cols * cols * int64_t(sizeof(double)) > kKeptFactorBytes) {
+      return nullptr;
+    }
+    if (source != factorSource || count != factorCount) {
+      factors.clear();
+      factorSource = source;
+      factorCount = count;
+    }
+    return &factors;
+  }
+
+  /// The sums calibration gathered for `op`, or null.
+  const std::vector<float> *hessianSource(WeightOp op) const {
+    if (!calibration) {
+      return nullptr;
+    }
+    auto found = calibration->hessians.find(calibrationKey(op));
+    return found == calibration->hessians.end() ? nullptr : found->second.get();
+  }
+
   /// The calibration's [count, cols, cols] sums for `op` (one matrix
   /// broadcast to every matrix of a weight that shares its input), or null
   /// when there are none.
   FailureOr<const float *> hessiansOf(WeightOp op, int64_t count,
                                       int64_t cols) {
-    if (!calibration) {
+    const std::vector<float> *source = hessianSource(op);
+    if (!source) {
       return static_cast<const float *>(nullptr);
     }
-    auto found = calibration->hessians.find(calibrationKey(op));
-    if (found == calibration->hessians.end()) {
-      return static_cast<const float *>(nullptr);
-    }
-    const std::vector<float> &h = found->second;
+    const std::vector<float> &h = *source;
     int64_t square = cols * cols;
     if (static_cast<int64_t>(h.size()) == count * square) {
       return h.data();
@@ -366,6 +394,10 @@ private:
   float *scratch;
   const CalibrationData *calibration;
   std::vector<float> broadcast;
+  // GPTQ's factors of the Hessians at factorSource (factorCount matrices).
+  std::vector<std::vector<double>> factors;
+  const std::vector<float> *factorSource = nullptr;
+  int64_t factorCount = 0;
   std::optional<QuantizedMatrices> cached;
   Key cachedKey{};
 };

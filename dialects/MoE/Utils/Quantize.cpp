@@ -336,7 +336,8 @@ QuantizedMatrices quantizeMatrices(const float *values, int64_t count,
                                    int64_t rows, int64_t cols,
                                    PackedFormat format, int64_t group,
                                    bool halfScales, bool asymmetric,
-                                   const float *hessians) {
+                                   const float *hessians,
+                                   std::vector<std::vector<double>> *factors) {
   int bits = static_cast<int>(DequantizeOp::bitsOf(format));
   int64_t groups = DequantizeOp::scalesPerRow(cols, group);
   int64_t bytes = DequantizeOp::codeBytes(format, rows, cols);
@@ -455,25 +456,43 @@ QuantizedMatrices quantizeMatrices(const float *values, int64_t count,
       }
     }
   };
-  int64_t batch =
-      hessians ? std::max<int64_t>(1, std::thread::hardware_concurrency())
-               : count;
-  std::vector<std::vector<double>> factors;
-  for (int64_t first = 0; first < count; first += batch) {
-    int64_t n = std::min(batch, count - first);
-    factors.assign(n, {});
-    if (hessians) {
-      parallelFor(n, [&](int64_t i) {
-        factors[i] =
-            inverseHessianFactor(hessians + (first + i) * cols * cols, cols);
+  if (hessians && factors) {
+    // The caller keeps the factors (weights sharing these Hessians come
+    // next): all of them at once, unless it already has them.
+    if (static_cast<int64_t>(factors->size()) != count) {
+      factors->assign(count, {});
+      parallelFor(count, [&](int64_t m) {
+        (*factors)[m] = inverseHessianFactor(hessians + m * cols * cols, cols);
       });
-      for (const std::vector<double> &factor : factors) {
-        out.errorFeedback |= !factor.empty();
-      }
     }
-    parallelFor(n * chunksPerMatrix, [&](int64_t i) {
-      quantizeChunk(first * chunksPerMatrix + i, factors[i / chunksPerMatrix]);
+    for (const std::vector<double> &factor : *factors) {
+      out.errorFeedback |= !factor.empty();
+    }
+    parallelFor(chunks, [&](int64_t chunk) {
+      quantizeChunk(chunk, (*factors)[chunk / chunksPerMatrix]);
     });
+  } else {
+    int64_t batch =
+        hessians ? std::max<int64_t>(1, std::thread::hardware_concurrency())
+                 : count;
+    std::vector<std::vector<double>> batchFactors;
+    for (int64_t first = 0; first < count; first += batch) {
+      int64_t n = std::min(batch, count - first);
+      batchFactors.assign(n, {});
+      if (hessians) {
+        parallelFor(n, [&](int64_t i) {
+          batchFactors[i] =
+              inverseHessianFactor(hessians + (first + i) * cols * cols, cols);
+        });
+        for (const std::vector<double> &factor : batchFactors) {
+          out.errorFeedback |= !factor.empty();
+        }
+      }
+      parallelFor(n * chunksPerMatrix, [&](int64_t i) {
+        quantizeChunk(first * chunksPerMatrix + i,
+                      batchFactors[i / chunksPerMatrix]);
+      });
+    }
   }
   for (int64_t chunk = 0; chunk < chunks; ++chunk) {
     out.sumSquares += squares[chunk];

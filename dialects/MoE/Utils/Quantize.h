@@ -56,10 +56,17 @@ struct QuantizedMatrices {
 /// outputs on those inputs rather than of the weights themselves. Each
 /// group's scale (and offset) is fitted as above to its values after the
 /// earlier groups' feedback.
+///
+/// `factors`, when given with `hessians`, keeps what GPTQ derives from each
+/// Hessian ([count] upper factors of its damped inverse, the costliest part
+/// for short matrices): an empty vector is filled, a filled one is used as
+/// it is. Weights that share an input (Q, K and V; gate and up) share their
+/// Hessians, so the caller passes the same factors to each.
 QuantizedMatrices
 quantizeMatrices(const float *values, int64_t count, int64_t rows, int64_t cols,
                  PackedFormat format, int64_t group, bool halfScales = false,
-                 bool asymmetric = false, const float *hessians = nullptr);
+                 bool asymmetric = false, const float *hessians = nullptr,
+                 std::vector<std::vector<double>> *factors = nullptr);
 
 /// The codes of `count` [rows, cols] matrices, each in the default order
 /// (row-major, slots from the most significant end of a byte, or from the

@@ -683,6 +683,23 @@ TEST(CpuKernels, ErrorFeedbackCutsOutputErrorOnCalibrationInputs) {
       EXPECT_LT(feedback, 0.8 * nearest)
           << stringifyPackedFormat(format).str() << (asymmetric ? "a" : "")
           << ": " << feedback << " vs " << nearest;
+
+      // Factors kept by the caller (weights sharing these Hessians): the
+      // first call fills them, the next uses them; both quantize as a
+      // call that computes its own.
+      QuantizedMatrices own = quantizeMatrices(
+          w.data(), E, N, K, format, 32, true, asymmetric, hessians.data());
+      std::vector<std::vector<double>> factors;
+      for (int call = 0; call < 2; ++call) {
+        QuantizedMatrices kept =
+            quantizeMatrices(w.data(), E, N, K, format, 32, true, asymmetric,
+                             hessians.data(), &factors);
+        ASSERT_EQ(factors.size(), size_t(E));
+        EXPECT_EQ(kept.codes, own.codes) << "call " << call;
+        EXPECT_EQ(kept.scales, own.scales) << "call " << call;
+        EXPECT_EQ(kept.offsets, own.offsets) << "call " << call;
+        EXPECT_TRUE(kept.errorFeedback);
+      }
     }
   }
 }
