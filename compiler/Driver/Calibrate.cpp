@@ -415,7 +415,6 @@ FailureOr<CalibrationData> runCalibration(const std::string &exe,
   // Weights sharing an input share its sums; then make each symmetric.
   for (const CalibrationPlan::Dense &dense : plan.dense) {
     mirrorUpper(data.sumsOf(dense.weights.front()), dense.width);
-    // A copy: inserting a key may move the map's entries.
     std::shared_ptr<std::vector<float>> shared =
         data.hessians[dense.weights.front()];
     for (size_t i = 1; i < dense.weights.size(); ++i) {

@@ -732,11 +732,21 @@ LogicalResult runCompile(const DriverOptions &options) {
       return failure();
     }
   }
-  // An executable sent to a device (-o /dev/null: compile, keep nothing)
-  // sends its weights there too, not to a new /dev/null.weights.
-  bool discarded =
-      options.emit != EmitStage::Lib && PendingFile::writtenInPlace(exePath);
-  PendingFile weightsFile(discarded ? exePath : exePath + ".weights");
+  // An executable sent to a character device (-o /dev/null: compile, keep
+  // nothing) has its weights written to a temporary file that is removed,
+  // not to a new /dev/null.weights.
+  llvm::sys::fs::file_status exeStatus;
+  bool discarded = options.emit != EmitStage::Lib &&
+                   !llvm::sys::fs::status(exePath, exeStatus) &&
+                   exeStatus.type() == llvm::sys::fs::file_type::character_file;
+  llvm::SmallString<128> discardedWeights;
+  if (discarded) {
+    llvm::sys::path::system_temp_directory(/*ErasedOnReboot=*/true,
+                                           discardedWeights);
+    llvm::sys::path::append(discardedWeights, "moec-discarded.weights");
+  }
+  PendingFile weightsFile(discarded ? discardedWeights.str().str()
+                                    : exePath + ".weights");
   uint64_t weightsHash = 0;
   if (linked) {
     Clock::time_point weightStart = Clock::now();
@@ -851,15 +861,19 @@ LogicalResult runCompile(const DriverOptions &options) {
           linkExecutable(*target, *runtime, objects, exeFile.tempPath())) {
     return reportError(std::move(err));
   }
-  if (failed(weightsFile.commit()) || failed(exeFile.commit())) {
+  // Discarded weights stay uncommitted: PendingFile removes them.
+  if ((!discarded && failed(weightsFile.commit())) ||
+      failed(exeFile.commit())) {
     return failure();
   }
   if (options.verbose) {
     uint64_t exeBytes = 0;
     llvm::sys::fs::file_size(exePath, exeBytes);
     llvm::errs() << llvm::formatv(
-        "moec: wrote {0} ({1:f2} MB) and {0}.weights in {2:f1} s, {3}\n",
-        exePath, exeBytes / 1e6, secondsSince(start), peakMemoryText());
+        "moec: wrote {0} ({1:f2} MB) and {4} in {2:f1} s, {3}\n", exePath,
+        exeBytes / 1e6, secondsSince(start), peakMemoryText(),
+        discarded ? std::string("no weights (discarded)")
+                  : exePath + ".weights");
   }
   return success();
 }

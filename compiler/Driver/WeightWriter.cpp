@@ -333,6 +333,8 @@ private:
     const std::vector<float> *source = hessianSource(op);
     if (!source ||
         count * cols * cols * int64_t(sizeof(double)) > kKeptFactorBytes) {
+      factors.clear();
+      factorSource = nullptr;
       return nullptr;
     }
     if (source != factorSource || count != factorCount) {

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cassert>
 #include <cmath>
 #include <functional>
 #include <thread>
@@ -506,6 +507,8 @@ std::vector<uint8_t> transposeCodes(const uint8_t *codes, int64_t count,
                                     PackedFormat format, bool lowBitsFirst,
                                     int64_t lanes, int64_t dot,
                                     int64_t panels) {
+  assert((panels == 0 || (dot > 0 && rows % panels == 0)) &&
+         "panels(P) need dot(D) and P dividing the rows (the verifier's)");
   int bits = static_cast<int>(DequantizeOp::bitsOf(format));
   int perByte = 8 / bits;
   unsigned mask = (1u << bits) - 1;

@@ -99,7 +99,8 @@ int32_t moert_llm_tokenize(moert_llm *llm, const char *text, size_t length,
 /* Runs `count` tokens from the current position: one token through the
  * decode entry point, more through prefill. Returns OUT_OF_RANGE when they
  * do not fit in the context, INVALID_ARGUMENT for an id outside the
- * vocabulary (nothing is run in either case). */
+ * vocabulary or an llm opened with no_session (nothing is run in any of
+ * these cases). */
 moert_status_t moert_llm_feed(moert_llm *llm, const int32_t *ids,
                               int32_t count);
 
@@ -114,7 +115,8 @@ void moert_llm_default_sampling(const moert_llm *llm,
 
 /* Samples the next token from the last logits with `sampler`; the
  * repetition penalty reads the tokens fed since the last reset. The token is
- * not fed. Returns -1 before anything was fed or without memory. */
+ * not fed. Returns -1 before anything was fed, without a session
+ * (no_session) or without memory. */
 int32_t moert_llm_sample(moert_llm *llm, moert_sampler *sampler);
 
 /* Whether `id` ends a reply or a text (the family's stop tokens). */

@@ -106,11 +106,12 @@ struct AssignWeightLayoutsPass
       // The verifier of int8_activations checked that the columns divide
       // into blocks of the widest dot product (4 bytes): no padding.
       dequantize.setDot(dot);
-      // Rows in panels of one vector: every kernel tile is whole vectors,
-      // so whole panels, and reads its codes as contiguous runs (q4
-      // physics decode x1.2-1.3 on one thread; see Passes.td).
+      // On CPUs (panel > 0; a GPU's threads read codes their own way),
+      // rows in panels of one vector: every kernel tile is whole vectors,
+      // so whole panels, and reads its codes as contiguous runs (physics q4
+      // decode x1.2-1.3, docs/quantization.md).
       ArrayRef<int64_t> shape = dequantize.getResult().getType().getShape();
-      if (shape[shape.size() - 2] % lanes == 0) {
+      if (panel > 0 && lanes > 0 && shape[shape.size() - 2] % lanes == 0) {
         dequantize.setPanels(lanes);
       }
       return;

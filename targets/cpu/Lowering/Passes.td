@@ -48,8 +48,8 @@ def MoECpuAssignWeightLayoutsPass
     A packed weight read by a projection with `int8_activations` is stored
     for the target's integer dot products instead: `dot(D)`, D = `dot`
     bytes per 32-bit lane (4 for VNNI and NEON dot products, 2 for
-    `pmaddwd`), its group scales transposed, and its rows in `panels(L)`
-    when L divides them: a kernel tile (whole vectors of L features) then
+    `pmaddwd`), its group scales transposed, and (with `panel` > 0, CPU
+    targets) its rows in `panels(L)` when L divides them: a kernel tile (whole vectors of L features) then
     reads each of its panels' codes as one contiguous run, where without
     panels its next block is a whole row of blocks away (often another
     page, where the prefetchers stop). Every reader of it, an embedding

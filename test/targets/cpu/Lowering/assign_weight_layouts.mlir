@@ -98,9 +98,14 @@ func.func @int8(%ids: tensor<1xi32>) -> tensor<1x10xf32> {
 
 // -----
 
-// Rows that divide into panels of one vector (lanes=8) get `panels(8)`
-// beside the dot blocks; 12 rows do not and keep plain dot blocks.
-// RUN: moe-opt %s --split-input-file --moe-cpu-assign-weight-layouts="lanes=8 dot=4" | FileCheck %s --check-prefix=DOTPANELS
+// On a CPU target (panel > 0), rows that divide into panels of one vector
+// (lanes=8) get `panels(8)` beside the dot blocks; 12 rows do not and keep
+// plain dot blocks. A GPU target (panel=0) keeps plain dot blocks.
+// RUN: moe-opt %s --split-input-file --moe-cpu-assign-weight-layouts="lanes=8 dot=4 panel=32" | FileCheck %s --check-prefix=DOTPANELS
+// RUN: moe-opt %s --split-input-file --moe-cpu-assign-weight-layouts="lanes=8 dot=4" | FileCheck %s --check-prefix=GPU
+// GPU-LABEL: func.func @int8_panels
+// GPU-NOT: panels(
+// GPU: func.func
 // DOTPANELS-LABEL: func.func @int8_panels
 // DOTPANELS-DAG: moe.dequantize {{.+}} format(int4) cols(64) group(32) dot(4) panels(8) : tensor<512xui8>, tensor<16x2xf16> -> tensor<16x64xf32>
 // DOTPANELS-DAG: moe.dequantize {{.+}} format(int4) cols(64) group(32) dot(4) : tensor<384xui8>, tensor<12x2xf16> -> tensor<12x64xf32>
