@@ -228,6 +228,42 @@ TEST_F(WeightsTest, VerifyCatchesCorruptData) {
   unlink(path.c_str());
 }
 
+// Opened with no_session (--info, --tokenize): the weights are checked, no
+// KV cache or arena is made, and what would run tokens refuses with a
+// message instead of touching a session.
+TEST_F(WeightsTest, LlmWithoutSession) {
+  std::string path = writeWeights(data, MOERT_WEIGHTS_MAGIC);
+  moert_model_desc_t model = fakeModel(data.size(), hash);
+  moert_llm_options options;
+  moert_llm_options_initialize(&options);
+  options.weights_path = path.c_str();
+  options.no_session = 1;
+  moert_llm *llm = nullptr;
+  char error[256] = "";
+  ASSERT_EQ(
+      moert_llm_open(&model, nullptr, 0, &options, &llm, error, sizeof(error)),
+      MOERT_STATUS_OK)
+      << error;
+  EXPECT_EQ(moert_llm_session(llm), nullptr);
+  EXPECT_EQ(moert_llm_context(llm), 0);
+  EXPECT_EQ(moert_llm_position(llm), 0);
+  EXPECT_EQ(moert_llm_logits(llm), nullptr);
+  int32_t ids[] = {1, 2};
+  EXPECT_EQ(moert_llm_feed(llm, ids, 2), MOERT_STATUS_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(moert_llm_last_error(llm)).find("without a session"),
+            std::string::npos)
+      << moert_llm_last_error(llm);
+  moert_sampler_params params;
+  moert_llm_default_sampling(llm, &params);
+  moert_sampler sampler;
+  moert_sampler_init(&sampler, &params);
+  EXPECT_EQ(moert_llm_sample(llm, &sampler), -1);
+  moert_sampler_free(&sampler);
+  moert_llm_reset(llm);
+  moert_llm_free(llm);
+  unlink(path.c_str());
+}
+
 class SessionTest : public WeightsTest {
 protected:
   void SetUp() override {
