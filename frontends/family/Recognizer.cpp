@@ -276,6 +276,12 @@ llvm::Error Recognition::mapNames() {
 
 llvm::Error Recognition::countLayers() {
   std::string pattern = root.value("layer_count_from", "");
+  // Without {i} every layer names the same tensor, and counting would not
+  // end (found by fuzz_family: "blocks.{e}.attn_norm.weight").
+  if (pattern.find("{i}") == std::string::npos) {
+    return descError("layer_count_from",
+                     "'" + pattern + "' has no {i} for the layer index");
+  }
   while (strippedToKey.count(instantiate(pattern, numLayers))) {
     ++numLayers;
   }
@@ -882,6 +888,13 @@ Recognition::bindPacked(const json &def, const std::string &defPath,
       return n.takeError();
     }
     count = *n;
+    // As stackExperts: without {e} every expert would be the same tensor
+    // (and a huge count an endless loop).
+    if (pattern.find("{e}") == std::string::npos || count < 1) {
+      return descError(defPath + ".stack",
+                       "stacks tensors whose 'name' has an {e} (expert "
+                       "index), at least one of them");
+    }
   }
   WeightRef ref;
   ref.role = where;

@@ -284,6 +284,17 @@ TEST(Recognizer, DescriptionErrorsNameTheField) {
                    "expression 'rope_theta' at column 11: unknown name "
                    "'rope_theta' (not in dims or settings)");
 
+  // A layer pattern without {i} names one tensor for every layer: an
+  // error, not an endless count (a fuzz_family timeout).
+  error = recognitionError(edited([](json &root) {
+                             root["layer_count_from"] =
+                                 "blocks.{e}.attn_norm.weight";
+                           }),
+                           tensors, &config);
+  EXPECT_EQ(error, "edited.json: layer_count_from: "
+                   "'blocks.{e}.attn_norm.weight' has no {i} for the layer "
+                   "index");
+
   // A stacked role's one pattern may be spelled as a list.
   error = recognitionError(edited([](json &root) {
                              json &gate = root["layer_tensors"]["expert_gate"];
