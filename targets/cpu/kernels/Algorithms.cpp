@@ -849,7 +849,11 @@ std::pair<Var, int> tileGatheredHidden(const KernelEnv &env, Func hid,
   if (!env.singleToken) {
     hid.parallel(args[2]);
   } else if (env.worthThreads(weightBytes)) {
-    hid.parallel(fo);
+    // One parallel loop over every selected expert's tiles, not one per
+    // expert: a decode step wakes the thread pool once for all k experts.
+    Var tile("fj");
+    hid.fuse(fo, args[1], tile).parallel(tile);
+    return {tile, fvec};
   }
   return {fo, fvec};
 }

@@ -171,9 +171,9 @@ void tileBlockRows(Halide::Func f, Halide::Var row, Halide::Var blockVar,
 
 /// Materialises the gather dispatch's hidden activations `hid`(f, j, t)
 /// at root in vector tiles of F, each streaming its expert's gate and up
-/// rows once: in parallel over tiles for one token, else over tokens.
-/// Returns the tile loop (where the projections are computed) and the
-/// vector width.
+/// rows once: for one token, the tiles of all k slots in one parallel loop
+/// (when worth threads), else in parallel over tokens. Returns the tile
+/// loop (where the projections are computed) and the vector width.
 std::pair<Halide::Var, int> tileGatheredHidden(const KernelEnv &env,
                                                Halide::Func hid, int hidden,
                                                int64_t weightBytes);

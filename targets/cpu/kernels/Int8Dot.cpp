@@ -369,9 +369,11 @@ OpFuncs int8ExpertDispatch(const KernelEnv &env, const TensorFunc &input,
     KernelEnv tileEnv = env;
     RootSchedule schedule = [=](Func &o) mutable {
       Var dox("do"), di("di");
-      auto [fo, fvec] = tileGatheredHidden(
-          tileEnv, hid, hidden,
-          int64_t(gate ? 2 : 1) * topK * hidden * width * up.layout.bits / 8);
+      const int64_t hiddenBytes =
+          int64_t(gate ? 2 : 1) * topK * hidden * width * up.layout.bits / 8;
+      const int64_t dispatchBytes =
+          hiddenBytes + int64_t(topK) * model * hidden * down.layout.bits / 8;
+      auto [fo, fvec] = tileGatheredHidden(tileEnv, hid, hidden, hiddenBytes);
       scheduleInt8Projection(h.up, LoopLevel(hid, fo), fvec, {});
       if (h.gate) {
         scheduleInt8Projection(*h.gate, LoopLevel(hid, fo), fvec, {});
@@ -382,13 +384,17 @@ OpFuncs int8ExpertDispatch(const KernelEnv &env, const TensorFunc &input,
       rowOut.compute_root()
           .split(rd, dox, di, dtile, TailStrategy::ShiftInwards)
           .vectorize(di, dvec);
+      Var downTile = dox;
       if (!single) {
         rowOut.parallel(rowOut.args()[2]);
-      } else if (tileEnv.worthThreads(int64_t(topK) * model * hidden *
-                                      down.layout.bits / 8)) {
-        rowOut.parallel(dox);
+      } else if (tileEnv.worthThreads(dispatchBytes)) {
+        // Split with the hidden tiles: the pool is awake for them already,
+        // and the down rows alone (655 KB at physics q4) would run on one
+        // thread while the other waits.
+        downTile = Var("dj");
+        rowOut.fuse(dox, rowOut.args()[1], downTile).parallel(downTile);
       }
-      scheduleInt8Projection(downP, LoopLevel(rowOut, dox), dvec, {});
+      scheduleInt8Projection(downP, LoopLevel(rowOut, downTile), dvec, {});
       o.compute_root().vectorize(d, lanes, TailStrategy::GuardWithIf);
       o.update().vectorize(d, lanes, TailStrategy::GuardWithIf);
       if (!single) {
