@@ -67,12 +67,8 @@ std::string dumpName(Value value, int64_t &counter) {
 
 /// Values per token of `value` ([T, ...]): the product of its other dims.
 int64_t valuesPerToken(Value value) {
-  ArrayRef<int64_t> shape = cast<RankedTensorType>(value.getType()).getShape();
-  int64_t n = 1;
-  for (int64_t dim : shape.drop_front()) {
-    n *= dim;
-  }
-  return n;
+  return ShapedType::getNumElements(
+      cast<RankedTensorType>(value.getType()).getShape().drop_front());
 }
 
 /// Adds x x^T of `rows` rows of width n to the upper triangle of `h`.

@@ -65,14 +65,6 @@ ArrayRef<int64_t> selectedShape(WeightOp op) {
   return op.getResult().getType().getShape();
 }
 
-int64_t numElements(ArrayRef<int64_t> shape) {
-  int64_t count = 1;
-  for (int64_t d : shape) {
-    count *= d;
-  }
-  return count;
-}
-
 /// The index of the first NaN or infinity among `count` f32 values at
 /// `bytes` (any alignment), or -1. It tests exponent bits, so it means the
 /// same under any floating-point flags, and scans in chunks the compiler
@@ -167,7 +159,7 @@ LogicalResult logicalValues(WeightOp op, const fe::TensorSource &tensors,
     for (size_t i = 1; i < tensor->shape.size(); ++i) {
       rowElements *= tensor->shape[i];
     }
-    int64_t count = numElements(sliceShape);
+    int64_t count = ShapedType::getNumElements(sliceShape);
     size_t elementBytes = fe::dtypeBits(tensor->dtype) / 8;
     const uint8_t *src =
         tensor->bytes.data() + rowBegin * rowElements * elementBytes;
@@ -296,7 +288,7 @@ public:
     ArrayRef<int64_t> shape = *op.getQuantShape();
     size_t lead = shape.size() - 2;
     int64_t rows = shape[lead], cols = shape[lead + 1];
-    int64_t count = numElements(shape) / (rows * cols);
+    int64_t count = ShapedType::getNumElements(shape) / (rows * cols);
     FailureOr<const float *> hessians = hessiansOf(op, count, cols);
     if (failed(hessians)) {
       return nullptr;
@@ -439,9 +431,10 @@ std::vector<uint8_t> transposedCodes(const uint8_t *codes,
   ArrayRef<int64_t> shape = reader.getResult().getType().getShape();
   int64_t rows = shape[shape.size() - 2], cols = shape.back();
   return transposeCodes(
-      codes, numElements(shape) / (rows * cols), rows, cols, reader.getFormat(),
-      reader.getLowBitsFirst(), reader.getLanes().value_or(0),
-      reader.getDot().value_or(0), reader.getPanels().value_or(0));
+      codes, ShapedType::getNumElements(shape) / (rows * cols), rows, cols,
+      reader.getFormat(), reader.getLowBitsFirst(),
+      reader.getLanes().value_or(0), reader.getDot().value_or(0),
+      reader.getPanels().value_or(0));
 }
 
 /// What the report says of a quantized weight.
@@ -460,7 +453,7 @@ QuantizedWeightReport reportOf(WeightOp op, const QuantizedMatrices &q,
   }
   report.scale = halfScales ? "f16" : "f32";
   report.group = *op.getQuantGroup();
-  report.params = numElements(*op.getQuantShape());
+  report.params = ShapedType::getNumElements(*op.getQuantShape());
   report.bytes = q.codes.size() +
                  (q.scales.size() + q.offsets.size()) * (halfScales ? 2 : 4);
   report.relativeError =
@@ -472,7 +465,7 @@ QuantizedWeightReport reportOf(WeightOp op, const QuantizedMatrices &q,
 
 FailureOr<std::vector<float>>
 readWeightValues(WeightOp op, const fe::TensorSource &tensors) {
-  std::vector<float> values(numElements(selectedShape(op)));
+  std::vector<float> values(ShapedType::getNumElements(selectedShape(op)));
   if (failed(logicalValues(op, tensors, values.data()))) {
     return failure();
   }
@@ -522,7 +515,7 @@ FailureOr<WeightFileInfo> writeWeightFile(ModuleOp module,
   };
   int64_t largest = 0;
   for (auto &[offset, op] : byOffset) {
-    largest = std::max(largest, numElements(selectedShape(op)));
+    largest = std::max(largest, ShapedType::getNumElements(selectedShape(op)));
   }
   std::unique_ptr<float[]> logical(new float[largest]);
   std::unique_ptr<float[]> stored(new float[largest]);
@@ -598,7 +591,7 @@ FailureOr<WeightFileInfo> writeWeightFile(ModuleOp module,
         ArrayRef<int64_t> shape = reader.getResult().getType().getShape();
         int64_t rows = shape[shape.size() - 2], cols = shape.back();
         checkpointBytes =
-            numElements(shape) / (rows * cols) *
+            ShapedType::getNumElements(shape) / (rows * cols) *
             DequantizeOp::codeBytes(reader.getFormat(), rows, cols);
       }
       if (failed(packedBytes(op, tensors, checkpointBytes, packed))) {
@@ -608,9 +601,9 @@ FailureOr<WeightFileInfo> writeWeightFile(ModuleOp module,
       bytes = packed.size();
     } else if (const fe::TensorInfo *tensor = writableAsIs(op, tensors)) {
       data = tensor->bytes.data();
-      if (failed(checkFinite(op, tensors,
-                             cast<StringAttr>(op.getSources()[0]).getValue(),
-                             data, numElements(tensor->shape), 0))) {
+      if (failed(checkFinite(
+              op, tensors, cast<StringAttr>(op.getSources()[0]).getValue(),
+              data, ShapedType::getNumElements(tensor->shape), 0))) {
         return failure();
       }
     } else {

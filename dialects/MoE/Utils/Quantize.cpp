@@ -457,43 +457,36 @@ QuantizedMatrices quantizeMatrices(const float *values, int64_t count,
       }
     }
   };
-  if (hessians && factors) {
-    // The caller keeps the factors (weights sharing these Hessians come
-    // next): all of them at once, unless it already has them.
-    if (static_cast<int64_t>(factors->size()) != count) {
-      factors->assign(count, {});
-      parallelFor(count, [&](int64_t m) {
-        (*factors)[m] = inverseHessianFactor(hessians + m * cols * cols, cols);
-      });
-    }
-    for (const std::vector<double> &factor : *factors) {
-      out.errorFeedback |= !factor.empty();
-    }
-    parallelFor(chunks, [&](int64_t chunk) {
-      quantizeChunk(chunk, (*factors)[chunk / chunksPerMatrix]);
-    });
-  } else {
-    int64_t batch =
-        hessians ? std::max<int64_t>(1, std::thread::hardware_concurrency())
-                 : count;
-    std::vector<std::vector<double>> batchFactors;
-    for (int64_t first = 0; first < count; first += batch) {
-      int64_t n = std::min(batch, count - first);
-      batchFactors.assign(n, {});
+  // GPTQ's [cols, cols] factors: kept by the caller when it passes
+  // `factors` (weights sharing these Hessians come next; computed all at
+  // once unless it already has them), else computed a core's worth of
+  // matrices at a time, so that no more are alive at once. Without
+  // Hessians every factor is empty: round to nearest.
+  std::vector<std::vector<double>> batchFactors;
+  const bool keep = hessians && factors;
+  std::vector<std::vector<double>> &batchOf = keep ? *factors : batchFactors;
+  const bool have = keep && static_cast<int64_t>(factors->size()) == count;
+  int64_t batch =
+      hessians && !keep
+          ? std::max<int64_t>(1, std::thread::hardware_concurrency())
+          : count;
+  for (int64_t first = 0; first < count; first += batch) {
+    int64_t n = std::min(batch, count - first);
+    if (!have) {
+      batchOf.assign(n, {});
       if (hessians) {
         parallelFor(n, [&](int64_t i) {
-          batchFactors[i] =
+          batchOf[i] =
               inverseHessianFactor(hessians + (first + i) * cols * cols, cols);
         });
-        for (const std::vector<double> &factor : batchFactors) {
-          out.errorFeedback |= !factor.empty();
-        }
       }
-      parallelFor(n * chunksPerMatrix, [&](int64_t i) {
-        quantizeChunk(first * chunksPerMatrix + i,
-                      batchFactors[i / chunksPerMatrix]);
-      });
     }
+    for (const std::vector<double> &factor : batchOf) {
+      out.errorFeedback |= !factor.empty();
+    }
+    parallelFor(n * chunksPerMatrix, [&](int64_t i) {
+      quantizeChunk(first * chunksPerMatrix + i, batchOf[i / chunksPerMatrix]);
+    });
   }
   for (int64_t chunk = 0; chunk < chunks; ++chunk) {
     out.sumSquares += squares[chunk];
