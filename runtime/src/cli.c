@@ -747,8 +747,10 @@ static void print_text_info(const moert_text_interface *text) {
   printf("%s\n", text->stop_count ? "" : " none");
 }
 
+/* `context`: -c, or 0 for the model's default; it is what a session would get,
+ * reported as requested when no session was opened (a GPU build's --info). */
 static void print_info(const char *weights_path, const moert_session_t *session,
-                       const moert_text_interface *text) {
+                       const moert_text_interface *text, int32_t context) {
   const moert_model_desc_t *m = &moert_model;
   printf("model:          %s\n", m->family);
   printf("target:         %s\n", m->target);
@@ -759,6 +761,9 @@ static void print_info(const char *weights_path, const moert_session_t *session,
   if (session) {
     printf("context:        %d (model default %lld)\n",
            moert_session_context(session), (long long)m->context_length);
+  } else if (context > 0) {
+    printf("context:        %d requested (model default %lld)\n", context,
+           (long long)m->context_length);
   } else {
     printf("context:        model default %lld\n",
            (long long)m->context_length);
@@ -853,7 +858,7 @@ int main(int argc, char **argv) {
                   "tokenizer file beside the checkpoint; compile with "
                   "--tokenizer=FILE), so it takes token ids: --tokens IDS");
   } else if (o.info) {
-    print_info(weights_path, session, text);
+    print_info(weights_path, session, text, o.context);
   } else if (o.bench) {
     rc = run_bench(session, &o);
   } else if (o.tokenize) {
