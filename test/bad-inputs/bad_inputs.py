@@ -254,6 +254,22 @@ def huge_description_dim(work, good, name):
     return compile_cmd(good, work, name, "--family=" + path)
 
 
+def packed_stack_without_expert(work, good, name):
+    """The SSMoELM description with one expert's name for every expert of a packed
+    stack: every expert would be the same tensor (found by fuzz_family), on the
+    bundled trained SSMoELM (examples/kjv/ssmoelm)."""
+    families = os.path.join(HERE, "..", "..", "frontends", "families")
+    with open(os.path.join(families, "ssmoelm.json")) as f:
+        description = json.load(f)
+    description["family"] = "ssmoelm-one-expert"
+    description["layer_tensors"]["expert_gate"]["name"] = "model.layers.{i}.mlp.experts.0.gate_proj.weight"
+    path = os.path.join(work, name + ".json")
+    with open(path, "w") as f:
+        json.dump(description, f)
+    model = os.path.join(HERE, "..", "..", "examples", "kjv", "ssmoelm")
+    return compile_cmd(model, work, name, "--family=" + path)
+
+
 def bad_compile_flag(work, good, name):
     return compile_cmd(good, work, name, "--quant=q5")
 
@@ -349,6 +365,10 @@ CASES = [
     Case("description-huge-dim", "a family description's shape() asks for dimension 1e48",
          [r"huge-dim\.json: dims\.d_model: in expression 'shape\(embedding, 1e48\)' at column \d+: shape\(embedding, k\): k must be a dimension index 0, 1, 2, \.\.\., got 1e\+48"],
          huge_description_dim),
+    Case("description-packed-stack-without-e", "a packed expert stack whose name has no {e}",
+         [r"without-e\.json: layer_tensors\.expert_gate\.stack: stacks tensors whose 'name' has an \{e\} "
+          r"\(expert index\), at least one of them"],
+         packed_stack_without_expert),
     Case("bad-compile-flag", "--quant names no precision",
          [r"--quant: 'q5': expected q8, q4, q2, q1, q8a, q4a, q2a, q1a, mixed or none"], bad_compile_flag),
     Case("calibration-missing-text", "--quant-calibration names a file that is not there",
