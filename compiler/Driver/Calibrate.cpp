@@ -4,14 +4,13 @@
 
 #include "compiler/Driver/Toolchain.h"
 #include "compiler/Driver/WeightWriter.h"
+#include "dialects/MoE/Utils/ParallelFor.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/Builders.h"
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/MemoryBuffer.h"
-#include "llvm/Support/ThreadPool.h"
-#include "llvm/Support/Threading.h"
 #include "llvm/Support/raw_ostream.h"
 
 #include "moert/text.h"
@@ -397,11 +396,8 @@ FailureOr<CalibrationData> runCalibration(const std::string &exe,
     {
       // Joined before the function returns: the kernel compiler forks
       // later, which is only safe without other threads.
-      llvm::DefaultThreadPool pool(llvm::hardware_concurrency());
-      for (std::function<void()> &job : jobs) {
-        pool.async(job);
-      }
-      pool.wait();
+      parallelFor(static_cast<int64_t>(jobs.size()),
+                  [&](int64_t i) { jobs[i](); });
     }
     data.sumSeconds += std::chrono::duration<double>(
                            std::chrono::steady_clock::now() - sumStart)

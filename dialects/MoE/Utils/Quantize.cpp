@@ -4,10 +4,10 @@
 
 #include "dialects/MoE/IR/MoEOps.h"
 #include "dialects/MoE/Utils/DotBlocks.h"
+#include "dialects/MoE/Utils/ParallelFor.h"
 #include "frontends/checkpoint/DType.h"
 
 #include <algorithm>
-#include <atomic>
 #include <cassert>
 #include <cmath>
 #include <functional>
@@ -308,27 +308,6 @@ std::vector<double> inverseHessianFactor(const float *h, int64_t n) {
     }
   }
   return u;
-}
-
-/// Runs `body(i)` for i in [0, n) on every core; returns when all are done
-/// (no thread outlives the call).
-void parallelFor(int64_t n, const std::function<void(int64_t)> &body) {
-  std::atomic<int64_t> next{0};
-  auto worker = [&] {
-    for (int64_t i = next++; i < n; i = next++) {
-      body(i);
-    }
-  };
-  int64_t threads =
-      std::min<int64_t>(n, std::max(1u, std::thread::hardware_concurrency()));
-  std::vector<std::thread> pool;
-  for (int64_t t = 1; t < threads; ++t) {
-    pool.emplace_back(worker);
-  }
-  worker();
-  for (std::thread &thread : pool) {
-    thread.join();
-  }
 }
 
 } // namespace
