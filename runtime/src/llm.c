@@ -64,9 +64,7 @@ moert_status_t moert_llm_open(const moert_model_desc_t *model, const void *text,
         "--target=host (or a target this CPU has: moec targets)",
         model->target);
   }
-  if (options->threads > 0) {
-    moert_set_threads(options->threads);
-  }
+  moert_set_threads(options->threads);
   moert_llm *llm = calloc(1, sizeof(*llm));
   if (!llm) {
     return moert_error(MOERT_STATUS_OUT_OF_MEMORY, error, error_size,

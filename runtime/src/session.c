@@ -23,12 +23,14 @@
 
 #include "memory.h"
 #include "scratch.h"
+#include "thread_pool.h"
 
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #if defined(__aarch64__) && defined(__linux__)
 #include <sys/auxv.h>
@@ -570,7 +572,13 @@ uint64_t moert_session_scratch_allocations(const moert_session_t *session) {
 }
 
 void moert_set_threads(int threads) {
-  if (threads > 0) {
-    halide_set_num_threads(threads);
+  if (threads <= 0) {
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    threads = cores > 0 ? (int)cores : 1;
   }
+  /* The kernels' parallel loops run on the runtime's pool (thread_pool.h),
+   * not on Halide's, whose workers sleep between loops. */
+  halide_set_num_threads(threads);
+  moert_pool_set_threads(threads);
+  halide_set_custom_do_par_for(moert_pool_do_par_for);
 }

@@ -122,3 +122,8 @@ int halide_reuse_device_allocations(void *user_context, bool reuse) {
   (void)reuse;
   return 0;
 }
+
+halide_do_par_for_t halide_set_custom_do_par_for(halide_do_par_for_t f) {
+  (void)f;
+  return NULL;
+}

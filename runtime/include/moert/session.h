@@ -5,7 +5,8 @@
  * moert_session_create. Prefill and decode never allocate.
  *
  * Thread-safety: thread-compatible; one thread at a time per session.
- * Kernels may use the Halide thread pool (moert_set_threads).
+ * Kernels run their parallel loops on one pool per process, whose size
+ * moert_set_threads sets.
  *
  *===----------------------------------------------------------------------===*/
 
@@ -95,7 +96,9 @@ uint64_t moert_session_bytes(const moert_session_t *session);
 uint64_t moert_session_scratch_bytes(const moert_session_t *session);
 uint64_t moert_session_scratch_allocations(const moert_session_t *session);
 
-/* Threads the kernels use (Halide's pool); <= 0 = one per core. */
+/* Threads the kernels use (the runtime's pool: the caller and threads - 1
+ * workers that spin briefly between parallel loops, then sleep);
+ * <= 0 = one per core. Call it between kernel calls, not during one. */
 void moert_set_threads(int threads);
 
 #ifdef __cplusplus
