@@ -127,7 +127,10 @@ static void *worker_main(void *unused) {
 }
 
 static void wake_all(void) {
-  atomic_fetch_add_explicit(&posted, 1, memory_order_release);
+  /* Sequentially consistent, as a worker's `sleepers` increment and its
+   * second look at `posted` are: either it sees the new value, or this
+   * sees it asleep (stop_workers joins, so a lost wake-up would hang). */
+  atomic_fetch_add(&posted, 1);
   if (atomic_load(&sleepers) > 0) {
     syscall(SYS_futex, (unsigned *)&posted, FUTEX_WAKE_PRIVATE, kMaxWorkers,
             NULL, NULL, 0);

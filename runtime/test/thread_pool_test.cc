@@ -3,7 +3,8 @@
 // moert_pool_do_par_for as Halide's kernels call it: every index exactly
 // once at every thread count, the first error returned, a loop started from
 // inside a task, thousands of short loops (the slots' reuse), two callers at
-// once, and workers that really take part. Built plain, with ASan + UBSan,
+// once, workers that really take part, and workers woken from sleep and
+// stopped while asleep. Built plain, with ASan + UBSan,
 // and with TSan.
 //
 //===----------------------------------------------------------------------===//
@@ -138,6 +139,23 @@ TEST(ThreadPool, WorkersTakePart) {
   EXPECT_EQ(loop(meetTask, 0, 200, &meeting), 0);
   EXPECT_EQ(meeting.threads.size(), 2u);
   ASSERT_EQ(moert_pool_set_threads(1), 0);
+}
+
+} // namespace
+
+namespace {
+
+TEST(ThreadPool, SleepingWorkersWakeAndStop) {
+  ASSERT_EQ(moert_pool_set_threads(2), 0);
+  for (int round = 0; round < 3; ++round) {
+    // Longer than a worker spins: it is asleep when the loop starts.
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    Meeting meeting;
+    EXPECT_EQ(loop(meetTask, 0, 50, &meeting), 0);
+    EXPECT_EQ(meeting.threads.size(), 2u) << "round " << round;
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  ASSERT_EQ(moert_pool_set_threads(1), 0); // joins a sleeping worker
 }
 
 } // namespace
