@@ -1,5 +1,4 @@
-//===- ParallelFor.h - A loop on every core that leaves no thread -*- C++
-//-*-===//
+//===- ParallelFor.h - A loop on every core, no thread left ---*- C++ -*-===//
 //
 // The compile-time number crunching (quantizing weights, GPTQ's factors,
 // calibration sums) runs on every core through this one loop.
