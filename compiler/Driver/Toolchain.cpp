@@ -16,9 +16,15 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <csignal>
+#include <cstring>
+#include <fcntl.h>
 #include <mutex>
+#include <pthread.h>
+#include <spawn.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 namespace mlir::moe {
 
@@ -57,20 +63,53 @@ std::vector<std::string> compilerDriver(const TargetDescription &target) {
   return argv;
 }
 
-/// The tools running now (the C compiler, the linker). An interrupted moec
-/// stops them before it exits: one left running could write its output,
-/// moec's temporary file, after the signal handler removed it (a stray
-/// `exe.tmp<pid>` after `kill -INT`, found by test/bad-inputs).
+/// The tools running now (the C compiler, the linker), each the leader of
+/// its own process group. An interrupted moec stops them and everything they
+/// started before it exits: one left running could write its output, moec's
+/// temporary file, after the signal handler removed it (a stray
+/// `exe.tmp<pid>` after `kill -INT`, found by test/bad-inputs). A slot holds
+/// kSpawning while a tool is being started, so the handler knows to wait for
+/// its pid.
 constexpr int kToolSlots = 8;
+constexpr pid_t kSpawning = -1;
 std::atomic<pid_t> runningTools[kToolSlots];
+
+/// The signals LLVM's handlers turn into an interrupt.
+sigset_t interruptSignals() {
+  sigset_t set;
+  sigemptyset(&set);
+  for (int sig : {SIGINT, SIGTERM, SIGHUP}) {
+    sigaddset(&set, sig);
+  }
+  return set;
+}
+
+/// Kills the process group `leader` leads and waits, up to a few seconds,
+/// until none of it is left: the compiler driver's children (the linker)
+/// are in its group, and must not outlive the removal of their output.
+void killToolGroup(pid_t leader) {
+  ::kill(-leader, SIGKILL);
+  ::waitpid(leader, nullptr, 0);
+  // Orphaned members are reparented and reaped by init; poll until the
+  // group is gone (ESRCH).
+  for (int i = 0; i < 2000 && ::kill(-leader, 0) == 0; ++i) {
+    ::usleep(1000);
+  }
+}
 
 /// SIGINT, SIGTERM, SIGHUP: LLVM has removed the files registered with
 /// RemoveFileOnSignal; stop the tools, remove what they wrote since, exit.
 void stopToolsOnInterrupt() {
   for (std::atomic<pid_t> &slot : runningTools) {
-    if (pid_t pid = slot.exchange(0); pid > 0) {
-      ::kill(pid, SIGKILL);
-      ::waitpid(pid, nullptr, 0);
+    // A tool another thread is starting (interrupt signals are blocked in
+    // that thread until its pid is stored, so this is not that thread).
+    pid_t pid = slot.load();
+    for (int i = 0; i < 5000 && pid == kSpawning; ++i) {
+      ::usleep(100);
+      pid = slot.load();
+    }
+    if (pid > 0 && slot.compare_exchange_strong(pid, 0)) {
+      killToolGroup(pid);
     }
   }
   llvm::sys::RunInterruptHandlers();
@@ -79,16 +118,23 @@ void stopToolsOnInterrupt() {
   ::_exit(130);
 }
 
-/// Holds a running tool's pid in a free slot for stopToolsOnInterrupt.
+/// A slot of runningTools for one tool's lifetime: reserved (kSpawning)
+/// before the tool starts, so an interrupt never misses a tool that has
+/// started but is not yet recorded.
 class TrackedTool {
 public:
-  explicit TrackedTool(pid_t pid) {
-    for (std::atomic<pid_t> &slot : runningTools) {
+  TrackedTool() {
+    for (std::atomic<pid_t> &candidate : runningTools) {
       pid_t free = 0;
-      if (slot.compare_exchange_strong(free, pid)) {
-        this->slot = &slot;
+      if (candidate.compare_exchange_strong(free, kSpawning)) {
+        slot = &candidate;
         return;
       }
+    }
+  }
+  void started(pid_t pid) {
+    if (slot) {
+      slot->store(pid);
     }
   }
   ~TrackedTool() {
@@ -100,6 +146,67 @@ public:
 private:
   std::atomic<pid_t> *slot = nullptr;
 };
+
+/// Starts `argv` (argv[0] is `program`) as the leader of a new process
+/// group, its stdout and stderr into `output`, and waits for it. Returns its
+/// exit status; -1 with `message` set when it did not start or did not exit
+/// normally.
+int runToolGroup(const std::string &program,
+                 const std::vector<std::string> &argv, llvm::StringRef output,
+                 std::string &message) {
+  std::vector<char *> args;
+  for (const std::string &arg : argv) {
+    args.push_back(const_cast<char *>(arg.c_str()));
+  }
+  args.push_back(nullptr);
+  std::string outputPath = output.str();
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, outputPath.c_str(),
+                                   O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);
+  // Interrupt signals stay blocked in this thread from the slot's
+  // reservation until the pid is in it; the tool starts with this thread's
+  // usual mask and default handlers, in a group of its own.
+  sigset_t interrupts = interruptSignals();
+  sigset_t usual;
+  pthread_sigmask(SIG_BLOCK, &interrupts, &usual);
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP |
+                                      POSIX_SPAWN_SETSIGMASK |
+                                      POSIX_SPAWN_SETSIGDEF);
+  posix_spawnattr_setpgroup(&attr, 0);
+  posix_spawnattr_setsigmask(&attr, &usual);
+  posix_spawnattr_setsigdefault(&attr, &interrupts);
+  TrackedTool tracked;
+  pid_t pid = 0;
+  int err =
+      posix_spawn(&pid, program.c_str(), &actions, &attr, args.data(), environ);
+  if (err == 0) {
+    tracked.started(pid);
+  }
+  pthread_sigmask(SIG_SETMASK, &usual, nullptr);
+  posix_spawnattr_destroy(&attr);
+  posix_spawn_file_actions_destroy(&actions);
+  if (err != 0) {
+    message = "cannot start it: " + std::string(std::strerror(err));
+    return -1;
+  }
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0) {
+    if (errno != EINTR) {
+      message = "cannot wait for it: " + std::string(std::strerror(errno));
+      return -1;
+    }
+  }
+  if (WIFSIGNALED(status)) {
+    message = "killed by signal " + std::to_string(WTERMSIG(status)) + ", " +
+              ::strsignal(WTERMSIG(status));
+    return -1;
+  }
+  return WEXITSTATUS(status);
+}
 
 /// Runs `argv`; on failure the error quotes the command and its stderr.
 llvm::Error run(const TargetDescription &target, std::vector<std::string> argv,
@@ -124,20 +231,8 @@ llvm::Error runProgram(std::vector<std::string> argv, llvm::StringRef what) {
   llvm::SmallString<128> errors;
   llvm::sys::fs::createTemporaryFile("moec-cc", "txt", errors);
   // Both output streams: a failure's message may be on either.
-  std::optional<llvm::StringRef> redirects[] = {
-      std::nullopt, llvm::StringRef(errors), llvm::StringRef(errors)};
-  std::vector<llvm::StringRef> args(argv.begin(), argv.end());
   std::string message;
-  bool notStarted = false;
-  llvm::sys::ProcessInfo tool =
-      llvm::sys::ExecuteNoWait(*program, args, std::nullopt, redirects,
-                               /*MemoryLimit=*/0, &message, &notStarted);
-  int rc = -1;
-  if (!notStarted) {
-    TrackedTool tracked(tool.Pid);
-    rc = llvm::sys::Wait(tool, /*SecondsToWait=*/std::nullopt, &message)
-             .ReturnCode;
-  }
+  int rc = runToolGroup(*program, argv, errors, message);
   std::string output;
   if (auto buffer = llvm::MemoryBuffer::getFile(errors)) {
     output = (*buffer)->getBuffer().str();
