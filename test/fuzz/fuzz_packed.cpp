@@ -1,13 +1,13 @@
 //===- fuzz_packed.cpp - libFuzzer target of SSMoELM's packed format ------===//
 //
-// The input is a safetensors file read as an SSMoELM checkpoint (the seed
-// is the tiny fixture's, with its config.json, packed-config.json): 1-bit
-// and 4-bit codes with per-row scales, named `{key}__bin`/`__int4` and
-// `{key}__scale`. The container and the built-in description must refuse
-// it with a message naming a file, or accept it with every packed weight
-// holding exactly the code bytes and scales its logical shape needs, which
-// the weight writer then copies without looking again: computed here from
-// the shape alone, so a recogniser that accepted too little is caught.
+// The input is a safetensors file read as an SSMoELM checkpoint (seeds:
+// the fixture preset `fuzz`, whose config.json is packed-config.json):
+// 1-bit and 4-bit codes with per-row scales, named `{key}__bin`/`__int4`
+// and `{key}__scale`. The container and the built-in description must
+// refuse it with a message naming a file, or accept it with every packed
+// weight holding exactly the code bytes and scales its logical shape needs,
+// which the weight writer then copies without looking again: computed here
+// from the shape alone, so a recogniser that accepted too little is caught.
 //
 //===----------------------------------------------------------------------===//
 

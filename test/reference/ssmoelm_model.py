@@ -154,6 +154,11 @@ PRESETS = {
     # 5 experts, d_ff 36 (cols not a multiple of 8)
     "tiny2": dict(vocab_size=77, d_model=48, n_layers=3, n_heads=4, n_kv_heads=1, head_dim=12,
                   n_experts=5, top_k=2, d_ff=36),
+    # the smallest that keeps every kind of packed tensor (a middle layer with 1-bit V/O,
+    # GQA, a routed expert besides the chosen one): test/fuzz's packed seed, 3.6 KB of
+    # weights, so that the fuzzer's mutations spend their time in the reader
+    "fuzz": dict(vocab_size=16, d_model=16, n_layers=3, n_heads=2, n_kv_heads=1, head_dim=8,
+                 n_experts=2, top_k=1, d_ff=8),
     # the published model (card; spec §2 table)
     "full": dict(vocab_size=8192, d_model=768, n_layers=6, n_heads=12, n_kv_heads=3, head_dim=64,
                  n_experts=8, top_k=2, d_ff=256),
