@@ -7,7 +7,8 @@
  *
  * Every failure prints "error: ..." naming the flag, file or value at
  * fault and exits 1; output files are written to a temporary name and
- * renamed, so a failed run never leaves a partial file.
+ * renamed, so a failed run never leaves a partial file (a device or a pipe,
+ * /dev/null say, is written in place: a rename would replace it).
  *
  *===----------------------------------------------------------------------===*/
 
@@ -487,9 +488,33 @@ double cli_now_seconds(void) {
   return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-/* Writes `bytes` to `path` through a temporary file; 0 on success. */
+/* Writes `bytes` to `path` in place: what is there is no regular file
+ * (/dev/null, a pipe), which a rename would replace. */
+static int write_in_place(const char *path, const void *data, size_t bytes) {
+  FILE *f = fopen(path, "wb");
+  if (!f) {
+    return cli_fail("--logits-out: cannot open '%s': %s", path,
+                    strerror(errno));
+  }
+  int ok = fwrite(data, 1, bytes, f) == bytes;
+  int err = errno;
+  if (fclose(f) != 0 && ok) {
+    ok = 0;
+    err = errno;
+  }
+  return ok ? 0
+            : cli_fail("--logits-out: cannot write '%s': %s", path,
+                       strerror(err));
+}
+
+/* Writes `bytes` to `path` through a temporary file renamed over it, so a
+ * failed run leaves no partial file; 0 on success. */
 static int write_file_atomically(const char *path, const void *data,
                                  size_t bytes) {
+  struct stat st;
+  if (stat(path, &st) == 0 && !S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode)) {
+    return write_in_place(path, data, bytes);
+  }
   char temp[PATH_MAX];
   if (snprintf(temp, sizeof(temp), "%s.tmp%d", path, (int)getpid()) >=
       (int)sizeof(temp)) {
