@@ -255,11 +255,25 @@ static const void *fetch_from_device(moert_exec_t *exec, int32_t region,
   return session->fetched;
 }
 
+/* Halide's CUDA runtime opens "libcuda.so", a name that only the CUDA
+ * toolkit's development files (or some driver packages) provide; every
+ * driver installs its ABI name, "libcuda.so.1", which is tried first. */
+static void *load_library(const char *name) {
+  if (strcmp(name, "libcuda.so") == 0) {
+    void *lib = halide_default_load_library("libcuda.so.1");
+    if (lib) {
+      return lib;
+    }
+  }
+  return halide_default_load_library(name);
+}
+
 /* Puts every region of a GPU model on its device. */
 static moert_status_t device_open(moert_session_t *session,
                                   const moert_weights_t *weights,
                                   const uint64_t bytes[MOERT_REGION_COUNT]) {
   const moert_model_desc_t *model = session->model;
+  halide_set_custom_load_library(load_library);
   session->device = model->device_interface();
   session->exec.device_interface = session->device;
   session->exec.fetch = fetch_from_device;

@@ -1,4 +1,4 @@
-/*===- halide_runtime_double.c - The two Halide runtime calls, for tests --===*
+/*===- halide_runtime_double.c - The Halide runtime calls, for tests ------===*
  *
  * The runtime calls halide_set_error_handler, halide_set_num_threads and
  * halide_can_use_target_features, which a compiled model gets from the
@@ -7,12 +7,14 @@
  * part of a failing kernel, and plays a CPU without the features asked for
  * when moert_test_cpu_lacks_features is set. Its device is host memory
  * (a device address is a host pointer), so a GPU model's session can run
- * here; moert_test_device_fails plays a machine without a GPU.
+ * here; moert_test_device_fails plays a machine without a GPU, and the
+ * library loader records which names the runtime's loader tries.
  *
  *===----------------------------------------------------------------------===*/
 
 #include "HalideRuntime.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -29,6 +31,26 @@ halide_set_error_handler(halide_error_handler_t handler) {
 halide_malloc_t halide_set_custom_malloc(halide_malloc_t f) { return f; }
 halide_print_t halide_set_custom_print(halide_print_t f) { return f; }
 halide_free_t halide_set_custom_free(halide_free_t f) { return f; }
+
+/* The library loader the runtime installs, and the names it asked the
+ * default loader for (which finds only moert_test_library_present). */
+halide_load_library_t moert_test_load_library = 0;
+char moert_test_libraries_asked[256] = "";
+const char *moert_test_library_present = "";
+
+halide_load_library_t halide_set_custom_load_library(halide_load_library_t f) {
+  halide_load_library_t previous = moert_test_load_library;
+  moert_test_load_library = f;
+  return previous;
+}
+
+void *halide_default_load_library(const char *name) {
+  size_t used = strlen(moert_test_libraries_asked);
+  snprintf(moert_test_libraries_asked + used,
+           sizeof(moert_test_libraries_asked) - used, "%s;", name);
+  static char handle;
+  return strcmp(name, moert_test_library_present) == 0 ? &handle : 0;
+}
 
 int moert_test_cpu_lacks_features = 0;
 

@@ -21,6 +21,9 @@ extern "C" halide_error_handler_t moert_test_error_handler;
 extern "C" int moert_test_cpu_lacks_features;
 extern "C" int moert_test_device_fails;
 extern "C" uint64_t moert_test_device_bytes;
+extern "C" halide_load_library_t moert_test_load_library;
+extern "C" char moert_test_libraries_asked[256];
+extern "C" const char *moert_test_library_present;
 extern "C" const halide_device_interface_t *moert_test_device_interface(void);
 extern "C" void *moert_scratch_malloc(void *user_context, size_t bytes);
 extern "C" void moert_scratch_free(void *user_context, void *pointer);
@@ -414,6 +417,25 @@ TEST_F(SessionTest, GpuModelKeepsEveryRegionOnTheDevice) {
   EXPECT_EQ(moert_session_logits(onDevice)[6], 1.0f + 4);
   moert_session_release(onDevice);
   EXPECT_EQ(moert_test_device_bytes, 0u);
+
+  // Halide's CUDA runtime opens "libcuda.so", which a machine with only the
+  // NVIDIA driver lacks; the loader the session installed tries the
+  // driver's own name first.
+  ASSERT_NE(moert_test_load_library, nullptr);
+  moert_test_library_present = "libcuda.so.1";
+  moert_test_libraries_asked[0] = 0;
+  EXPECT_NE(moert_test_load_library("libcuda.so"), nullptr);
+  EXPECT_STREQ(moert_test_libraries_asked, "libcuda.so.1;");
+  // A toolkit-only machine: the unversioned name is still tried.
+  moert_test_library_present = "libcuda.so";
+  moert_test_libraries_asked[0] = 0;
+  EXPECT_NE(moert_test_load_library("libcuda.so"), nullptr);
+  EXPECT_STREQ(moert_test_libraries_asked, "libcuda.so.1;libcuda.so;");
+  // Any other library is asked for by its own name only.
+  moert_test_libraries_asked[0] = 0;
+  EXPECT_EQ(moert_test_load_library("libOpenCL.so"), nullptr);
+  EXPECT_STREQ(moert_test_libraries_asked, "libOpenCL.so;");
+  moert_test_library_present = "";
 }
 
 TEST_F(SessionTest, GpuModelWithoutADeviceSaysSo) {
