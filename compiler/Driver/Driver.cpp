@@ -423,6 +423,7 @@ static std::optional<CalibrationData> calibrate(const DriverOptions &options,
   build.target = "host";
   build.emit = EmitStage::Exe;
   build.profile = false;
+  build.traceKernels = false;
   build.verbose = false;
   build.outputPath = work.path + "/calibration";
   build.calibrationPlan = &plan;
@@ -637,6 +638,7 @@ LogicalResult runCompile(const DriverOptions &options) {
   kernelPipelineOptions.lanes = target->floatLanes();
   kernelPipelineOptions.dot = target->int8Dot.dotBytes;
   kernelPipelineOptions.panel = target->projectionPanel();
+  kernelPipelineOptions.traceKernels = options.traceKernels;
   if (failed(runPipeline(module, [&](OpPassManager &pm) {
         buildMoECpuKernelPipeline(pm, kernelPipelineOptions);
       }))) {

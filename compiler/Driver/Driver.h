@@ -76,6 +76,9 @@ struct DriverOptions {
   bool noKernelCache = false;
   /// Kernels with Halide's profiler (the `profile` target feature).
   bool profile = false;
+  /// Every kernel call's results named for --dump-activations
+  /// (moe-trace-kernels).
+  bool traceKernels = false;
   /// Print the recogniser's notes and progress.
   bool verbose = true;
   /// --tokenizer: the tokenizer file, instead of the model directory's.

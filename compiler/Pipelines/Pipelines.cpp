@@ -58,6 +58,9 @@ void buildMoECpuKernelPipeline(OpPassManager &pm,
       cpu::MoECpuAssignWeightLayoutsPassOptions{options.lanes, options.dot,
                                                 options.panel}));
   pm.addPass(createMoEOutlineKernelsPass());
+  if (options.traceKernels) {
+    pm.addPass(createMoETraceKernelsPass());
+  }
   // The views outlining made for each call collapse to one per layer.
   pm.addPass(createCSEPass());
   pm.addPass(createMoEPlanArenaPass());

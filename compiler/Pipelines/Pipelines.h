@@ -80,6 +80,11 @@ struct MoECpuKernelPipelineOptions
       llvm::cl::desc("output features per panel of float projection "
                      "weights (0: transposed, no panels)"),
       llvm::cl::init(0)};
+  Option<bool> traceKernels{
+      *this, "trace-kernels",
+      llvm::cl::desc("name every kernel call's results for "
+                     "--dump-activations (moe-trace-kernels)"),
+      llvm::cl::init(false)};
 };
 
 /// Stage 4 for CPU targets: weight layouts, kernels, memory plans.

@@ -3,7 +3,9 @@
 # check the CUDA target in one short run (it needs no moec, Halide or
 # compiler there): every family's fixture compiled for --target=cuda, the
 # logits and greedy tokens of the same model's host build as the expected
-# answers, and two full-size models with their host --bench numbers.
+# answers, the host build's kernel traces (--trace-kernels: every kernel
+# call's outputs) to find the first kernel a failing CUDA run departs at,
+# and three full-size models with their host --bench numbers.
 #
 #   examples/cuda/make_device_kit.sh [kit-dir]      (default build/device-kit)
 #   then, on the GPU machine:  python3 examples/cuda/run_device_kit.py build/device-kit
@@ -43,15 +45,21 @@ families.get('$family').write_checked_fixture('$model', '$preset', $seed,
   fi
   mkdir -p "$kit/$name"
   # shellcheck disable=SC2086
-  "$moec" compile "$model" -o "$kit/$name/cuda" --target=cuda -q $flags
+  "$moec" compile "$model" -o "$kit/$name/cuda" --target=cuda -q \
+    --trace-kernels $flags
   # shellcheck disable=SC2086
-  "$moec" compile "$model" -o "$work/$name-host" --target=host -q $flags
+  "$moec" compile "$model" -o "$work/$name-host" --target=host -q \
+    --trace-kernels $flags
   i=0
   IFS='/' read -ra list <<< "$prompts"
   for tokens in "${list[@]}"; do
     "$work/$name-host" --tokens "$tokens" --logits-out "$kit/$name/prefill-$i.f32"
     "$work/$name-host" --tokens "$tokens" --decode --logits-out "$kit/$name/decode-$i.f32"
     "$work/$name-host" --tokens "$tokens" -n 8 > "$kit/$name/greedy-$i.txt"
+    "$work/$name-host" --tokens "$tokens" --logits-out /dev/null \
+      --dump-activations "$kit/$name/trace-prefill-$i"
+    "$work/$name-host" --tokens "$tokens" --decode --logits-out /dev/null \
+      --dump-activations "$kit/$name/trace-decode-$i"
     echo "$tokens" > "$kit/$name/tokens-$i.txt"
     i=$((i + 1))
   done

@@ -3,12 +3,18 @@
 
 For every fixture: the CUDA executable's prefill and token-by-token decode
 logits against the host build's (max |cuda - host| <= 1e-3 of the host row's
-range, at least 1), and its greedy tokens against the host build's. Then
---bench of each full-size model on the GPU, beside the host numbers measured
-when the kit was made. Plain Python 3 (no numpy): the GPU machine needs
-nothing but the kit.
+range, at least 1), and its greedy tokens against the host build's. A run
+whose logits differ is run again with --dump-activations, and its kernel
+trace is compared with the host build's (test/reference/compare_traces.py):
+the first kernel call whose outputs differ is printed. Then --bench of each
+full-size model on the GPU, beside the host numbers measured when the kit
+was made. Plain Python 3 (no numpy): the GPU machine needs nothing but the
+kit and this repository.
 
-  python3 examples/cuda/run_device_kit.py KIT [--repeat N]
+  python3 examples/cuda/run_device_kit.py KIT [--repeat N] [--save DIR]
+
+--save DIR keeps what the GPU produced for a later look on another machine:
+every CUDA logits file and the trace of every failing run, under DIR/<fixture>/.
 
 Exits 1 when any comparison fails, or when the executables cannot use a GPU.
 """
@@ -17,9 +23,14 @@ import argparse
 import array
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                "..", "..", "test", "reference"))
+import compare_traces  # noqa: E402
 
 TOLERANCE = 1e-3
 
@@ -49,10 +60,23 @@ def run(cmd):
     return subprocess.run(cmd, capture_output=True, text=True)
 
 
+def first_kernel_difference(cmd, host_trace, tmp, saved, trace_name):
+    """Reruns `cmd` dumping its kernel trace; the first call unlike the host's."""
+    trace = os.path.join(tmp, trace_name)
+    shutil.rmtree(trace, ignore_errors=True)
+    result = run(cmd + ["--dump-activations", trace])
+    if result.returncode != 0:
+        return "the traced run failed: " + result.stderr.strip()
+    if saved:
+        shutil.copytree(trace, os.path.join(saved, trace_name), dirs_exist_ok=True)
+    return compare_traces.first_difference(host_trace, trace, TOLERANCE)[1]
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("kit")
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--save", help="directory to keep the CUDA outputs in")
     args = ap.parse_args()
     failed = 0
     tmp = tempfile.mkdtemp()
@@ -86,6 +110,15 @@ def main():
                 failed += worst > 1.0
                 print("%s %-14s %-7s prompt %d: worst error %.4f of the tolerance" % (
                     status, name, mode, i, worst))
+                saved = None
+                if args.save:
+                    saved = os.path.join(args.save, name)
+                    os.makedirs(saved, exist_ok=True)
+                    shutil.copy(out, os.path.join(saved, "%s-%d.f32" % (mode, i)))
+                host_trace = os.path.join(d, "trace-%s-%d" % (mode, i))
+                if worst > 1.0 and os.path.isdir(host_trace):
+                    print("     " + first_kernel_difference(cmd, host_trace, tmp, saved,
+                                                         "trace-%s-%d" % (mode, i)))
             want = open(os.path.join(d, "greedy-%d.txt" % i)).read().strip()
             got = run([exe, "--tokens", tokens, "-n", "8"]).stdout.strip()
             status = "ok  " if got == want else "FAIL"

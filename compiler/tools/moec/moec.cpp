@@ -149,6 +149,13 @@ cl::opt<bool> profile(
              "executable prints each kernel's time, and each stage's share "
              "of it, to stderr when it exits"),
     cl::cat(category));
+cl::opt<bool> traceKernels(
+    "trace-kernels",
+    cl::desc("the executable's --dump-activations writes every kernel "
+             "call's outputs (<entry>.<call>.<kernel>.<result>), not only "
+             "each layer's: compare two builds' dumps to find the first "
+             "kernel that differs"),
+    cl::cat(category));
 cl::opt<std::string> tokenizerPath(
     "tokenizer",
     cl::desc("the tokenizer file (tokenizer.json or *.tiktoken) when the "
@@ -337,6 +344,7 @@ int main(int argc, char **argv) {
   options.kernelCache = kernelCache;
   options.noKernelCache = noKernelCache;
   options.profile = profile;
+  options.traceKernels = traceKernels;
   options.tokenizerPath = tokenizerPath;
   options.verbose = !quiet;
   mlir::LogicalResult result = command == "import"

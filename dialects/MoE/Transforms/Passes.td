@@ -248,6 +248,28 @@ def MoEOutlineKernelsPass : Pass<"moe-outline-kernels", "ModuleOp"> {
   ];
 }
 
+def MoETraceKernelsPass : Pass<"moe-trace-kernels", "ModuleOp"> {
+  let summary = "Names every kernel call's results, so that dumps trace them.";
+  let description = [{
+    Gives each tensor result of every `moe.call` a trace name (`moe.trace`),
+    `<function>.<call index>.<kernel>.<result>` with the kernel's content
+    hash left out, so that `--dump-activations` writes the outputs of every
+    kernel call (those of 32-bit elements, what the dump files hold), in
+    call order, besides the results a family names
+    (`moe.dump`, kept). `moec compile --trace-kernels` runs it after
+    outlining; comparing two builds' traces call by call
+    (test/reference/compare_traces.py: a GPU build against the host's) finds
+    the first kernel that differs.
+
+    Before:  %0 = moe.call @norm_projection_1a2b3c4d(%x) : ...
+    After:   %0 = moe.call @norm_projection_1a2b3c4d(%x)
+                 {moe.trace = ["prefill.000.norm_projection.0"]} : ...
+  }];
+  let statistics = [
+    Statistic<"numNamed", "num-named", "kernel results given a trace name">
+  ];
+}
+
 def MoEPlanArenaPass : Pass<"moe-plan-arena", "ModuleOp"> {
   let summary = "Assigns every intermediate tensor an offset in one arena.";
   let description = [{

@@ -111,7 +111,8 @@ private:
                      RankedTensorType type, Value nTokens);
 
   LogicalResult declareKernels(OpBuilder &b);
-  /// After `call`: moert_dump of every result it names (moe.dump).
+  /// After `call`: moert_dump of every result it names (moe.dump, and
+  /// moe.trace with --trace-kernels).
   void emitDumps(OpBuilder &b, CallOp call, Value exec, Value nTokens,
                  const DenseMap<Value, Value> &refOf);
   LogicalResult emitEntry(OpBuilder &b, func::FuncOp func);
@@ -150,11 +151,16 @@ Value HostEmitter::tensorBuffer(OpBuilder &b, Location loc, Value ref,
 void HostEmitter::emitDumps(OpBuilder &b, CallOp call, Value exec,
                             Value nTokens,
                             const DenseMap<Value, Value> &refOf) {
-  auto names = call->getAttrOfType<ArrayAttr>("moe.dump");
-  if (!names) {
-    return;
+  SmallVector<std::pair<Value, Attribute>> dumps;
+  // A family's names (moe.dump), then --trace-kernels' (moe.trace).
+  for (StringRef attr : {"moe.dump", "moe.trace"}) {
+    if (auto names = call->getAttrOfType<ArrayAttr>(attr)) {
+      for (auto [result, name] : llvm::zip(call.getResults(), names)) {
+        dumps.push_back({result, name});
+      }
+    }
   }
-  for (auto [result, nameAttr] : llvm::zip(call.getResults(), names)) {
+  for (auto [result, nameAttr] : dumps) {
     StringRef name = cast<StringAttr>(nameAttr).getValue();
     auto type = dyn_cast<RankedTensorType>(result.getType());
     if (name.empty() || !type || type.getRank() < 1) {
