@@ -6,7 +6,9 @@ logits against the host build's (max |cuda - host| <= 1e-3 of the host row's
 range, at least 1), and its greedy tokens against the host build's. A run
 whose logits differ is run again with --dump-activations, and its kernel
 trace is compared with the host build's (test/reference/compare_traces.py):
-the first kernel call whose outputs differ is printed. Then --bench of each
+the first kernel call whose outputs differ is printed; then again with
+kernels launched synchronously (CUDA_LAUNCH_BLOCKING=1) and without reused
+device allocations (MOERT_DEVICE_REUSE=0), saying whether either fixes it. Then --bench of each
 full-size model on the GPU, beside the host numbers measured when the kit
 was made. Plain Python 3 (no numpy): the GPU machine needs nothing but the
 kit and this repository.
@@ -58,6 +60,30 @@ def compare(got, want, vocab):
 
 def run(cmd):
     return subprocess.run(cmd, capture_output=True, text=True)
+
+
+# Reruns of a failing prompt under switches that each rule a cause in or
+# out: kernels launched synchronously (an ordering fault between launches
+# and copies) and Halide's device allocations not reused across calls.
+VARIANTS = [
+    ("CUDA_LAUNCH_BLOCKING=1", {"CUDA_LAUNCH_BLOCKING": "1"}),
+    ("MOERT_DEVICE_REUSE=0", {"MOERT_DEVICE_REUSE": "0"}),
+]
+
+
+def variant_results(cmd, out, want, vocab):
+    """How the failing run `cmd` fares under each of VARIANTS."""
+    parts = []
+    for label, env in VARIANTS:
+        result = subprocess.run(cmd, capture_output=True, text=True,
+                                env=dict(os.environ, **env))
+        if result.returncode != 0:
+            parts.append("%s: exit %d" % (label, result.returncode))
+            continue
+        worst = compare(read_f32(out), want, vocab)
+        parts.append("%s: %s (%.4f)" % (label, "fixed" if worst <= 1.0 else "still wrong",
+                                        worst))
+    return "; ".join(parts)
 
 
 def first_kernel_difference(cmd, host_trace, tmp, saved, trace_name):
@@ -119,6 +145,8 @@ def main():
                 if worst > 1.0 and os.path.isdir(host_trace):
                     print("     " + first_kernel_difference(cmd, host_trace, tmp, saved,
                                                          "trace-%s-%d" % (mode, i)))
+                if worst > 1.0:
+                    print("     " + variant_results(cmd, out, want, vocab))
             want = open(os.path.join(d, "greedy-%d.txt" % i)).read().strip()
             got = run([exe, "--tokens", tokens, "-n", "8"]).stdout.strip()
             status = "ok  " if got == want else "FAIL"

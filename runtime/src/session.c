@@ -277,8 +277,11 @@ static moert_status_t device_open(moert_session_t *session,
   session->device = model->device_interface();
   session->exec.device_interface = session->device;
   session->exec.fetch = fetch_from_device;
-  /* Intermediates the kernels allocate are reused across calls. */
-  halide_reuse_device_allocations(session, 1);
+  /* Intermediates the kernels allocate are reused across calls, unless
+   * MOERT_DEVICE_REUSE=0 (a debugging switch: the device kit reruns a
+   * failing model with it to tell a reuse fault from a kernel's). */
+  const char *reuse = getenv("MOERT_DEVICE_REUSE");
+  halide_reuse_device_allocations(session, !(reuse && !strcmp(reuse, "0")));
   for (int32_t r = 0; r < MOERT_REGION_COUNT; ++r) {
     if (device_alloc(session, r, bytes[r]) != 0) {
       return MOERT_STATUS_NO_DEVICE;

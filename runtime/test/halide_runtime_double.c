@@ -139,9 +139,12 @@ int halide_copy_to_host(void *user_context, struct halide_buffer_t *buf) {
   return 0;
 }
 
+/* The last reuse setting asked for (-1: none yet). */
+int moert_test_device_reuse = -1;
+
 int halide_reuse_device_allocations(void *user_context, bool reuse) {
   (void)user_context;
-  (void)reuse;
+  moert_test_device_reuse = reuse;
   return 0;
 }
 

@@ -24,6 +24,7 @@ extern "C" uint64_t moert_test_device_bytes;
 extern "C" halide_load_library_t moert_test_load_library;
 extern "C" char moert_test_libraries_asked[256];
 extern "C" const char *moert_test_library_present;
+extern "C" int moert_test_device_reuse;
 extern "C" const halide_device_interface_t *moert_test_device_interface(void);
 extern "C" void *moert_scratch_malloc(void *user_context, size_t bytes);
 extern "C" void moert_scratch_free(void *user_context, void *pointer);
@@ -401,8 +402,17 @@ TEST_F(SessionTest, GpuModelKeepsEveryRegionOnTheDevice) {
   moert_model_desc_t gpu = model;
   gpu.device_interface = moert_test_device_interface;
   moert_session_t *onDevice = nullptr;
+  // MOERT_DEVICE_REUSE=0 turns the reuse of kernels' device allocations
+  // off (a debugging switch); it is on otherwise.
+  setenv("MOERT_DEVICE_REUSE", "0", 1);
   ASSERT_EQ(moert_session_create(&gpu, weights, nullptr, &onDevice),
             MOERT_STATUS_OK);
+  EXPECT_EQ(moert_test_device_reuse, 0);
+  moert_session_release(onDevice);
+  unsetenv("MOERT_DEVICE_REUSE");
+  ASSERT_EQ(moert_session_create(&gpu, weights, nullptr, &onDevice),
+            MOERT_STATUS_OK);
+  EXPECT_EQ(moert_test_device_reuse, 1);
   // The weights, arena, KV cache, tokens and logits live on the device;
   // the host keeps only the token and logit staging.
   EXPECT_GT(moert_test_device_bytes, data.size() + 100);
