@@ -13,10 +13,12 @@ full-size model on the GPU, beside the host numbers measured when the kit
 was made. Plain Python 3 (no numpy): the GPU machine needs nothing but the
 kit and this repository.
 
-  python3 examples/cuda/run_device_kit.py KIT [--repeat N] [--save DIR]
+  python3 examples/cuda/run_device_kit.py KIT [--repeat N] [--save DIR] [--sanitize]
 
 --save DIR keeps what the GPU produced for a later look on another machine:
 every CUDA logits file and the trace of every failing run, under DIR/<fixture>/.
+--sanitize runs each fixture's first failing prompt under compute-sanitizer's
+initcheck (device memory read before anything wrote it).
 
 Exits 1 when any comparison fails, or when the executables cannot use a GPU.
 """
@@ -86,6 +88,21 @@ def variant_results(cmd, out, want, vocab):
     return "; ".join(parts)
 
 
+def initcheck(cmd):
+    """compute-sanitizer's initcheck of `cmd`: reads of device memory that
+    nothing wrote (zeroed on a CPU's fresh pages, anything on a GPU)."""
+    tool = shutil.which("compute-sanitizer") or "/usr/local/cuda/bin/compute-sanitizer"
+    if not os.path.exists(tool):
+        return "initcheck: no compute-sanitizer here"
+    try:
+        result = subprocess.run([tool, "--tool", "initcheck", "--print-limit", "3"] + cmd,
+                                capture_output=True, text=True, timeout=300)
+    except subprocess.TimeoutExpired:
+        return "initcheck: still running after 300 s"
+    lines = [l for l in (result.stdout + result.stderr).splitlines() if "=====" in l]
+    return "initcheck: " + " | ".join(l.strip("= ").strip() for l in lines[-8:])
+
+
 def first_kernel_difference(cmd, host_trace, tmp, saved, trace_name):
     """Reruns `cmd` dumping its kernel trace; the first call unlike the host's."""
     trace = os.path.join(tmp, trace_name)
@@ -103,7 +120,11 @@ def main():
     ap.add_argument("kit")
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--save", help="directory to keep the CUDA outputs in")
+    ap.add_argument("--sanitize", action="store_true",
+                    help="run each fixture's first failing prompt under "
+                         "compute-sanitizer's initcheck")
     args = ap.parse_args()
+    sanitized = set()
     failed = 0
     tmp = tempfile.mkdtemp()
     fixtures = sorted(d for d in os.listdir(args.kit) if not d.startswith("bench-"))
@@ -147,6 +168,9 @@ def main():
                                                          "trace-%s-%d" % (mode, i)))
                 if worst > 1.0:
                     print("     " + variant_results(cmd, out, want, vocab))
+                if worst > 1.0 and args.sanitize and name not in sanitized:
+                    sanitized.add(name)
+                    print("     " + initcheck(cmd))
             want = open(os.path.join(d, "greedy-%d.txt" % i)).read().strip()
             got = run([exe, "--tokens", tokens, "-n", "8"]).stdout.strip()
             status = "ok  " if got == want else "FAIL"
