@@ -6,9 +6,11 @@ logits against the host build's (max |cuda - host| <= 1e-3 of the host row's
 range, at least 1), and its greedy tokens against the host build's. A run
 whose logits differ is run again with --dump-activations, and its kernel
 trace is compared with the host build's (test/reference/compare_traces.py):
-the first kernel call whose outputs differ is printed; then again with
-kernels launched synchronously (CUDA_LAUNCH_BLOCKING=1) and without reused
-device allocations (MOERT_DEVICE_REUSE=0), saying whether either fixes it. Then --bench of each
+the first kernel call whose outputs differ is printed; then again as it was
+(does it repeat bit for bit?), with kernels launched synchronously
+(CUDA_LAUNCH_BLOCKING=1) and without reused device allocations
+(MOERT_DEVICE_REUSE=0), saying whether either fixes it. A greedy run that
+differs is run twice. Then --bench of each
 full-size model on the GPU, beside the host numbers measured when the kit
 was made. Plain Python 3 (no numpy): the GPU machine needs nothing but the
 kit and this repository.
@@ -74,8 +76,15 @@ VARIANTS = [
 
 
 def variant_results(cmd, out, want, vocab):
-    """How the failing run `cmd` fares under each of VARIANTS."""
+    """Whether the failing run `cmd` repeats itself bit for bit (a race
+    would not), and how it fares under each of VARIANTS."""
+    first = read_f32(out)
     parts = []
+    if run(cmd).returncode == 0:
+        again = read_f32(out)
+        diff = max([abs(a - b) for a, b in zip(first, again)] + [0.0])
+        parts.append("rerun: " + ("bit-identical" if first == again
+                                  else "differs by up to %.3g" % diff))
     for label, env in VARIANTS:
         result = subprocess.run(cmd, capture_output=True, text=True,
                                 env=dict(os.environ, **env))
@@ -176,6 +185,11 @@ def main():
             status = "ok  " if got == want else "FAIL"
             failed += got != want
             print("%s %-14s greedy  prompt %d: %s (host %s)" % (status, name, i, got, want))
+            if got != want:
+                # Greedy generation reads only the last row of each prefill
+                # (logits_last_only); a second run shows whether it repeats.
+                again = run([exe, "--tokens", tokens, "-n", "8"]).stdout.strip()
+                print("     rerun: %s" % ("the same" if again == got else again))
             i += 1
 
     print()
