@@ -62,8 +62,9 @@ def compare(got, want, vocab):
     return worst
 
 
-def run(cmd):
-    return subprocess.run(cmd, capture_output=True, text=True)
+def run(cmd, env=None):
+    return subprocess.run(cmd, capture_output=True, text=True,
+                          env=dict(os.environ, **env) if env else None)
 
 
 # Reruns of a failing prompt under switches that each rule a cause in or
@@ -86,8 +87,7 @@ def variant_results(cmd, out, want, vocab):
         parts.append("rerun: " + ("bit-identical" if first == again
                                   else "differs by up to %.3g" % diff))
     for label, env in VARIANTS:
-        result = subprocess.run(cmd, capture_output=True, text=True,
-                                env=dict(os.environ, **env))
+        result = run(cmd, env)
         if result.returncode != 0:
             parts.append("%s: exit %d" % (label, result.returncode))
             continue
@@ -171,15 +171,15 @@ def main():
                     saved = os.path.join(args.save, name)
                     os.makedirs(saved, exist_ok=True)
                     shutil.copy(out, os.path.join(saved, "%s-%d.f32" % (mode, i)))
-                host_trace = os.path.join(d, "trace-%s-%d" % (mode, i))
-                if worst > 1.0 and os.path.isdir(host_trace):
-                    print("     " + first_kernel_difference(cmd, host_trace, tmp, saved,
-                                                         "trace-%s-%d" % (mode, i)))
                 if worst > 1.0:
+                    host_trace = os.path.join(d, "trace-%s-%d" % (mode, i))
+                    if os.path.isdir(host_trace):
+                        print("     " + first_kernel_difference(
+                            cmd, host_trace, tmp, saved, "trace-%s-%d" % (mode, i)))
                     print("     " + variant_results(cmd, out, want, vocab))
-                if worst > 1.0 and args.sanitize and name not in sanitized:
-                    sanitized.add(name)
-                    print("     " + initcheck(cmd))
+                    if args.sanitize and name not in sanitized:
+                        sanitized.add(name)
+                        print("     " + initcheck(cmd))
             want = open(os.path.join(d, "greedy-%d.txt" % i)).read().strip()
             got = run([exe, "--tokens", tokens, "-n", "8"]).stdout.strip()
             status = "ok  " if got == want else "FAIL"

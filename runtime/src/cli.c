@@ -488,48 +488,33 @@ double cli_now_seconds(void) {
   return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-/* Writes `bytes` to `path` in place: what is there is no regular file
- * (/dev/null, a pipe), which a rename would replace. */
-static int write_in_place(const char *path, const void *data, size_t bytes) {
-  FILE *f = fopen(path, "wb");
-  if (!f) {
-    return cli_fail("--logits-out: cannot open '%s': %s", path,
-                    strerror(errno));
-  }
-  int ok = fwrite(data, 1, bytes, f) == bytes;
-  int err = errno;
-  if (fclose(f) != 0 && ok) {
-    ok = 0;
-    err = errno;
-  }
-  return ok ? 0
-            : cli_fail("--logits-out: cannot write '%s': %s", path,
-                       strerror(err));
-}
-
 /* Writes `bytes` to `path` through a temporary file renamed over it, so a
- * failed run leaves no partial file; 0 on success. */
+ * failed run leaves no partial file; what is there and is no regular file
+ * (/dev/null, a pipe) is written in place instead, since a rename would
+ * replace it. 0 on success. */
 static int write_file_atomically(const char *path, const void *data,
                                  size_t bytes) {
   struct stat st;
-  if (stat(path, &st) == 0 && !S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode)) {
-    return write_in_place(path, data, bytes);
-  }
+  int in_place =
+      stat(path, &st) == 0 && !S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode);
   char temp[PATH_MAX];
   if (snprintf(temp, sizeof(temp), "%s.tmp%d", path, (int)getpid()) >=
       (int)sizeof(temp)) {
     return cli_fail("--logits-out: path too long");
   }
-  FILE *f = fopen(temp, "wb");
+  const char *dest = in_place ? path : temp;
+  FILE *f = fopen(dest, "wb");
   if (!f) {
-    return cli_fail("--logits-out: cannot create '%s': %s", temp,
-                    strerror(errno));
+    return cli_fail("--logits-out: cannot %s '%s': %s",
+                    in_place ? "open" : "create", dest, strerror(errno));
   }
   int ok = fwrite(data, 1, bytes, f) == bytes;
   ok = (fclose(f) == 0) && ok;
-  if (!ok || rename(temp, path) != 0) {
+  if (!ok || (!in_place && rename(temp, path) != 0)) {
     int err = errno;
-    unlink(temp);
+    if (!in_place) {
+      unlink(temp);
+    }
     return cli_fail("--logits-out: cannot write '%s': %s", path, strerror(err));
   }
   return 0;
