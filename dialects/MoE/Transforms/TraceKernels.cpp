@@ -48,9 +48,11 @@ struct TraceKernelsPass : impl::MoETraceKernelsPassBase<TraceKernelsPass> {
         StringRef kernel = withoutHash(call.getCallee());
         SmallVector<Attribute> names;
         for (auto [i, result] : llvm::enumerate(call.getResults())) {
-          // The dump files hold 4-byte values (.f32, .i32).
+          // The dump files hold 4-byte values (.f32, .i32); an index or
+          // complex element has no bit width to ask for.
           auto type = dyn_cast<RankedTensorType>(result.getType());
           if (!type || type.getRank() < 1 ||
+              !type.getElementType().isIntOrFloat() ||
               type.getElementTypeBitWidth() != 32) {
             names.push_back(b.getStringAttr(""));
             continue;
