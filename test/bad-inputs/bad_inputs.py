@@ -477,10 +477,9 @@ def interrupted_link(work, good, moec, env):
     tools = os.path.join(work, "slow-driver")
     shutil.rmtree(tools, ignore_errors=True)
     os.makedirs(tools)
-    with open(os.path.join(work, "targets.txt"), "w") as f:
-        subprocess.run([moec, "targets"], stdout=f, env=env, check=True)
-    cc = re.search(r"^  host .*?needs \S+ \(([^:()]+): installed\)",
-                   open(os.path.join(work, "targets.txt")).read(), re.S | re.M)
+    targets = subprocess.run([moec, "targets"], stdout=subprocess.PIPE, text=True,
+                             env=env, check=True).stdout
+    cc = re.search(r"^  host .*?needs \S+ \(([^:()]+): installed\)", targets, re.S | re.M)
     if not cc:
         return "interrupted link: `moec targets` names no installed host compiler"
     real = shutil.which(cc.group(1))
