@@ -5,7 +5,9 @@
 # logits and greedy tokens of the same model's host build as the expected
 # answers, the host build's kernel traces (--trace-kernels: every kernel
 # call's outputs) to find the first kernel a failing CUDA run departs at,
-# and three full-size models with their host --bench numbers.
+# builds of two fixtures that each change one thing about the device code
+# (see `variants` below), and three full-size models with their host --bench
+# numbers.
 #
 #   examples/cuda/make_device_kit.sh [kit-dir]      (default build/device-kit)
 #   then, on the GPU machine:  python3 examples/cuda/run_device_kit.py build/device-kit
@@ -64,6 +66,39 @@ families.get('$family').write_checked_fixture('$model', '$preset', $seed,
     i=$((i + 1))
   done
   echo "fixture $name: $(du -sh "$kit/$name" | cut -f1)"
+done
+
+# Builds that each change one thing about the device code, for the runner
+# to rerun a failing prompt with: Halide's debug runtime (it synchronises
+# after every launch and checks each call) and strict_float (no fast-math
+# rewrites of float arithmetic). Target descriptions derived from the cuda
+# target's; a variant whose weight file equals cuda.weights runs on that one
+# (the kit stays small).
+variants=(
+  "debug|-debug"
+  "strict|-strict_float"
+)
+for entry in "${variants[@]}"; do
+  IFS='|' read -r variant features <<< "$entry"
+  $py - "$root/targets/cuda/target.json" "$work/cuda-$variant.json" \
+    "$variant" "$features" <<'PY'
+import json, sys
+source, dest, variant, features = sys.argv[1:]
+target = json.load(open(source))
+target["name"] = "cuda-" + variant
+target["halide_target"] += features
+json.dump(target, open(dest, "w"), indent=1)
+PY
+  for name in physics moonlight; do
+    IFS='|' read -r _ family preset seed _ <<< \
+      "$(printf '%s\n' "${fixtures[@]}" | grep "^$name|")"
+    "$moec" compile "$work/$family-$preset-$seed" -o "$kit/$name/cuda-$variant" \
+      --target="$work/cuda-$variant.json" -q
+    if cmp -s "$kit/$name/cuda-$variant.weights" "$kit/$name/cuda.weights"; then
+      rm "$kit/$name/cuda-$variant.weights"
+    fi
+  done
+  echo "variant $variant: $(du -ch "$kit"/*/cuda-"$variant"* | tail -1 | cut -f1)"
 done
 
 # Full sizes, for --bench beside this machine's host build.

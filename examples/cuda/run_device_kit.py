@@ -8,8 +8,10 @@ whose logits differ is run again with --dump-activations, and its kernel
 trace is compared with the host build's (test/reference/compare_traces.py):
 the first kernel call whose outputs differ is printed; then again as it was
 (does it repeat bit for bit?), with kernels launched synchronously
-(CUDA_LAUNCH_BLOCKING=1) and without reused device allocations
-(MOERT_DEVICE_REUSE=0), saying whether either fixes it. A greedy run that
+(CUDA_LAUNCH_BLOCKING=1), without reused device allocations
+(MOERT_DEVICE_REUSE=0) and, where the kit has them, with the builds that
+change one thing about the device code (BUILD_VARIANTS), saying whether
+each fixes it. A greedy run that
 differs is run twice. Then --bench of each
 full-size model on the GPU, beside the host numbers measured when the kit
 was made. Plain Python 3 (no numpy): the GPU machine needs nothing but the
@@ -76,9 +78,18 @@ VARIANTS = [
 ]
 
 
-def variant_results(cmd, out, want, vocab):
+# Builds of some fixtures (make_device_kit.sh's `variants`), each named
+# cuda-<variant> beside the fixture's cuda executable.
+BUILD_VARIANTS = [
+    ("debug", "Halide's debug runtime"),
+    ("strict", "strict_float"),
+]
+
+
+def variant_results(cmd, out, want, vocab, fixture):
     """Whether the failing run `cmd` repeats itself bit for bit (a race
-    would not), and how it fares under each of VARIANTS."""
+    would not), and how it fares under each of VARIANTS and each build of
+    BUILD_VARIANTS in the `fixture` directory."""
     first = read_f32(out)
     parts = []
     if run(cmd).returncode == 0:
@@ -86,8 +97,17 @@ def variant_results(cmd, out, want, vocab):
         diff = max([abs(a - b) for a, b in zip(first, again)] + [0.0])
         parts.append("rerun: " + ("bit-identical" if first == again
                                   else "differs by up to %.3g" % diff))
-    for label, env in VARIANTS:
-        result = run(cmd, env)
+    runs = [(label, cmd, env) for label, env in VARIANTS]
+    for variant, label in BUILD_VARIANTS:
+        exe = os.path.join(fixture, "cuda-" + variant)
+        if not os.path.exists(exe):
+            continue
+        # A variant without its own weight file shares the fixture's.
+        weights = [] if os.path.exists(exe + ".weights") else [
+            "--weights", os.path.join(fixture, "cuda.weights")]
+        runs.append((label, [exe] + cmd[1:] + weights, None))
+    for label, variant_cmd, env in runs:
+        result = run(variant_cmd, env)
         if result.returncode != 0:
             parts.append("%s: exit %d" % (label, result.returncode))
             continue
@@ -176,7 +196,7 @@ def main():
                     if os.path.isdir(host_trace):
                         print("     " + first_kernel_difference(
                             cmd, host_trace, tmp, saved, "trace-%s-%d" % (mode, i)))
-                    print("     " + variant_results(cmd, out, want, vocab))
+                    print("     " + variant_results(cmd, out, want, vocab, d))
                     if args.sanitize and name not in sanitized:
                         sanitized.add(name)
                         print("     " + initcheck(cmd))
