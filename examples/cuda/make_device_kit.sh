@@ -36,9 +36,11 @@ fixtures=(
   "ssmoelm|ssmoelm|tiny|1|"
   "ssmoelm-int8|ssmoelm|tiny|1|--activations=int8"
 )
+declare -A models # fixture name -> its checkpoint, for the variants below
 for entry in "${fixtures[@]}"; do
   IFS='|' read -r name family preset seed flags <<< "$entry"
   model="$work/$family-$preset-$seed"
+  models[$name]="$model"
   if [[ ! -d "$model" ]]; then
     PYTHONPATH="$root/test/e2e:$root/test/reference" $py -c "
 import families
@@ -90,9 +92,7 @@ target["halide_target"] += features
 json.dump(target, open(dest, "w"), indent=1)
 PY
   for name in physics moonlight; do
-    IFS='|' read -r _ family preset seed _ <<< \
-      "$(printf '%s\n' "${fixtures[@]}" | grep "^$name|")"
-    "$moec" compile "$work/$family-$preset-$seed" -o "$kit/$name/cuda-$variant" \
+    "$moec" compile "${models[$name]}" -o "$kit/$name/cuda-$variant" \
       --target="$work/cuda-$variant.json" -q
     if cmp -s "$kit/$name/cuda-$variant.weights" "$kit/$name/cuda.weights"; then
       rm "$kit/$name/cuda-$variant.weights"
