@@ -1,9 +1,10 @@
 # -*- Python -*-
 # The lit suite of moec: moe-opt / moec runs checked with FileCheck.
 
+import json
 import os
 import platform
-import shutil
+import subprocess
 
 import lit.formats
 from lit.llvm import llvm_config
@@ -26,9 +27,18 @@ if platform.machine() == "x86_64":
 
 # The CUDA target's checks: ptxas assembles its device code (CUDA comes with
 # the machine image, not from apt: a test that needs it says so); a machine
-# with an NVIDIA driver runs its executables instead of refusing them.
-ptxas = shutil.which("ptxas") or (
-    "/usr/local/cuda/bin/ptxas" if os.access("/usr/local/cuda/bin/ptxas", os.X_OK) else None)
+# with an NVIDIA driver runs its executables instead of refusing them. Where
+# ptxas is comes from moec itself (`moec targets --json`), so the tests look
+# where the compiler looks.
+def find_ptxas():
+    moec = os.path.join(config.moe_tools_dir, "moec")
+    run = subprocess.run([moec, "targets", "--json"], capture_output=True, text=True)
+    if run.returncode != 0:
+        lit_config.fatal("%s targets --json failed: %s" % (moec, run.stderr.strip()))
+    return next((t["ptxas"] for t in json.loads(run.stdout) if t.get("ptxas")), None)
+
+
+ptxas = find_ptxas()
 if ptxas:
     config.available_features.add("ptxas")
     config.substitutions.append(("%ptxas", ptxas))

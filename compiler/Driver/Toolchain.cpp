@@ -75,13 +75,51 @@ constexpr pid_t kSpawning = -1;
 std::atomic<pid_t> runningTools[kToolSlots];
 
 /// The signals LLVM's handlers turn into an interrupt.
+constexpr int kInterruptSignals[] = {SIGINT, SIGTERM, SIGHUP};
+
 sigset_t interruptSignals() {
   sigset_t set;
   sigemptyset(&set);
-  for (int sig : {SIGINT, SIGTERM, SIGHUP}) {
+  for (int sig : kInterruptSignals) {
     sigaddset(&set, sig);
   }
   return set;
+}
+
+/// Which interrupt signal arrived. LLVM's interrupt function is not told,
+/// and moec must end by the signal it got (a `kill -TERM` reported as an
+/// interrupt misleads the shell or the service manager that sent it), so a
+/// handler in front of LLVM's records it and passes the signal on.
+std::atomic<int> receivedInterrupt{0};
+struct sigaction llvmHandlers[NSIG];
+
+void recordInterrupt(int sig, siginfo_t *info, void *context) {
+  receivedInterrupt.store(sig);
+  const struct sigaction &next = llvmHandlers[sig];
+  if (next.sa_flags & SA_SIGINFO) {
+    next.sa_sigaction(sig, info, context);
+  } else {
+    next.sa_handler(sig);
+  }
+}
+
+/// Puts recordInterrupt in front of the handlers LLVM has registered.
+/// LLVM registers its handlers once and, when one runs, restores what was
+/// there before it (the default), so the chain stays valid until the end.
+void recordInterruptsBeforeLlvm() {
+  for (int sig : kInterruptSignals) {
+    struct sigaction current;
+    if (::sigaction(sig, nullptr, &current) != 0 ||
+        (!(current.sa_flags & SA_SIGINFO) &&
+         (current.sa_handler == SIG_DFL || current.sa_handler == SIG_IGN))) {
+      continue; // not LLVM's: nothing to put a handler in front of
+    }
+    llvmHandlers[sig] = current;
+    struct sigaction ours = current;
+    ours.sa_flags |= SA_SIGINFO;
+    ours.sa_sigaction = recordInterrupt;
+    ::sigaction(sig, &ours, nullptr);
+  }
 }
 
 /// Kills the process group `leader` leads and waits, up to a few seconds,
@@ -113,9 +151,13 @@ void stopToolsOnInterrupt() {
     }
   }
   llvm::sys::RunInterruptHandlers();
-  ::signal(SIGINT, SIG_DFL);
-  ::raise(SIGINT);
-  ::_exit(130);
+  int sig = receivedInterrupt.load();
+  if (sig == 0) {
+    sig = SIGINT;
+  }
+  ::signal(sig, SIG_DFL);
+  ::raise(sig);
+  ::_exit(128 + sig);
 }
 
 /// A slot of runningTools for one tool's lifetime: reserved (kSpawning)
@@ -221,8 +263,10 @@ llvm::Error run(const TargetDescription &target, std::vector<std::string> argv,
 
 llvm::Error runProgram(std::vector<std::string> argv, llvm::StringRef what) {
   static std::once_flag interruptible;
-  std::call_once(interruptible,
-                 [] { llvm::sys::SetInterruptFunction(stopToolsOnInterrupt); });
+  std::call_once(interruptible, [] {
+    llvm::sys::SetInterruptFunction(stopToolsOnInterrupt);
+    recordInterruptsBeforeLlvm();
+  });
   std::optional<std::string> program = findTool(argv[0]);
   if (!program) {
     return llvm::createStringError("cannot " + what + ": " + argv[0] +

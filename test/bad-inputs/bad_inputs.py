@@ -449,9 +449,10 @@ def interrupted_compile(work, good, moec, env):
         # (harmless); never an executable without its weights.
         elif left not in ([], ["m.weights"], ["m", "m.weights"]):
             problems.append("after %.1f s: only %s" % (delay, ", ".join(left)))
-    problem = interrupted_link(work, good, moec, env)
-    if problem:
-        problems.append(problem)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        problem = interrupted_link(work, good, moec, env, sig)
+        if problem:
+            problems.append(problem)
     return "; ".join(problems)
 
 
@@ -467,13 +468,13 @@ touch "$MOEC_TEST_STARTED"
 """
 
 
-def interrupted_link(work, good, moec, env):
-    """Ctrl-C while the compiler driver's child, not the driver, links the
-    executable: moec must stop the child too, or it writes moec's temporary
-    file after the interrupt removed it. Deterministic, unlike the moments
-    above, which find this only when a signal lands in a few milliseconds of
-    a link (an occasional CI failure before moec stopped whole process
-    groups)."""
+def interrupted_link(work, good, moec, env, sig):
+    """Ctrl-C (or `kill -TERM`: `sig`) while the compiler driver's child, not
+    the driver, links the executable: moec must stop the child too, or it
+    writes moec's temporary file after the interrupt removed it, and end by
+    the signal it got. Deterministic, unlike the moments above, which find
+    this only when a signal lands in a few milliseconds of a link (an
+    occasional CI failure before moec stopped whole process groups)."""
     tools = os.path.join(work, "slow-driver")
     shutil.rmtree(tools, ignore_errors=True)
     os.makedirs(tools)
@@ -500,12 +501,17 @@ def interrupted_link(work, good, moec, env):
         time.sleep(0.01)
     if proc.poll() is not None:
         return "interrupted link: moec exited (%d) before running the compiler" % proc.returncode
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     proc.wait(timeout=TIMEOUT_S)
     time.sleep(2)  # the driver's child, if it survived, has linked by now
     left = sorted(os.listdir(os.path.dirname(out)))
+    signame = signal.Signals(sig).name
     if any(".tmp" in name for name in left) or "m" in left:
-        return "interrupted link: the compiler driver's child left %s" % ", ".join(left)
+        return "%s during the link: the compiler driver's child left %s" % (
+            signame, ", ".join(left))
+    if proc.returncode != -sig:
+        return "%s during the link: moec ended with %d, not by %s" % (signame, proc.returncode,
+                                                                    signame)
     return ""
 
 
@@ -583,7 +589,7 @@ def main():
             failed += 1
             print("FAIL %-20s %s" % ("interrupted-compile", problem))
         else:
-            print("ok   %-20s Ctrl-C at 7 moments and during a slow link left no "
+            print("ok   %-20s Ctrl-C at 7 moments, Ctrl-C and SIGTERM during a slow link left no "
                   "temporary file and no lone output" % "interrupted-compile")
         cases = cases + [None]
     print("%d of %d bad inputs gave their error" % (len(cases) - failed, len(cases)))
