@@ -449,10 +449,7 @@ def interrupted_compile(work, good, moec, env):
         # (harmless); never an executable without its weights.
         elif left not in ([], ["m.weights"], ["m", "m.weights"]):
             problems.append("after %.1f s: only %s" % (delay, ", ".join(left)))
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        problem = interrupted_link(work, good, moec, env, sig)
-        if problem:
-            problems.append(problem)
+    problems += interrupted_link(work, good, moec, env)
     return "; ".join(problems)
 
 
@@ -468,13 +465,9 @@ touch "$MOEC_TEST_STARTED"
 """
 
 
-def interrupted_link(work, good, moec, env, sig):
-    """Ctrl-C (or `kill -TERM`: `sig`) while the compiler driver's child, not
-    the driver, links the executable: moec must stop the child too, or it
-    writes moec's temporary file after the interrupt removed it, and end by
-    the signal it got. Deterministic, unlike the moments above, which find
-    this only when a signal lands in a few milliseconds of a link (an
-    occasional CI failure before moec stopped whole process groups)."""
+def slow_link_env(work, moec, env):
+    """`env` with the slow driver first on PATH, and the file it touches
+    when it starts linking; or a string saying why there is none."""
     tools = os.path.join(work, "slow-driver")
     shutil.rmtree(tools, ignore_errors=True)
     os.makedirs(tools)
@@ -489,30 +482,50 @@ def interrupted_link(work, good, moec, env, sig):
         f.write(SLOW_LINKER % real)
     os.chmod(driver, 0o755)
     started = os.path.join(tools, "started")
-    slow_env = dict(env, PATH=tools + os.pathsep + env.get("PATH", ""),
-                    MOEC_TEST_STARTED=started)
+    return dict(env, PATH=tools + os.pathsep + env.get("PATH", ""),
+                MOEC_TEST_STARTED=started), started
+
+
+def interrupted_link(work, good, moec, env):
+    """Ctrl-C, and `kill -TERM`, while the compiler driver's child, not the
+    driver, links the executable: moec must stop the child too, or it writes
+    moec's temporary file after the interrupt removed it, and end by the
+    signal it got. Deterministic, unlike the moments above, which find this
+    only when a signal lands in a few milliseconds of a link (an occasional
+    CI failure before moec stopped whole process groups)."""
+    slow = slow_link_env(work, moec, env)
+    if isinstance(slow, str):
+        return [slow]
+    slow_env, started = slow
     out = os.path.join(work, "interrupted", "m")
-    shutil.rmtree(os.path.dirname(out), ignore_errors=True)
-    os.makedirs(os.path.dirname(out))
-    proc = subprocess.Popen([moec, "compile", good, "-o", out, "-q"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=slow_env)
-    deadline = time.time() + TIMEOUT_S
-    while not os.path.exists(started) and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.01)
-    if proc.poll() is not None:
-        return "interrupted link: moec exited (%d) before running the compiler" % proc.returncode
-    proc.send_signal(sig)
-    proc.wait(timeout=TIMEOUT_S)
-    time.sleep(2)  # the driver's child, if it survived, has linked by now
-    left = sorted(os.listdir(os.path.dirname(out)))
-    signame = signal.Signals(sig).name
-    if any(".tmp" in name for name in left) or "m" in left:
-        return "%s during the link: the compiler driver's child left %s" % (
-            signame, ", ".join(left))
-    if proc.returncode != -sig:
-        return "%s during the link: moec ended with %d, not by %s" % (signame, proc.returncode,
-                                                                    signame)
-    return ""
+    problems = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signame = signal.Signals(sig).name
+        shutil.rmtree(os.path.dirname(out), ignore_errors=True)
+        os.makedirs(os.path.dirname(out))
+        if os.path.exists(started):
+            os.remove(started)
+        proc = subprocess.Popen([moec, "compile", good, "-o", out, "-q"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                env=slow_env)
+        deadline = time.time() + TIMEOUT_S
+        while not os.path.exists(started) and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.01)
+        if proc.poll() is not None:
+            problems.append("%s during the link: moec exited (%d) before running the compiler"
+                            % (signame, proc.returncode))
+            continue
+        proc.send_signal(sig)
+        proc.wait(timeout=TIMEOUT_S)
+        time.sleep(2)  # the driver's child, if it survived, has linked by now
+        left = sorted(os.listdir(os.path.dirname(out)))
+        if any(".tmp" in name for name in left) or "m" in left:
+            problems.append("%s during the link: the compiler driver's child left %s"
+                            % (signame, ", ".join(left)))
+        elif proc.returncode != -sig:
+            problems.append("%s during the link: moec ended with %d, not by %s"
+                            % (signame, proc.returncode, signame))
+    return problems
 
 
 def run_case(case, work, good, moec, exe, env):
