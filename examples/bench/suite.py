@@ -6,15 +6,18 @@ families' own PyTorch references) and every precision asked for:
 
   - compile with a cold kernel cache, then again with the warm one (seconds);
   - the executable's size and its weight file's;
-  - --bench (prompt 128, generate 64) on each thread count: one warm-up
-    process, then --runs processes of one timed run each; median, min, max of
+  - --bench (prompt 128, generate 64) on each thread count, once every
+    build is compiled, in rounds over every (build, threads): a warm-up
+    round, then --runs rounds of one timed process each; median, min, max of
     prefill and decode tokens/s, and the largest peak RSS the executable
     reports (its VmHWM: getrusage would count this script's memory too);
   - beside each result, this machine's limits, measured by peaks.c: the
     decode roofline (DRAM read bandwidth / bytes of active weights per token)
     and the prefill one (FMA peak / 2 x active parameters), and the fraction
     of each reached;
-  - llama.cpp's figures on the same shapes where issue 8 measured them.
+  - llama.cpp's figures on the same shapes where issue 8 measured them, and
+    a table of those rows against issue 8's goals (decode 1.5x llama.cpp, or
+    90% of the roofline where 1.5x would exceed it; prefill 1.5x).
 
 Writes DIR/report.md and DIR/report.json and prints the markdown
 (--report-only: the markdown again from report.json). Results
@@ -23,6 +26,12 @@ of some families or precisions updates their rows and keeps the others.
 
   examples/bench/suite.py [--families physics,ssmoelm] [--precisions published,q8,q4]
                           [--threads 1,2] [--runs 5] [--work build/bench/suite]
+                          [--llama-cpp DIR]
+
+--llama-cpp DIR runs llama.cpp's llama-bench (a checkout the user built for
+the CPU) on random-weight GGUF files of the same shapes, one run after each
+of moec's (llama_cpp.py), and judges the goals by those same-sitting figures
+instead of issue 8's.
 
 Active weight bytes are the weight file's bytes times active / total
 parameters (`moec inspect --json`): exact for uniform precision, an
@@ -119,25 +128,36 @@ def write_model(family, path):
     log("  %.0f s" % (time.time() - start))
 
 
-def bench(exe, threads, runs):
-    """--runs processes of one timed --bench run each, after one warm-up
-    process."""
-    cmd = [exe, "--bench", "--json", "-t", str(threads), "--repeat", "1",
-           "--prompt-len", "128", "--gen", "64"]
-    results = []
-    for i in range(runs + 1):
-        result = run_json(cmd)
-        if i > 0:
-            results.append(result)
+def spread(values):
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
-    def spread(key):
-        values = [r[key] for r in results]
-        return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
-    return {"prefill": spread("prefill_tokens_per_s"), "decode": spread("decode_tokens_per_s"),
-            "peak_rss_bytes": max(r["peak_rss_bytes"] for r in results),
-            "session_bytes": results[0]["session_bytes"],
-            "kernel_scratch_bytes": results[0]["kernel_scratch_bytes"]}
+def moec_run(exe, threads):
+    """One timed --bench process."""
+    return run_json([exe, "--bench", "--json", "-t", str(threads), "--repeat", "1",
+                     "--prompt-len", "128", "--gen", "64"])
+
+
+def summarize(results, peers):
+    """A run's figures from its timed processes and, when llama.cpp ran
+    beside them, the llama.cpp run after each ((type, decode, prefill))."""
+    b = {"prefill": spread([r["prefill_tokens_per_s"] for r in results]),
+         "decode": spread([r["decode_tokens_per_s"] for r in results]),
+         "peak_rss_bytes": max(r["peak_rss_bytes"] for r in results),
+         "session_bytes": results[0]["session_bytes"],
+         "kernel_scratch_bytes": results[0]["kernel_scratch_bytes"]}
+    if peers:
+        # Ratios of each process to the peer run after it: the machine's
+        # drift between rounds cancels.
+        b["llama_cpp_same_sitting"] = {
+            "type": peers[0][0],
+            "decode": spread([p[1] for p in peers]),
+            "prefill": spread([p[2] for p in peers]),
+            "decode_ratio": spread([r["decode_tokens_per_s"] / p[1]
+                                    for r, p in zip(results, peers)]),
+            "prefill_ratio": spread([r["prefill_tokens_per_s"] / p[2]
+                                     for r, p in zip(results, peers)])}
+    return b
 
 
 def torch_or_exit():
@@ -163,6 +183,61 @@ def merged_results(path, fresh):
     return [e for e in old if key(e) not in done] + fresh
 
 
+def decode_goal(llama_decode, roofline):
+    """Issue 8's decode goal: 1.5x llama.cpp, or 90% of the roofline where
+    1.5x would exceed it."""
+    return 1.5 * llama_decode if 1.5 * llama_decode <= roofline else 0.9 * roofline
+
+
+def llama_figures(b):
+    """(source, type, decode, prefill, decode ratio, prefill ratio) of the
+    llama.cpp figure a run is judged by: the same sitting's when measured
+    (ratios: medians of the paired runs), else issue 8's; None without."""
+    same = b.get("llama_cpp_same_sitting")
+    if same:
+        return ("same sitting", same["type"], same["decode"]["median"],
+                same["prefill"]["median"], same["decode_ratio"]["median"],
+                same["prefill_ratio"]["median"])
+    if b["llama_cpp"]:
+        kind, decode, prefill = b["llama_cpp"]
+        return ("issue 8", kind, decode, prefill, b["decode"]["median"] / decode,
+                b["prefill"]["median"] / prefill)
+    return None
+
+
+def goal_lines(report):
+    """The rows with a llama.cpp figure, each against issue 8's goals. A
+    1.5x goal is judged by the ratio (paired, in a same-sitting run), a
+    roofline goal by moec's median alone."""
+    lines = ["| model | threads | decode tok/s: moec / llama.cpp | x | decode goal | met | "
+             "prefill tok/s: moec / llama.cpp | x | met |",
+             "|---|---:|---:|---:|---|:-:|---:|---:|:-:|"]
+    yes = lambda ok: "yes" if ok else "no"
+    for e in sorted(report["results"], key=result_order):
+        for t, b in sorted(e["runs"].items()):
+            figures = llama_figures(b)
+            if not figures:
+                continue
+            source, kind, llama_decode, llama_prefill, decode_ratio, prefill_ratio = figures
+            decode, prefill = b["decode"]["median"], b["prefill"]["median"]
+            roofline_goal = decode_goal(llama_decode, b["decode_roofline"])
+            if roofline_goal < 1.5 * llama_decode:
+                goal, met = "90%% roofline: %.0f" % roofline_goal, decode >= roofline_goal
+            else:
+                goal, met = "1.5x", decode_ratio >= 1.5
+            lines.append("| %s %s | %s | %.0f / %.0f %s (%s) | %.2f | %s | %s | %.0f / %.0f | "
+                         "%.2f | %s |" % (
+                             e["family"], e["precision"], t, decode, llama_decode, kind, source,
+                             decode_ratio, goal, yes(met), prefill, llama_prefill,
+                             prefill_ratio, yes(prefill_ratio >= 1.5)))
+    return lines
+
+
+def result_order(e):
+    return (FAMILIES.index(e["family"]) if e["family"] in FAMILIES else 99,
+            list(PRECISIONS).index(e["precision"]))
+
+
 def write_markdown(report, work):
     """report.md from a report (the one report.json holds)."""
     peaks = report["machine"]
@@ -176,11 +251,9 @@ def write_markdown(report, work):
              "(min-max) | of roofline | prefill tok/s (min-max) | of FMA peak | llama.cpp "
              "decode / prefill | peak RSS / (weights + session) |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    order = lambda e: (FAMILIES.index(e["family"]) if e["family"] in FAMILIES else 99,
-                       list(PRECISIONS).index(e["precision"]))
-    for e in sorted(report["results"], key=order):
+    for e in sorted(report["results"], key=result_order):
         for t, b in sorted(e["runs"].items()):
-            llama = b["llama_cpp"]
+            llama = llama_figures(b)
             budget = e["weights_bytes"] + b["session_bytes"] + b["kernel_scratch_bytes"]
             lines.append(
                 "| %s %s | %.1f MB (%.1f) | %.1f / %.1f s | %s | %.0f (%.0f-%.0f) | %.0f%% | "
@@ -191,8 +264,11 @@ def write_markdown(report, work):
                     100 * b["decode"]["median"] / b["decode_roofline"],
                     b["prefill"]["median"], b["prefill"]["min"], b["prefill"]["max"],
                     100 * b["prefill"]["median"] / b["prefill_roofline"],
-                    "%s %d / %d" % tuple(llama) if llama else "",
+                    "%s %.0f / %.0f%s" % (llama[1], llama[2], llama[3],
+                                          "" if llama[0] == "same sitting" else " (issue 8)")
+                    if llama else "",
                     b["peak_rss_bytes"] / 1e6, budget / 1e6))
+    lines += [""] + goal_lines(report)
     text = "\n".join(lines) + "\n"
     with open(os.path.join(work, "report.md"), "w") as f:
         f.write(text)
@@ -206,6 +282,10 @@ def main():
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--work", default=os.path.join(ROOT, "build", "bench", "suite"))
+    ap.add_argument("--llama-cpp", metavar="DIR",
+                    help="a llama.cpp checkout built for the CPU: run its llama-bench on "
+                         "random-weight GGUF files of the same shapes, alternating with "
+                         "moec's runs (physics and SSMoELM)")
     ap.add_argument("--report-only", action="store_true",
                     help="write report.md from the work directory's report.json, and stop")
     args = ap.parse_args()
@@ -218,12 +298,16 @@ def main():
     os.makedirs(args.work, exist_ok=True)
 
     torch_or_exit()
+    peer = None
+    if args.llama_cpp:
+        from llama_cpp import LlamaCpp
+        peer = LlamaCpp(args.llama_cpp, args.work)
     peaks = measure_peaks(args.work, threads)
     log("machine: %s" % json.dumps(peaks))
     report_path = os.path.join(args.work, "report.json")
     earlier = merged_results(report_path, [])
-    fresh = []
     report = {"machine": peaks, "runtime_code_bytes": runtime_code_bytes(), "results": earlier}
+    jobs = []  # (entry, executable, GGUF or None)
     for family in args.families.split(","):
         model = os.path.join(args.work, "models", family)
         write_model(family, model)
@@ -242,30 +326,51 @@ def main():
             shutil.rmtree(cache, ignore_errors=True)
             compile_cmd = [moec, "compile", source, "-o", exe, "-q",
                            "--kernel-cache=" + cache] + flags
+            log("compile %s %s" % (family, precision))
             times = []
             for _ in ("cold", "warm"):
                 start = time.time()
                 subprocess.run(compile_cmd, check=True)
                 times.append(time.time() - start)
             weights = os.path.getsize(exe + ".weights")
-            active_bytes = weights * active / total
             entry = {"family": family, "precision": precision, "total_params": total,
                      "active_params": active, "weights_bytes": weights,
-                     "active_weight_bytes": active_bytes,
+                     "active_weight_bytes": weights * active / total,
                      "executable_bytes": os.path.getsize(exe),
                      "compile_cold_s": times[0], "compile_warm_s": times[1], "runs": {}}
+            jobs.append((entry, exe, peer.model(family, precision, model) if peer else None))
+
+    # Flush the files just written, so that no writeback shares the two
+    # cores with the timed runs.
+    os.sync()
+    # Rounds over every (build, threads), not one build's processes in a
+    # row: this machine has slow spells of a minute or more, which then
+    # touch every build alike instead of all of one build's samples. Round
+    # 0 is the warm-up.
+    samples = {}
+    for round_index in range(args.runs + 1):
+        log("round %d of %d%s" % (round_index, args.runs,
+                                   " (warm-up)" if round_index == 0 else ""))
+        for job, (entry, exe, gguf) in enumerate(jobs):
             for t in threads:
-                log("bench %s %s, %d thread(s)" % (family, precision, t))
-                b = bench(exe, t, args.runs)
-                i = min(t, 2) - 1
-                b["decode_roofline"] = peaks["dram_read_gbs"][i] * 1e9 / active_bytes
-                b["prefill_roofline"] = peaks["fma_gflops"][i] * 1e9 / (2 * active)
-                b["llama_cpp"] = LLAMA_CPP.get((family, precision, t))
-                entry["runs"][str(t)] = b
-            fresh.append(entry)
-            report["results"] = merged_results(report_path, fresh)
-            with open(report_path, "w") as f:
-                json.dump(report, f, indent=2)
+                result = moec_run(exe, t)
+                other = peer.bench(gguf, t) if gguf else None
+                if round_index > 0:
+                    results, peers = samples.setdefault((job, t), ([], []))
+                    results.append(result)
+                    if other:
+                        peers.append(other)
+    for job, (entry, exe, gguf) in enumerate(jobs):
+        for t in threads:
+            b = summarize(*samples[(job, t)])
+            i = min(t, 2) - 1
+            b["decode_roofline"] = peaks["dram_read_gbs"][i] * 1e9 / entry["active_weight_bytes"]
+            b["prefill_roofline"] = peaks["fma_gflops"][i] * 1e9 / (2 * entry["active_params"])
+            b["llama_cpp"] = LLAMA_CPP.get((entry["family"], entry["precision"], t))
+            entry["runs"][str(t)] = b
+    report["results"] = merged_results(report_path, [entry for entry, _, _ in jobs])
+    with open(report_path, "w") as f:
+        json.dump(report, f, indent=2)
 
     write_markdown(report, args.work)
     return 0
