@@ -67,8 +67,9 @@ TEXT_VOCAB = 576
 
 # Per family: fixture options giving room for the tokenizer, the tokenizer writer and
 # its options (the publisher's layout: the tokenizers trainer puts special tokens
-# first, GPT-2 last), the stop token the chat check makes the model write, and
-# whether the context-overflow chat runs dropless (see the docstring).
+# first, GPT-2 last), the stop token the chat check makes the model write,
+# whether the context-overflow chat runs dropless (see the docstring), and the
+# seed the search starts from where the first seeds are known to be rejected.
 FAMILIES = {
     "physics": dict(fixture={"set": "vocab_size=%d" % TEXT_VOCAB},
                     tokenizer=("byte_level", {"specials_first": True})),
@@ -81,7 +82,10 @@ FAMILIES = {
                     tokenizer=("byte_fallback", {}), stop_to_force="<eos>"),
     "moonlight": dict(fixture={"cfg_overrides": {"vocab_size": 50260, "ctx_size": 256}},
                       tokenizer=("tiktoken", {}), stop_to_force=50256,
-                      overflow_dropless=True),
+                      overflow_dropless=True,
+                      # Seeds 1-15 fail the margin or routing checks; each
+                      # costs about 15 s of the reference (4 minutes a run).
+                      first_seed=16),
 }
 
 # The text defaults as the cards and specs give them (not read from
@@ -412,12 +416,15 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--moec", required=True)
     ap.add_argument("--family", required=True, choices=sorted(FAMILIES))
-    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--seed", type=int,
+                    help="the first seed to try (default: the family's first_seed, or 1)")
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="moec-text-")
     checks = Checks()
     try:
+        if args.seed is None:
+            args.seed = FAMILIES[args.family].get("first_seed", 1)
         fx = Fixture(args, args.family, work)
         print("fixture: %s seed %d, tokenizer %s (%d ids)" % (
             args.family, fx.seed, fx.setup["tokenizer"][0], fx.decoder.size))
