@@ -140,8 +140,8 @@ class LlamaCpp:
         return os.path.join(self.dir, "build", "bin", name)
 
     def model(self, family, precision, model_dir):
-        """The GGUF file for (family, precision), written on first use; None
-        when llama.cpp has no counterpart."""
+        """(llama.cpp type, GGUF file) for (family, precision), the file
+        written on first use; None when llama.cpp has no counterpart."""
         kind = TYPES.get(family, {}).get(precision)
         if kind is None:
             return None
@@ -151,16 +151,16 @@ class LlamaCpp:
             write_f32_gguf(self.dir, family, model_dir, f32 + ".part")
             os.replace(f32 + ".part", f32)
         if kind == "F32":
-            return f32
+            return kind, f32
         path = os.path.join(self.work, "%s-%s.gguf" % (family, kind))
         if not os.path.exists(path):
             subprocess.run([self.tool("llama-quantize"), "--pure", f32, path + ".part", kind],
                            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             os.replace(path + ".part", path)
-        return path
+        return kind, path
 
     def bench(self, gguf, threads):
-        """One llama-bench run (it warms up itself): (type, decode, prefill)
+        """One llama-bench run (it warms up itself): (decode, prefill)
         tokens/s."""
         out = subprocess.run([self.tool("llama-bench"), "-m", gguf, "-p", "128", "-n", "64",
                               "-t", str(threads), "-r", "1", "-o", "json"],
@@ -168,5 +168,4 @@ class LlamaCpp:
         rows = json.loads(out)
         prefill = next(r["avg_ts"] for r in rows if r["n_prompt"] > 0)
         decode = next(r["avg_ts"] for r in rows if r["n_gen"] > 0)
-        kind = os.path.basename(gguf).rsplit("-", 1)[1].split(".")[0]
-        return kind, decode, prefill
+        return decode, prefill

@@ -138,9 +138,10 @@ def moec_run(exe, threads):
                      "--prompt-len", "128", "--gen", "64"])
 
 
-def summarize(results, peers):
+def summarize(results, peers, peer_type):
     """A run's figures from its timed processes and, when llama.cpp ran
-    beside them, the llama.cpp run after each ((type, decode, prefill))."""
+    beside them, the llama.cpp run after each ((decode, prefill), of
+    `peer_type`)."""
     b = {"prefill": spread([r["prefill_tokens_per_s"] for r in results]),
          "decode": spread([r["decode_tokens_per_s"] for r in results]),
          "peak_rss_bytes": max(r["peak_rss_bytes"] for r in results),
@@ -150,12 +151,12 @@ def summarize(results, peers):
         # Ratios of each process to the peer run after it: the machine's
         # drift between rounds cancels.
         b["llama_cpp_same_sitting"] = {
-            "type": peers[0][0],
-            "decode": spread([p[1] for p in peers]),
-            "prefill": spread([p[2] for p in peers]),
-            "decode_ratio": spread([r["decode_tokens_per_s"] / p[1]
+            "type": peer_type,
+            "decode": spread([p[0] for p in peers]),
+            "prefill": spread([p[1] for p in peers]),
+            "decode_ratio": spread([r["decode_tokens_per_s"] / p[0]
                                     for r, p in zip(results, peers)]),
-            "prefill_ratio": spread([r["prefill_tokens_per_s"] / p[2]
+            "prefill_ratio": spread([r["prefill_tokens_per_s"] / p[1]
                                      for r, p in zip(results, peers)])}
     return b
 
@@ -307,7 +308,7 @@ def main():
     report_path = os.path.join(args.work, "report.json")
     earlier = merged_results(report_path, [])
     report = {"machine": peaks, "runtime_code_bytes": runtime_code_bytes(), "results": earlier}
-    jobs = []  # (entry, executable, GGUF or None)
+    jobs = []  # (entry, executable, (llama.cpp type, GGUF) or None)
     for family in args.families.split(","):
         model = os.path.join(args.work, "models", family)
         write_model(family, model)
@@ -351,18 +352,18 @@ def main():
     for round_index in range(args.runs + 1):
         log("round %d of %d%s" % (round_index, args.runs,
                                    " (warm-up)" if round_index == 0 else ""))
-        for job, (entry, exe, gguf) in enumerate(jobs):
+        for job, (entry, exe, counterpart) in enumerate(jobs):
             for t in threads:
                 result = moec_run(exe, t)
-                other = peer.bench(gguf, t) if gguf else None
+                other = peer.bench(counterpart[1], t) if counterpart else None
                 if round_index > 0:
                     results, peers = samples.setdefault((job, t), ([], []))
                     results.append(result)
                     if other:
                         peers.append(other)
-    for job, (entry, exe, gguf) in enumerate(jobs):
+    for job, (entry, exe, counterpart) in enumerate(jobs):
         for t in threads:
-            b = summarize(*samples[(job, t)])
+            b = summarize(*samples[(job, t)], counterpart[0] if counterpart else None)
             i = min(t, 2) - 1
             b["decode_roofline"] = peaks["dram_read_gbs"][i] * 1e9 / entry["active_weight_bytes"]
             b["prefill_roofline"] = peaks["fma_gflops"][i] * 1e9 / (2 * entry["active_params"])
