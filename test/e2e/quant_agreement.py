@@ -20,6 +20,14 @@ weights are a weak proxy, so such figures are reported, not gated.
   test/e2e/quant_agreement.py --moec build/bin/moec --family linnet --quant q8 \\
       --quant q4:embedding=q8 --quant q4+int8
   test/e2e/quant_agreement.py --moec build/bin/moec --family ssmoelm --quant f32+int8
+  test/e2e/quant_agreement.py --moec build/bin/moec --model-dir examples/kjv/model \\
+      --text examples/kjv/heldout.txt --llama-cpp ../llama.cpp \\
+      --quant llama.cpp:Q4_0:pure --quant llama.cpp:Q4_K_M
+
+A llama.cpp:TYPE precision (with --llama-cpp, a llama.cpp checkout built for
+the CPU; moe100m-physics checkpoints) rounds the matrices with llama-quantize
+TYPE (:pure: every matrix at TYPE), dequantizes them and compiles the result
+as f32: llama.cpp's rounding, in moec's forward math with f32 inputs.
 
 Prints a markdown table; with --gate, exits 1 when a precision's agreement
 is below its bound (in percent).
@@ -62,6 +70,29 @@ def compile_model(args, model_dir, out, quant):
             cmd.append("--quant-policy=" + policy)
     cmd += args.compile_flag
     run(cmd)
+
+
+def compile_llama_cpp(args, model_dir, out, quant):
+    """A llama.cpp:TYPE[:pure] precision: the checkpoint rounded by
+    llama-quantize and dequantized, compiled as f32. Returns the bytes of
+    its weights as llama.cpp stores them and a note of the types used."""
+    if not args.llama_cpp:
+        sys.exit("error: %s needs --llama-cpp DIR (a llama.cpp checkout built for the CPU)"
+                 % quant)
+    parts = quant.split(":")
+    if len(parts) not in (2, 3) or parts[-1] == "" or (len(parts) == 3 and parts[2] != "pure"):
+        sys.exit("error: %s: expected llama.cpp:TYPE or llama.cpp:TYPE:pure" % quant)
+    kind, pure = parts[1], len(parts) == 3
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(HERE)), "examples", "bench"))
+    from llama_cpp import dequantized_checkpoint
+    try:
+        size, types = dequantized_checkpoint(args.llama_cpp, model_dir, kind, pure,
+                                             out + ".model")
+    except (KeyError, RuntimeError, ValueError) as e:
+        sys.exit("error: %s: %s" % (quant, e))
+    run([args.moec, "compile", out + ".model", "-o", out, "--target", args.target, "-q"]
+        + args.compile_flag)
+    return size, ", ".join("%d %s" % (n, t) for t, n in sorted(types.items()))
 
 
 def logits_of(runner, exe, tokens, work):
@@ -121,6 +152,8 @@ def main():
                     help="fail when a precision's top-1 agreement is below PERCENT")
     ap.add_argument("--compile-flag", action="append", default=[],
                     help="an extra moec compile flag for every build, f32 included")
+    ap.add_argument("--llama-cpp", default="", metavar="DIR",
+                    help="a llama.cpp checkout built for the CPU, for llama.cpp:TYPE precisions")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     args = ap.parse_args()
     if bool(args.model_dir) == bool(args.family):
@@ -157,16 +190,23 @@ def main():
     rows = []
     reference = None
     failed = []
+    notes = []
     for i, quant in enumerate(["f32"] + (args.quant or ["q8", "q4", "mixed", "q1"])):
         exe = os.path.join(work, "build%d" % i)
-        compile_model(args, model_dir, exe, quant)
+        weight_bytes = None
+        if quant.startswith("llama.cpp:"):
+            weight_bytes, types = compile_llama_cpp(args, model_dir, exe, quant)
+            notes.append("%s: %s" % (quant, types))
+        else:
+            compile_model(args, model_dir, exe, quant)
         logits = logits_of(runner, exe, tokens, work)
         ppl = perplexity(logits, np.array(tokens))
         if reference is None:
             reference = (logits, ppl)
         agreement = 100.0 * float((logits.argmax(axis=1) == reference[0].argmax(axis=1)).mean())
         kld = kl_divergence(reference[0], logits)
-        weight_bytes = os.path.getsize(exe + ".weights")
+        if weight_bytes is None:
+            weight_bytes = os.path.getsize(exe + ".weights")
         rows.append((quant, weight_bytes, agreement, kld, ppl, ppl - reference[1]))
         if quant in gates and agreement < gates[quant]:
             failed.append("%s: top-1 agreement %.2f%% < %.2f%%" % (quant, agreement, gates[quant]))
@@ -178,6 +218,10 @@ def main():
     for quant, size, agreement, kld, ppl, delta in rows:
         print("| %s | %.2f MB | %.2f%% | %.5f | %.3f | %+.3f |"
               % (quant, size / 1e6, agreement, kld, ppl, delta))
+    if notes:
+        print()
+        print("llama.cpp's weight bytes are its GGUF tensors' plus the other tensors at f32;")
+        print("the types llama-quantize chose: " + "; ".join(notes))
     for message in failed:
         print("FAILED " + message)
     for quant in gates:
