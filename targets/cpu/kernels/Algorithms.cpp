@@ -219,12 +219,21 @@ OpFuncs dequantize(const KernelEnv &env, const TensorFunc &packed,
   Expr s = perGroup(scale);
   Expr value;
   if (codes.sign1) {
-    // A sign picks the scale or its negation: no multiply.
-    value = select(raw == 1, s, -s);
+    // A sign picks the scale or its negation: no multiply. Code 0 flips
+    // the scale's sign bit (the bit moved to the top of the lane, then
+    // one xor): a compare and a blend did the same in more instructions.
+    Expr flip = (cast<uint32_t>(~byte) << cast<uint32_t>(31 - shift)) &
+                Halide::Internal::make_const(UInt(32), 0x80000000u);
+    value = reinterpret<float>(reinterpret<uint32_t>(s) ^ flip);
+  } else if (codes.offsetBinary) {
+    value = cast<float>(raw - (1 << (codes.bits - 1))) * s;
   } else {
-    int half = 1 << (codes.bits - 1);
-    Expr code = codes.offsetBinary ? raw - half
-                                   : select(raw >= half, raw - 2 * half, raw);
+    // Two's complement: the field moved to the top of the 32-bit lane and
+    // shifted back arithmetically is the signed code, in two shifts where
+    // a mask, a compare and a select took four. The left shift is unsigned:
+    // Halide takes signed overflow to be impossible.
+    Expr top = cast<uint32_t>(byte) << cast<uint32_t>(32 - codes.bits - shift);
+    Expr code = reinterpret<int32_t>(top) >> (32 - codes.bits);
     value = cast<float>(code) * s;
   }
   Func out(env.name("dequantize"));
