@@ -162,7 +162,8 @@ RootSchedule pointwiseSchedule(const KernelEnv &env, int rank) {
 
 OpFuncs dequantize(const KernelEnv &env, const TensorFunc &packed,
                    const TensorFunc &scale, const TensorFunc *offset,
-                   const PackedCodes &codes, std::vector<int64_t> resultShape) {
+                   const PackedCodes &codes, std::vector<int64_t> resultShape,
+                   bool unscaled) {
   int rank = static_cast<int>(resultShape.size());
   int cols = static_cast<int>(resultShape[rank - 1]);
   std::vector<Var> v = makeVars(rank);
@@ -216,7 +217,7 @@ OpFuncs dequantize(const KernelEnv &env, const TensorFunc &packed,
     args.insert(args.end(), lead.begin(), lead.end());
     return widenToFloat(f.func(args));
   };
-  Expr s = perGroup(scale);
+  Expr s = unscaled ? Expr(1.0f) : perGroup(scale);
   Expr value;
   if (codes.sign1) {
     // A sign picks the scale or its negation: no multiply. Code 0 flips
@@ -226,7 +227,8 @@ OpFuncs dequantize(const KernelEnv &env, const TensorFunc &packed,
                 Halide::Internal::make_const(UInt(32), 0x80000000u);
     value = reinterpret<float>(reinterpret<uint32_t>(s) ^ flip);
   } else if (codes.offsetBinary) {
-    value = cast<float>(raw - (1 << (codes.bits - 1))) * s;
+    value = cast<float>(raw - (1 << (codes.bits - 1)));
+    value = unscaled ? value : value * s;
   } else {
     // Two's complement: the field moved to the top of the 32-bit lane and
     // shifted back arithmetically is the signed code, in two shifts where
@@ -234,7 +236,7 @@ OpFuncs dequantize(const KernelEnv &env, const TensorFunc &packed,
     // Halide takes signed overflow to be impossible.
     Expr top = cast<uint32_t>(byte) << cast<uint32_t>(32 - codes.bits - shift);
     Expr code = reinterpret<int32_t>(top) >> (32 - codes.bits);
-    value = cast<float>(code) * s;
+    value = unscaled ? cast<float>(code) : cast<float>(code) * s;
   }
   Func out(env.name("dequantize"));
   out(v) = offset ? value + perGroup(*offset) : value;
@@ -335,7 +337,7 @@ OpFuncs layerNorm(const KernelEnv &env, const TensorFunc &input,
 OpFuncs linear(const KernelEnv &env, const TensorFunc &input,
                const TensorFunc &weight, bool transposed,
                const TensorFunc *bias, std::vector<int64_t> resultShape,
-               double scale) {
+               double scale, const TensorFunc *rowScale) {
   int64_t n = transposed ? weight.shape[1] : weight.shape[0];
   int64_t k = transposed ? weight.shape[0] : weight.shape[1];
   Var nv("n"), t("t");
@@ -346,11 +348,17 @@ OpFuncs linear(const KernelEnv &env, const TensorFunc &input,
   RDom r(0, static_cast<int>(k), "rk");
   Expr w = transposed ? weight.func(nv, r.x) : weight.func(r.x, nv);
   Func prod(env.name("proj_acc"));
-  prod(nv, t) = bias ? bias->func(nv) : Expr(0.0f);
+  prod(nv, t) = bias && !rowScale ? bias->func(nv) : Expr(0.0f);
   prod(nv, t) += w * x(r.x, clampToken(env, t));
+  Expr sum = prod(nv, t);
+  if (rowScale) {
+    sum = sum * widenToFloat(rowScale->func(nv));
+    if (bias) {
+      sum = sum + bias->func(nv);
+    }
+  }
   Func y(env.name("proj"));
-  y(nv, t) =
-      scale == 1.0 ? prod(nv, t) : prod(nv, t) * static_cast<float>(scale);
+  y(nv, t) = scale == 1.0 ? sum : sum * static_cast<float>(scale);
 
   // The result in its own shape ([T, H, D] for a head projection).
   TensorFunc result = viewAs(env, y, resultShape);

@@ -210,10 +210,13 @@ struct PackedCodes {
 /// The f32 weight [.., N, K] of packed codes `packed` ([.., B] bytes, the
 /// codes of each matrix row-major) and `scale` ([.., N] per row, or
 /// [.., N, ceil(K / group)]), plus `offset` (the scales' shape) when not
-/// null; elementwise, so consumers read the codes directly.
+/// null; elementwise, so consumers read the codes directly. `unscaled`:
+/// the codes alone (+1/-1 for signs), for a reader that applies a per-row
+/// scale once per row (linear's `rowScale`); `scale` is then unused.
 OpFuncs dequantize(const KernelEnv &env, const TensorFunc &packed,
                    const TensorFunc &scale, const TensorFunc *offset,
-                   const PackedCodes &codes, std::vector<int64_t> resultShape);
+                   const PackedCodes &codes, std::vector<int64_t> resultShape,
+                   bool unscaled = false);
 
 OpFuncs embed(const KernelEnv &env, const TensorFunc &table,
               const TensorFunc &tokens, double scale);
@@ -225,11 +228,13 @@ OpFuncs layerNorm(const KernelEnv &env, const TensorFunc &input,
                   const TensorFunc *weight, const TensorFunc *bias, double eps);
 
 /// `weight` is stored transposed ([K, N], Halide w(n, k)) when `transposed`,
-/// else as [N, K] (Halide w(k, n)). The result has `resultShape`.
+/// else as [N, K] (Halide w(k, n)). The result has `resultShape`. With
+/// `rowScale` ([N]), `weight` holds unscaled codes and row n's sum is
+/// multiplied by rowScale[n] once, not every code by it.
 OpFuncs linear(const KernelEnv &env, const TensorFunc &input,
                const TensorFunc &weight, bool transposed,
                const TensorFunc *bias, std::vector<int64_t> resultShape,
-               double scale = 1.0);
+               double scale = 1.0, const TensorFunc *rowScale = nullptr);
 
 OpFuncs headScale(const KernelEnv &env, const TensorFunc &input,
                   const TensorFunc &scale);

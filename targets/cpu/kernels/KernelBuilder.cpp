@@ -109,6 +109,8 @@ void constrainDense(ImageParam &param, const std::vector<int64_t> &shape) {
 /// a 1024-long projection becomes 32 chunks, 32 times the threads.
 constexpr int kGpuReductionChunk = 32;
 
+PackedCodes packedCodes(DequantizeOp d);
+
 class Builder {
 public:
   Builder(KernelOp kernel, const TargetDescription &target,
@@ -153,6 +155,31 @@ private:
   bool groupParamsTransposed(DequantizeOp d) {
     return transposed(d.getScale()) &&
            (!d.getOffset() || transposed(d.getOffset()));
+  }
+  /// The codes and per-row scales behind `weight` when it is a
+  /// moe.dequantize with one scale per row and no offsets: a projection
+  /// then multiplies each row's sum by its scale once, not every code
+  /// (one multiply fewer a code in the f32-input loop).
+  struct PerRowCodes {
+    TensorFunc codes;
+    TensorFunc scale;
+    explicit operator bool() const { return codes.func.defined(); }
+  };
+  PerRowCodes perRowCodes(Value weight) {
+    auto d = weight.getDefiningOp<DequantizeOp>();
+    if (!d || d.getOffset()) {
+      return {};
+    }
+    PackedCodes codes = packedCodes(d);
+    const TensorFunc *packed = lookup(d.getPacked());
+    const TensorFunc *scale = lookup(d.getScale());
+    if (codes.group > 0 || !packed || !scale || scale->rank() != 1) {
+      return {};
+    }
+    OpFuncs unscaled =
+        dequantize(env, *packed, *scale, nullptr, codes,
+                   shapeOf(d.getResult().getType()), /*unscaled=*/true);
+    return {unscaled.values[0], *scale};
   }
   void record(Operation *op, const OpFuncs &funcs, unsigned firstResult = 0) {
     for (size_t i = 0; i < funcs.values.size(); ++i) {
@@ -294,10 +321,13 @@ LogicalResult Builder::buildOp(Operation *op) {
           return int8Projection(l, l.getInput(), l.getWeight(), l.getBias(),
                                 *block, 1.0);
         }
-        record(l, linear(env, need(l.getInput()), need(l.getWeight()),
+        PerRowCodes codes = perRowCodes(l.getWeight());
+        record(l, linear(env, need(l.getInput()),
+                         codes ? codes.codes : need(l.getWeight()),
                          transposed(l.getWeight()),
                          l.getBias() ? &need(l.getBias()) : nullptr,
-                         shapeOf(l.getResult().getType())));
+                         shapeOf(l.getResult().getType()), 1.0,
+                         codes ? &codes.scale : nullptr));
         return success();
       })
       .Case<LogitsOp>([&](LogitsOp l) -> LogicalResult {
@@ -305,11 +335,14 @@ LogicalResult Builder::buildOp(Operation *op) {
           return int8Projection(l, l.getInput(), l.getWeight(), l.getBias(),
                                 *block, l.getScale().convertToDouble());
         }
-        record(l, linear(env, need(l.getInput()), need(l.getWeight()),
+        PerRowCodes codes = perRowCodes(l.getWeight());
+        record(l, linear(env, need(l.getInput()),
+                         codes ? codes.codes : need(l.getWeight()),
                          transposed(l.getWeight()),
                          l.getBias() ? &need(l.getBias()) : nullptr,
                          shapeOf(l.getResult().getType()),
-                         l.getScale().convertToDouble()));
+                         l.getScale().convertToDouble(),
+                         codes ? &codes.scale : nullptr));
         return success();
       })
       .Case<HeadScaleOp>([&](HeadScaleOp h) {

@@ -514,7 +514,8 @@ TEST(CpuKernels, TransposedGroupCodesNeedTransposedScalesAndOffsets) {
 /// kernels, give the weights whose error the quantizer reports, within the
 /// bound of the format; a projection of them matches the naive product at
 /// awkward sizes (N = 37, K = 45: neither a multiple of the vector width
-/// nor of the group) in every schedule.
+/// nor of the group) in every schedule. Group K is one scale per row, which
+/// the projection applies once per row sum instead of once per code.
 TEST(CpuKernels, QuantizedProjectionOfTheQuantizersCodes) {
   const int N = 37, K = 45;
   struct Case {
@@ -529,7 +530,7 @@ TEST(CpuKernels, QuantizedProjectionOfTheQuantizersCodes) {
                         {"sign1", PackedFormat::Sign1, 1, 0.6}};
   Vec w = randomValues(N * K, 61);
   for (const Case &c : cases) {
-    for (int group : {32, 7}) {
+    for (int group : {32, 7, K}) {
       for (bool asymmetric : {false, true}) {
         QuantizedMatrices q = quantizeMatrices(w.data(), 1, N, K, c.packed,
                                                group, false, asymmetric);
@@ -551,7 +552,12 @@ TEST(CpuKernels, QuantizedProjectionOfTheQuantizersCodes) {
         EXPECT_LT(std::sqrt(error / norm), c.bound) << what;
 
         int B = int(q.codes.size()), G = (K + group - 1) / group;
-        std::string scaleType = "tensor<37x" + std::to_string(G) + "xf32>";
+        bool perRow = group == K;
+        std::string scaleType =
+            perRow ? "tensor<37xf32>"
+                   : "tensor<37x" + std::to_string(G) + "xf32>";
+        std::vector<int> scaleShape =
+            perRow ? std::vector<int>{N} : std::vector<int>{N, G};
         std::string types = "tensor<" + std::to_string(B) + "xui8>, " +
                             scaleType + (asymmetric ? ", " + scaleType : "");
         for (auto [t, T] : kSchedules) {
@@ -562,7 +568,9 @@ TEST(CpuKernels, QuantizedProjectionOfTheQuantizersCodes) {
                   ") -> tensor<Tx37xf32> {\n"
                   "  %w = moe.dequantize %c, %s" +
                   (asymmetric ? " offset(%o)" : "") + " format(" + c.format +
-                  ") cols(45) group(" + std::to_string(group) + ") : " + types +
+                  ") cols(45)" +
+                  (perRow ? "" : " group(" + std::to_string(group) + ")") +
+                  " : " + types +
                   " -> tensor<37x45xf32>\n"
                   "  %y = moe.linear %x, %w : tensor<Tx45xf32>, "
                   "tensor<37x45xf32> -> tensor<Tx37xf32>\n"
@@ -570,9 +578,9 @@ TEST(CpuKernels, QuantizedProjectionOfTheQuantizersCodes) {
               t));
           Vec x = randomValues(T * K, 62);
           std::vector<std::pair<Vec, std::vector<int>>> inputs{
-              {x, {T, K}}, {codes, {B}}, {scales, {N, G}}};
+              {x, {T, K}}, {codes, {B}}, {scales, scaleShape}};
           if (asymmetric) {
-            inputs.push_back({offsets, {N, G}});
+            inputs.push_back({offsets, scaleShape});
           }
           std::vector<Vec> out = k.run(inputs, T);
           ASSERT_EQ(out.size(), 1u);
