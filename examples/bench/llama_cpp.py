@@ -243,12 +243,13 @@ class LlamaCpp:
             os.replace(path + ".part", path)
         return kind, path
 
-    def bench(self, gguf, threads):
+    def bench(self, gguf, threads, preexec_fn=None):
         """One llama-bench run (it warms up itself): (decode, prefill)
-        tokens/s."""
+        tokens/s; `preexec_fn` pins it as suite.py pins moec's runs."""
         out = subprocess.run([self.tool("llama-bench"), "-m", gguf, "-p", "128", "-n", "64",
                               "-t", str(threads), "-r", "1", "-o", "json"],
-                             check=True, capture_output=True, text=True).stdout
+                             check=True, capture_output=True, text=True,
+                             preexec_fn=preexec_fn).stdout
         rows = json.loads(out)
         prefill = next(r["avg_ts"] for r in rows if r["n_prompt"] > 0)
         decode = next(r["avg_ts"] for r in rows if r["n_gen"] > 0)

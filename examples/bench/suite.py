@@ -33,6 +33,12 @@ the CPU) on random-weight GGUF files of the same shapes, one run after each
 of moec's (llama_cpp.py), and judges the goals by those same-sitting figures
 instead of issue 8's.
 
+One-thread runs, moec's and llama.cpp's, are pinned to one CPU (--cpu, by
+default the last): on this 2-vCPU machine SSMoELM decodes 30% slower on CPU 0
+than on CPU 1 while llama.cpp's TQ1_0 runs alike on both, so where the
+scheduler put a process changed a paired ratio by more than the kernels did.
+--cpu=-1 leaves them where the scheduler puts them.
+
 Active weight bytes are the weight file's bytes times active / total
 parameters (`moec inspect --json`): exact for uniform precision, an
 estimate for SSMoELM's mix of 1- and 4-bit codes.
@@ -87,8 +93,17 @@ def log(message):
     print(message, file=sys.stderr, flush=True)
 
 
-def run_json(cmd):
-    return json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+def run_json(cmd, preexec_fn=None):
+    return json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True,
+                                     preexec_fn=preexec_fn).stdout)
+
+
+def pinning(cpu, threads):
+    """A preexec_fn that keeps a one-thread run on `cpu` (None when `cpu`
+    is negative or the run has more threads)."""
+    if cpu < 0 or threads != 1:
+        return None
+    return lambda: os.sched_setaffinity(0, {cpu})
 
 
 def measure_peaks(work, threads):
@@ -132,10 +147,10 @@ def spread(values):
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
-def moec_run(exe, threads):
-    """One timed --bench process."""
+def moec_run(exe, threads, cpu):
+    """One timed --bench process (one-thread runs on `cpu`)."""
     return run_json([exe, "--bench", "--json", "-t", str(threads), "--repeat", "1",
-                     "--prompt-len", "128", "--gen", "64"])
+                     "--prompt-len", "128", "--gen", "64"], pinning(cpu, threads))
 
 
 def summarize(results, peers, peer_type):
@@ -239,6 +254,17 @@ def result_order(e):
             list(PRECISIONS).index(e["precision"]))
 
 
+def pinned_note(results):
+    """Where the rows' one-thread runs ran (rows merged from earlier runs
+    may differ)."""
+    cpus = {e.get("one_thread_cpu", -1) for e in results}
+    if cpus == {-1}:
+        return "; one-thread runs not pinned"
+    if len(cpus) == 1:
+        return "; one-thread runs on CPU %d" % cpus.pop()
+    return "; one-thread runs pinned per row (one_thread_cpu in report.json; -1: not pinned)"
+
+
 def write_markdown(report, work):
     """report.md from a report (the one report.json holds)."""
     peaks = report["machine"]
@@ -247,7 +273,7 @@ def write_markdown(report, work):
                  peaks["dram_read_gbs"][0], peaks["dram_read_gbs"][1],
                  peaks["cache_read_gbs"][0], peaks["cache_read_gbs"][1],
                  peaks["fma_gflops"][0], peaks["fma_gflops"][1], peaks["threads"],
-                 report["runtime_code_bytes"] / 1e3), "",
+                 report["runtime_code_bytes"] / 1e3) + pinned_note(report["results"]), "",
              "| model | weights (active) | compile cold / warm | threads | decode tok/s "
              "(min-max) | of roofline | prefill tok/s (min-max) | of FMA peak | llama.cpp "
              "decode / prefill | peak RSS / (weights + session) |",
@@ -287,6 +313,9 @@ def main():
                     help="a llama.cpp checkout built for the CPU: run its llama-bench on "
                          "random-weight GGUF files of the same shapes, alternating with "
                          "moec's runs (physics and SSMoELM)")
+    ap.add_argument("--cpu", type=int, default=(os.cpu_count() or 1) - 1,
+                    help="the CPU one-thread runs (moec's and llama.cpp's) are pinned to; "
+                         "-1: not pinned (default: the last CPU)")
     ap.add_argument("--report-only", action="store_true",
                     help="write report.md from the work directory's report.json, and stop")
     args = ap.parse_args()
@@ -338,7 +367,8 @@ def main():
                      "active_params": active, "weights_bytes": weights,
                      "active_weight_bytes": weights * active / total,
                      "executable_bytes": os.path.getsize(exe),
-                     "compile_cold_s": times[0], "compile_warm_s": times[1], "runs": {}}
+                     "compile_cold_s": times[0], "compile_warm_s": times[1],
+                     "one_thread_cpu": args.cpu, "runs": {}}
             jobs.append((entry, exe, peer.model(family, precision, model) if peer else None))
 
     # Flush the files just written, so that no writeback shares the two
@@ -354,8 +384,9 @@ def main():
                                    " (warm-up)" if round_index == 0 else ""))
         for job, (entry, exe, counterpart) in enumerate(jobs):
             for t in threads:
-                result = moec_run(exe, t)
-                other = peer.bench(counterpart[1], t) if counterpart else None
+                result = moec_run(exe, t, args.cpu)
+                other = (peer.bench(counterpart[1], t, pinning(args.cpu, t))
+                         if counterpart else None)
                 if round_index > 0:
                     results, peers = samples.setdefault((job, t), ([], []))
                     results.append(result)
