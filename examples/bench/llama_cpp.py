@@ -48,6 +48,11 @@ def shape(family, config):
     raise KeyError(family)
 
 
+def tool(llama_dir, name):
+    """A llama.cpp tool of a checkout built for the CPU."""
+    return os.path.join(llama_dir, "build", "bin", name)
+
+
 def gguf_matrices(family, config):
     """(llama.cpp name, shape) of every tensor a glm4moe GGUF of this shape
     holds, in file order; the 1-D ones are norm weights and selection biases."""
@@ -181,8 +186,8 @@ def dequantized_checkpoint(llama_dir, model_dir, kind, pure, out_dir):
     quantized = os.path.join(out_dir, "quantized-%s.gguf" % kind)
     write_f32_gguf(llama_dir, "physics", config, f32,
                    {theirs: checkpoint[ours] for ours, theirs in names.items()})
-    run = [os.path.join(llama_dir, "build", "bin", "llama-quantize")]
-    done = subprocess.run(run + (["--pure"] if pure else []) + [f32, quantized, kind],
+    done = subprocess.run([tool(llama_dir, "llama-quantize")] + (["--pure"] if pure else [])
+                          + [f32, quantized, kind],
                           capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError("llama-quantize %s failed:\n%s" % (kind, done.stderr[-2000:]))
@@ -210,16 +215,16 @@ class LlamaCpp:
     def __init__(self, llama_dir, work):
         self.dir = os.path.abspath(llama_dir)
         self.work = os.path.join(work, "llama.cpp")
-        for tool in ("llama-bench", "llama-quantize"):
-            if not os.access(self.tool(tool), os.X_OK):
+        for name in ("llama-bench", "llama-quantize"):
+            if not os.access(self.tool(name), os.X_OK):
                 sys.exit("suite.py: --llama-cpp %s: no %s (build llama.cpp for the CPU first)"
-                         % (llama_dir, self.tool(tool)))
+                         % (llama_dir, self.tool(name)))
         if not os.path.isdir(os.path.join(self.dir, "gguf-py")):
             sys.exit("suite.py: --llama-cpp %s: no gguf-py/ (a llama.cpp checkout is expected)"
                      % llama_dir)
 
     def tool(self, name):
-        return os.path.join(self.dir, "build", "bin", name)
+        return tool(self.dir, name)
 
     def model(self, family, precision, model_dir):
         """(llama.cpp type, GGUF file) for (family, precision), the file

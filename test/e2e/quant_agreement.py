@@ -90,8 +90,7 @@ def compile_llama_cpp(args, model_dir, out, quant):
                                              out + ".model")
     except (KeyError, RuntimeError, ValueError) as e:
         sys.exit("error: %s: %s" % (quant, e))
-    run([args.moec, "compile", out + ".model", "-o", out, "--target", args.target, "-q"]
-        + args.compile_flag)
+    compile_model(args, out + ".model", out, "f32")
     return size, ", ".join("%d %s" % (n, t) for t, n in sorted(types.items()))
 
 

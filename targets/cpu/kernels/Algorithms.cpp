@@ -217,6 +217,7 @@ OpFuncs dequantize(const KernelEnv &env, const TensorFunc &packed,
     args.insert(args.end(), lead.begin(), lead.end());
     return widenToFloat(f.func(args));
   };
+  // Unscaled codes multiply by 1, which Halide's simplifier drops.
   Expr s = unscaled ? Expr(1.0f) : perGroup(scale);
   Expr value;
   if (codes.sign1) {
@@ -227,8 +228,7 @@ OpFuncs dequantize(const KernelEnv &env, const TensorFunc &packed,
                 Halide::Internal::make_const(UInt(32), 0x80000000u);
     value = reinterpret<float>(reinterpret<uint32_t>(s) ^ flip);
   } else if (codes.offsetBinary) {
-    value = cast<float>(raw - (1 << (codes.bits - 1)));
-    value = unscaled ? value : value * s;
+    value = cast<float>(raw - (1 << (codes.bits - 1))) * s;
   } else {
     // Two's complement: the field moved to the top of the 32-bit lane and
     // shifted back arithmetically is the signed code, in two shifts where
@@ -236,7 +236,7 @@ OpFuncs dequantize(const KernelEnv &env, const TensorFunc &packed,
     // Halide takes signed overflow to be impossible.
     Expr top = cast<uint32_t>(byte) << cast<uint32_t>(32 - codes.bits - shift);
     Expr code = reinterpret<int32_t>(top) >> (32 - codes.bits);
-    value = unscaled ? cast<float>(code) : cast<float>(code) * s;
+    value = cast<float>(code) * s;
   }
   Func out(env.name("dequantize"));
   out(v) = offset ? value + perGroup(*offset) : value;

@@ -109,8 +109,6 @@ void constrainDense(ImageParam &param, const std::vector<int64_t> &shape) {
 /// a 1024-long projection becomes 32 chunks, 32 times the threads.
 constexpr int kGpuReductionChunk = 32;
 
-PackedCodes packedCodes(DequantizeOp d);
-
 class Builder {
 public:
   Builder(KernelOp kernel, const TargetDescription &target,
@@ -127,6 +125,9 @@ private:
   /// moe.linear / moe.logits `op` with int8_activations(`block`).
   LogicalResult int8Projection(Operation *op, Value input, Value weight,
                                Value bias, uint64_t block, double scale);
+  /// moe.linear / moe.logits `op` with f32 inputs.
+  void floatProjection(Operation *op, Value input, Value weight, Value bias,
+                       double scale);
   const TensorFunc *lookup(Value value) {
     auto it = values.find(value);
     return it == values.end() ? nullptr : &it->second;
@@ -155,31 +156,6 @@ private:
   bool groupParamsTransposed(DequantizeOp d) {
     return transposed(d.getScale()) &&
            (!d.getOffset() || transposed(d.getOffset()));
-  }
-  /// The codes and per-row scales behind `weight` when it is a
-  /// moe.dequantize with one scale per row and no offsets: a projection
-  /// then multiplies each row's sum by its scale once, not every code
-  /// (one multiply fewer a code in the f32-input loop).
-  struct PerRowCodes {
-    TensorFunc codes;
-    TensorFunc scale;
-    explicit operator bool() const { return codes.func.defined(); }
-  };
-  PerRowCodes perRowCodes(Value weight) {
-    auto d = weight.getDefiningOp<DequantizeOp>();
-    if (!d || d.getOffset()) {
-      return {};
-    }
-    PackedCodes codes = packedCodes(d);
-    const TensorFunc *packed = lookup(d.getPacked());
-    const TensorFunc *scale = lookup(d.getScale());
-    if (codes.group > 0 || !packed || !scale || scale->rank() != 1) {
-      return {};
-    }
-    OpFuncs unscaled =
-        dequantize(env, *packed, *scale, nullptr, codes,
-                   shapeOf(d.getResult().getType()), /*unscaled=*/true);
-    return {unscaled.values[0], *scale};
   }
   void record(Operation *op, const OpFuncs &funcs, unsigned firstResult = 0) {
     for (size_t i = 0; i < funcs.values.size(); ++i) {
@@ -277,6 +253,31 @@ LogicalResult Builder::int8Projection(Operation *op, Value input, Value weight,
   return success();
 }
 
+void Builder::floatProjection(Operation *op, Value input, Value weight,
+                              Value bias, double scale) {
+  const TensorFunc *w = lookup(weight);
+  const TensorFunc *rowScale = nullptr;
+  // A moe.dequantize with one scale per row and no offsets is read as its
+  // codes alone, and each row's sum is multiplied by its scale once, not
+  // every code: one multiply fewer a code in the loop.
+  std::optional<TensorFunc> codes;
+  auto d = weight.getDefiningOp<DequantizeOp>();
+  if (d && !d.getOffset()) {
+    PackedCodes packed = packedCodes(d);
+    const TensorFunc *scales = lookup(d.getScale());
+    if (packed.group <= 0 && scales->rank() == 1) {
+      codes = dequantize(env, *lookup(d.getPacked()), *scales, nullptr, packed,
+                         shapeOf(d.getResult().getType()), /*unscaled=*/true)
+                  .values[0];
+      w = &*codes;
+      rowScale = scales;
+    }
+  }
+  record(op, linear(env, *lookup(input), *w, transposed(weight),
+                    bias ? lookup(bias) : nullptr,
+                    shapeOf(op->getResult(0).getType()), scale, rowScale));
+}
+
 LogicalResult Builder::buildOp(Operation *op) {
   auto need = [&](Value v) -> const TensorFunc & {
     const TensorFunc *f = lookup(v);
@@ -321,13 +322,7 @@ LogicalResult Builder::buildOp(Operation *op) {
           return int8Projection(l, l.getInput(), l.getWeight(), l.getBias(),
                                 *block, 1.0);
         }
-        PerRowCodes codes = perRowCodes(l.getWeight());
-        record(l, linear(env, need(l.getInput()),
-                         codes ? codes.codes : need(l.getWeight()),
-                         transposed(l.getWeight()),
-                         l.getBias() ? &need(l.getBias()) : nullptr,
-                         shapeOf(l.getResult().getType()), 1.0,
-                         codes ? &codes.scale : nullptr));
+        floatProjection(l, l.getInput(), l.getWeight(), l.getBias(), 1.0);
         return success();
       })
       .Case<LogitsOp>([&](LogitsOp l) -> LogicalResult {
@@ -335,14 +330,8 @@ LogicalResult Builder::buildOp(Operation *op) {
           return int8Projection(l, l.getInput(), l.getWeight(), l.getBias(),
                                 *block, l.getScale().convertToDouble());
         }
-        PerRowCodes codes = perRowCodes(l.getWeight());
-        record(l, linear(env, need(l.getInput()),
-                         codes ? codes.codes : need(l.getWeight()),
-                         transposed(l.getWeight()),
-                         l.getBias() ? &need(l.getBias()) : nullptr,
-                         shapeOf(l.getResult().getType()),
-                         l.getScale().convertToDouble(),
-                         codes ? &codes.scale : nullptr));
+        floatProjection(l, l.getInput(), l.getWeight(), l.getBias(),
+                        l.getScale().convertToDouble());
         return success();
       })
       .Case<HeadScaleOp>([&](HeadScaleOp h) {
